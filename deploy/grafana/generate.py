@@ -1,0 +1,660 @@
+#!/usr/bin/env python3
+"""Write kpiwatch's Grafana dashboards (deploy/grafana/*.json) from this description.
+
+Run `python3 deploy/grafana/generate.py` after editing; `scripts/check-deploy.sh` fails
+when the committed JSON differs from what this script writes, and
+`scripts/deploy_lint.py` checks the structure and every PromQL expression.
+
+The dashboards are provisioning-ready: fixed `uid`, no numeric `id`, no `__inputs`
+(the import-only form), and every panel and query takes its data source from the
+`datasource` variable, so they work unchanged with any Prometheus data source name.
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DS = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def datasource_var() -> dict:
+    return {
+        "name": "datasource",
+        "label": "Data source",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+        "regex": "",
+        "options": [],
+    }
+
+
+def query_var(name: str, label: str, query: str, multi: bool = True) -> dict:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "definition": query,
+        "query": {"query": query, "refId": f"{name}-var"},
+        "refresh": 2,
+        "sort": 1,
+        "multi": multi,
+        "includeAll": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "hide": 0,
+        "options": [],
+    }
+
+
+def target(expr: str, legend: str = "__auto", instant: bool = False, ref: str = "A") -> dict:
+    t = {
+        "datasource": DS,
+        "expr": expr,
+        "legendFormat": legend,
+        "refId": ref,
+        "range": not instant,
+        "instant": instant,
+    }
+    if instant:
+        t["format"] = "table"
+    return t
+
+
+class Layout:
+    """Places panels left to right on Grafana's 24-column grid, with unique ids."""
+
+    def __init__(self) -> None:
+        self.panels: list[dict] = []
+        self.x = 0
+        self.y = 0
+        self.row_h = 0
+        self.next_id = 1
+
+    def row(self, title: str) -> None:
+        self._newline()
+        self.panels.append(
+            {
+                "type": "row",
+                "id": self._id(),
+                "title": title,
+                "collapsed": False,
+                "gridPos": {"x": 0, "y": self.y, "w": 24, "h": 1},
+                "panels": [],
+            }
+        )
+        self.y += 1
+
+    def add(self, panel: dict, w: int, h: int) -> None:
+        if self.x + w > 24:
+            self._newline()
+        panel["id"] = self._id()
+        panel["gridPos"] = {"x": self.x, "y": self.y, "w": w, "h": h}
+        panel["datasource"] = DS
+        self.panels.append(panel)
+        self.x += w
+        self.row_h = max(self.row_h, h)
+
+    def _newline(self) -> None:
+        self.y += self.row_h
+        self.x = 0
+        self.row_h = 0
+
+    def _id(self) -> int:
+        i = self.next_id
+        self.next_id += 1
+        return i
+
+
+def thresholds(*steps: tuple[float | None, str]) -> dict:
+    return {"mode": "absolute", "steps": [{"value": v, "color": c} for v, c in steps]}
+
+
+def timeseries(
+    title: str,
+    desc: str,
+    targets: list[dict],
+    unit: str = "short",
+    threshold_line: float | None = None,
+    stack: bool = False,
+) -> dict:
+    custom: dict = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never"}
+    defaults: dict = {"unit": unit, "custom": custom}
+    if threshold_line is not None:
+        custom["thresholdsStyle"] = {"mode": "line+area"}
+        defaults["thresholds"] = thresholds((None, "transparent"), (threshold_line, "red"))
+    if stack:
+        custom["stacking"] = {"mode": "normal", "group": "A"}
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": desc,
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {
+            "legend": {"displayMode": "table", "placement": "right", "calcs": ["max", "lastNotNull"]},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+    }
+
+
+def state_timeline(title: str, desc: str, targets: list[dict], ok: str, bad: str) -> dict:
+    return {
+        "type": "state-timeline",
+        "title": title,
+        "description": desc,
+        "targets": targets,
+        "fieldConfig": {
+            "defaults": {
+                "color": {"mode": "thresholds"},
+                "thresholds": thresholds((None, "green"), (1, "red")),
+                "mappings": [
+                    {
+                        "type": "value",
+                        "options": {
+                            "0": {"text": ok, "color": "green", "index": 0},
+                            "1": {"text": bad, "color": "red", "index": 1},
+                        },
+                    }
+                ],
+            },
+            "overrides": [],
+        },
+        "options": {"showValue": "never", "mergeValues": True, "rowHeight": 0.8, "legend": {"showLegend": False}},
+    }
+
+
+def table(title: str, desc: str, targets: list[dict], hide: list[str] | None = None) -> dict:
+    exclude = {name: True for name in ["Time", "__name__"] + (hide or [])}
+    return {
+        "type": "table",
+        "title": title,
+        "description": desc,
+        "targets": targets,
+        "fieldConfig": {"defaults": {}, "overrides": []},
+        "options": {"showHeader": True, "cellHeight": "sm"},
+        "transformations": [{"id": "organize", "options": {"excludeByName": exclude}}],
+    }
+
+
+def bargauge(title: str, desc: str, targets: list[dict], unit: str = "short", red_at: float | None = None) -> dict:
+    defaults: dict = {"unit": unit, "min": 0}
+    if red_at is not None:
+        defaults["thresholds"] = thresholds((None, "green"), (red_at, "red"))
+    return {
+        "type": "bargauge",
+        "title": title,
+        "description": desc,
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {"orientation": "horizontal", "displayMode": "gradient", "reduceOptions": {"calcs": ["lastNotNull"], "values": False}},
+    }
+
+
+def stat(title: str, desc: str, targets: list[dict], unit: str = "short", red_at: float | None = None) -> dict:
+    defaults: dict = {"unit": unit}
+    if red_at is not None:
+        defaults["thresholds"] = thresholds((None, "green"), (red_at, "red"))
+    return {
+        "type": "stat",
+        "title": title,
+        "description": desc,
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "values": False}, "colorMode": "background"},
+    }
+
+
+def dashboard(uid: str, title: str, desc: str, variables: list[dict], layout: Layout) -> dict:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": desc,
+        "tags": ["kpiwatch"],
+        "editable": True,
+        "graphTooltip": 1,
+        "refresh": "30s",
+        "schemaVersion": 39,
+        "version": 1,
+        "time": {"from": "now-6h", "to": "now"},
+        "timepicker": {},
+        "timezone": "",
+        "annotations": {
+            "list": [
+                {
+                    "name": "kpiwatch alerts",
+                    "datasource": DS,
+                    "enable": True,
+                    "iconColor": "red",
+                    "expr": 'ALERTS{alertname=~"Kpiwatch.*", alertstate="firing"}',
+                    "titleFormat": "{{alertname}}",
+                    "textFormat": "{{group}} {{detector}} {{interface}}",
+                    "step": "1m",
+                }
+            ]
+        },
+        "links": [{"title": "kpiwatch", "type": "dashboards", "tags": ["kpiwatch"], "asDropdown": True}],
+        "templating": {"list": [datasource_var(), *variables]},
+        "panels": layout.panels,
+    }
+
+
+# --- the dashboards --------------------------------------------------------------------
+
+SEL = 'group=~"$group"'
+SCORE_SEL = 'group=~"$group", detector=~"$detector"'
+
+
+def anomalies() -> dict:
+    lay = Layout()
+    lay.row("Scores")
+    lay.add(
+        timeseries(
+            "Anomaly score per entity",
+            "kpiwatch_anomaly_score of every entity: 1.0 (the red line) is the detector's "
+            "threshold, above it the entity is anomalous.",
+            [target(f"kpiwatch_anomaly_score{{{SCORE_SEL}}}")],
+            threshold_line=1.0,
+        ),
+        w=16,
+        h=9,
+    )
+    lay.add(
+        bargauge(
+            "Highest scores now",
+            "The 15 entities with the highest score at the end of the range.",
+            [target(f"topk(15, kpiwatch_anomaly_score{{{SCORE_SEL}}})", instant=True)],
+            red_at=1.0,
+        ),
+        w=8,
+        h=9,
+    )
+    lay.add(
+        state_timeline(
+            "Anomaly flags",
+            "kpiwatch_anomaly per entity and detector: red while the score is above threshold.",
+            [target(f"kpiwatch_anomaly{{{SCORE_SEL}}}")],
+            ok="normal",
+            bad="anomalous",
+        ),
+        w=24,
+        h=8,
+    )
+    lay.row("Uni-AD: which metric")
+    lay.add(
+        bargauge(
+            "Top contributing metrics",
+            "Each metric's term of the Uni-AD score (eq. 7): the metrics that explain the "
+            "current score.",
+            [target(f"topk(10, kpiwatch_uniad_metric_contribution{{{SEL}}})", instant=True)],
+        ),
+        w=8,
+        h=9,
+    )
+    lay.add(
+        timeseries(
+            "Metric contributions over time",
+            "Uni-AD per-metric contributions of the 10 largest series over the range.",
+            [target(f"topk(10, kpiwatch_uniad_metric_contribution{{{SEL}}})")],
+        ),
+        w=8,
+        h=9,
+    )
+    lay.add(
+        timeseries(
+            "Reconstruction error",
+            "Raw Uni-AD reconstruction error per entity (the score before the threshold).",
+            [target(f"kpiwatch_uniad_reconstruction_error{{{SEL}}}")],
+        ),
+        w=8,
+        h=9,
+    )
+    lay.row("Robust z-score")
+    lay.add(
+        timeseries(
+            "Robust z-score per metric",
+            "(x - median) / (1.4826 MAD) of each metric at the last step.",
+            [target(f"kpiwatch_zscore_value{{{SEL}}}")],
+        ),
+        w=24,
+        h=8,
+    )
+    lay.row("ADSketch patterns")
+    lay.add(
+        table(
+            "Current pattern matches",
+            "The pattern each series matches now, its kind (normal or abnormal) and the "
+            "issue labels people attached to it.",
+            [target(f"kpiwatch_adsketch_match{{{SEL}}}", instant=True)],
+            hide=["Value"],
+        ),
+        w=12,
+        h=9,
+    )
+    lay.add(
+        timeseries(
+            "Abnormal matches",
+            "Number of series matching an abnormal pattern, per issue label.",
+            [target(f'count by (group, issue) (kpiwatch_adsketch_match{{{SEL}, kind="abnormal"}})', legend="{{group}} {{issue}}")],
+        ),
+        w=12,
+        h=9,
+    )
+    lay.add(
+        timeseries(
+            "Distance to nearest pattern",
+            "Euclidean distance of the latest subsequence to its nearest pattern.",
+            [target(f"kpiwatch_adsketch_distance{{{SEL}}}")],
+        ),
+        w=16,
+        h=8,
+    )
+    lay.add(
+        stat(
+            "Patterns",
+            "Patterns kpiwatch knows, by kind.",
+            [target(f"sum by (kind) (kpiwatch_adsketch_patterns{{{SEL}}})", legend="{{kind}}")],
+        ),
+        w=8,
+        h=8,
+    )
+    lay.row("Alerts")
+    lay.add(
+        table(
+            "Firing kpiwatch alerts",
+            "Alerts from deploy/rules/kpiwatch.rules.yml that fire now.",
+            [target('ALERTS{alertname=~"Kpiwatch.*", alertstate="firing"}', instant=True)],
+            hide=["Value", "alertstate"],
+        ),
+        w=24,
+        h=8,
+    )
+    variables = [
+        query_var("group", "Group", "label_values(kpiwatch_anomaly_score, group)"),
+        query_var("detector", "Detector", 'label_values(kpiwatch_anomaly_score{group=~"$group"}, detector)'),
+    ]
+    return dashboard(
+        "kpiwatch-anomalies",
+        "kpiwatch / Anomalies",
+        "Anomaly scores, flags and explanations (Uni-AD contributions, ADSketch patterns) per entity.",
+        variables,
+        lay,
+    )
+
+
+def regressions() -> dict:
+    lay = Layout()
+    sel = 'interface=~"$interface"'
+    lay.add(
+        stat(
+            "Interfaces regressed now",
+            "Interfaces whose regression flag is 1.",
+            [target(f"count(kpiwatch_regression{{{sel}}} == 1) or vector(0)", legend="regressed")],
+            red_at=1,
+        ),
+        w=6,
+        h=5,
+    )
+    lay.add(
+        table(
+            "Baselines",
+            "The baseline each interface is compared with (mode: version change, day/week "
+            "before, pinned).",
+            [target(f"kpiwatch_regression_baseline_info{{{sel}}}", instant=True)],
+            hide=["Value"],
+        ),
+        w=18,
+        h=5,
+    )
+    lay.add(
+        state_timeline(
+            "Regression flag per interface",
+            "kpiwatch_regression: red while any KPI of the interface is judged regressed.",
+            [target(f"kpiwatch_regression{{{sel}}}", legend="{{interface}}")],
+            ok="ok",
+            bad="regressed",
+        ),
+        w=24,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Regression probability per interface and KPI",
+            "P(regression) from the Siamese model for each KPI; above 0.5 (red) the KPI "
+            "counts as regressed.",
+            [target(f"kpiwatch_regression_probability{{{sel}}}", legend="{{interface}} {{kpi}}")],
+            unit="percentunit",
+            threshold_line=0.5,
+        ),
+        w=24,
+        h=10,
+    )
+    lay.add(
+        bargauge(
+            "Probability now",
+            "Latest P(regression) per interface and KPI.",
+            [target(f"sort_desc(kpiwatch_regression_probability{{{sel}}})", legend="{{interface}} {{kpi}}", instant=True)],
+            unit="percentunit",
+            red_at=0.5,
+        ),
+        w=24,
+        h=8,
+    )
+    variables = [query_var("interface", "Interface", "label_values(kpiwatch_regression, interface)")]
+    return dashboard(
+        "kpiwatch-regressions",
+        "kpiwatch / Performance regressions",
+        "DynamicRegress: regression flags and probabilities per interface and KPI.",
+        variables,
+        lay,
+    )
+
+
+def agent() -> dict:
+    lay = Layout()
+    s = 'job=~"$job", instance=~"$instance"'
+    ri = "$__rate_interval"
+    lay.row("Agents")
+    lay.add(stat("Agents up", "Scraped kpiwatch agents that answer.", [target(f'sum(up{{{s}}})', legend="up")]), w=4, h=5)
+    lay.add(
+        table("Versions", "kpiwatch_build_info of every agent.", [target(f"kpiwatch_build_info{{{s}}}", instant=True)], hide=["Value"]),
+        w=10,
+        h=5,
+    )
+    lay.add(
+        stat(
+            "Config reload OK",
+            "kpiwatch_config_last_reload_successful (0 = the last reload was rejected).",
+            [target(f"min(kpiwatch_config_last_reload_successful{{{s}}})", legend="last reload")],
+        ),
+        w=5,
+        h=5,
+    )
+    lay.add(
+        stat(
+            "Since last state save",
+            "Age of the newest saved state.",
+            [target(f"time() - max(kpiwatch_state_last_save_timestamp_seconds{{{s}}})", legend="age")],
+            unit="s",
+        ),
+        w=5,
+        h=5,
+    )
+    lay.row("Cycles")
+    lay.add(
+        timeseries(
+            "Cycles by result",
+            "Cycles per second per group, ok and error.",
+            [target(f"sum by (group, result) (rate(kpiwatch_cycles_total{{{s}}}[{ri}]))", legend="{{group}} {{result}}")],
+            unit="ops",
+        ),
+        w=8,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Cycle duration p50 / p99",
+            "From the kpiwatch_cycle_duration_seconds histogram.",
+            [
+                target(
+                    f"histogram_quantile(0.99, sum by (group, le) (rate(kpiwatch_cycle_duration_seconds_bucket{{{s}}}[{ri}])))",
+                    legend="p99 {{group}}",
+                ),
+                target(
+                    f"histogram_quantile(0.5, sum by (group, le) (rate(kpiwatch_cycle_duration_seconds_bucket{{{s}}}[{ri}])))",
+                    legend="p50 {{group}}",
+                    ref="B",
+                ),
+            ],
+            unit="s",
+        ),
+        w=8,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Since last successful cycle",
+            "Seconds since each group's last successful cycle (KpiwatchCycleStale fires above 900).",
+            [target(f"time() - kpiwatch_last_successful_cycle_timestamp_seconds{{{s}}}", legend="{{instance}} {{group}}")],
+            unit="s",
+            threshold_line=900,
+        ),
+        w=8,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Overruns",
+            "Ticks skipped because the previous cycle was still running.",
+            [target(f"sum by (group) (rate(kpiwatch_cycle_overruns_total{{{s}}}[{ri}]))", legend="{{group}}")],
+            unit="ops",
+        ),
+        w=8,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Entities, stale entities and series",
+            "What each group tracks.",
+            [
+                target(f"sum by (group) (kpiwatch_entities{{{s}}})", legend="entities {{group}}"),
+                target(f"sum by (group) (kpiwatch_entities_stale{{{s}}})", legend="stale {{group}}", ref="B"),
+                target(f"sum by (group) (kpiwatch_series{{{s}}})", legend="series {{group}}", ref="C"),
+            ],
+        ),
+        w=8,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Inference duration p99",
+            "From kpiwatch_inference_duration_seconds, per detector.",
+            [
+                target(
+                    f"histogram_quantile(0.99, sum by (detector, le) (rate(kpiwatch_inference_duration_seconds_bucket{{{s}}}[{ri}])))",
+                    legend="{{detector}}",
+                )
+            ],
+            unit="s",
+        ),
+        w=8,
+        h=8,
+    )
+    lay.row("Prometheus queries")
+    lay.add(
+        timeseries(
+            "Query duration p99",
+            "kpiwatch_query_duration_seconds per API endpoint.",
+            [
+                target(
+                    f"histogram_quantile(0.99, sum by (endpoint, le) (rate(kpiwatch_query_duration_seconds_bucket{{{s}}}[{ri}])))",
+                    legend="{{endpoint}}",
+                )
+            ],
+            unit="s",
+        ),
+        w=8,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Query errors by cause",
+            "timeout, connect, http_4xx, http_429, http_5xx, decode, too_large, prometheus_error.",
+            [target(f"sum by (cause) (rate(kpiwatch_query_errors_total{{{s}}}[{ri}]))", legend="{{cause}}")],
+            unit="ops",
+            stack=True,
+        ),
+        w=8,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Samples fetched",
+            "Samples per second read from Prometheus.",
+            [target(f"sum by (instance) (rate(kpiwatch_samples_fetched_total{{{s}}}[{ri}]))", legend="{{instance}}")],
+            unit="ops",
+        ),
+        w=8,
+        h=8,
+    )
+    lay.row("State and configuration")
+    lay.add(
+        timeseries(
+            "State saves by result",
+            "kpiwatch_state_saves_total: success and failure.",
+            [target(f"sum by (result) (increase(kpiwatch_state_saves_total{{{s}}}[{ri}]))", legend="{{result}}")],
+        ),
+        w=12,
+        h=7,
+    )
+    lay.add(
+        timeseries(
+            "Config reloads by result",
+            "kpiwatch_config_reloads_total: accepted and rejected reloads.",
+            [target(f"sum by (result) (increase(kpiwatch_config_reloads_total{{{s}}}[{ri}]))", legend="{{result}}")],
+        ),
+        w=12,
+        h=7,
+    )
+    variables = [
+        query_var("job", "Job", "label_values(kpiwatch_build_info, job)"),
+        query_var("instance", "Agent", 'label_values(kpiwatch_build_info{job=~"$job"}, instance)'),
+    ]
+    return dashboard(
+        "kpiwatch-agent",
+        "kpiwatch / Agent",
+        "Self-monitoring of the kpiwatch agents: cycles, queries, inference, state.",
+        variables,
+        lay,
+    )
+
+
+DASHBOARDS = {
+    "kpiwatch-anomalies.json": anomalies,
+    "kpiwatch-regressions.json": regressions,
+    "kpiwatch-agent.json": agent,
+}
+
+
+def render(build) -> str:
+    return json.dumps(build(), indent=2, sort_keys=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    out_dir = Path(argv[1]) if len(argv) > 1 else HERE
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, build in DASHBOARDS.items():
+        (out_dir / name).write_text(render(build))
+        print(f"wrote {out_dir / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,58 @@
+{{/* Chart name, truncated to the 63 characters DNS names allow. */}}
+{{- define "kpiwatch.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Fully qualified app name: the release name, unless it already contains the chart name. */}}
+{{- define "kpiwatch.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kpiwatch.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kpiwatch.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: agent
+{{- end -}}
+
+{{- define "kpiwatch.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "kpiwatch.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "kpiwatch.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "kpiwatch.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kpiwatch.configMapName" -}}
+{{- default (include "kpiwatch.fullname" .) .Values.existingConfigMap -}}
+{{- end -}}
+
+{{- define "kpiwatch.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/*
+The agent's config: .Values.config with server.listen forced to .Values.port, so that
+the container port, the probes and the Service always agree with the agent.
+*/}}
+{{- define "kpiwatch.config" -}}
+{{- $cfg := deepCopy .Values.config -}}
+{{- $server := dict "listen" (printf "0.0.0.0:%v" .Values.port) -}}
+{{- $_ := set $cfg "server" (mergeOverwrite (default dict $cfg.server) $server) -}}
+{{- toYaml $cfg -}}
+{{- end -}}
