@@ -4,6 +4,7 @@
 Usage (scripts/check-deploy.sh runs all of it inside .venv-deploy):
 
     deploy_lint.py sync                      rewrite the copies from their sources
+    deploy_lint.py kustomize DIR             render DIR's kustomization (no kubectl)
     deploy_lint.py check MANIFESTS... [--configs-out DIR] [--bad-values-out DIR]
 
 `check` exits 1 with one line per problem. It checks that
@@ -246,6 +247,8 @@ def rule_exprs(rules: dict, src: str, problems: Problems) -> list[tuple[str, str
             for key in ("summary", "description", "runbook_url"):
                 if not ann.get(key):
                     problems.add(where, f"annotation {key} is missing")
+            if DOCS.exists() and f"`{name}`" not in DOCS.read_text():
+                problems.add(where, f"not listed in {DOCS.relative_to(ROOT)}")
             anchor = ann.get("runbook_url", "").partition("#")[2]
             if anchor not in anchors:
                 problems.add(where, f"runbook anchor #{anchor} is not a heading of {DOCS.relative_to(ROOT)}")
@@ -325,6 +328,8 @@ def check_dashboard(path: Path, dash: dict, problems: Problems) -> list[tuple[st
             continue
         if not p.get("title"):
             problems.add(pw, "panel without a title")
+        elif DOCS.exists() and f"| {p['title']} |" not in DOCS.read_text():
+            problems.add(pw, f"not listed in {DOCS.relative_to(ROOT)}'s panel tables")
         if p.get("datasource") != DS_VAR:
             problems.add(pw, f"datasource must be {DS_VAR}")
         targets = p.get("targets", [])
@@ -618,10 +623,45 @@ def check_helm(problems: Problems, configs_out: Path | None, bad_out: Path | Non
         problems.add("helm/kpiwatch/values.yaml", "does not satisfy values.schema.json")
 
 
+# --- fallback kustomize ---------------------------------------------------------------
+
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+
+
+def kustomize(directory: Path) -> list[dict]:
+    """The subset of kustomize that deploy/ uses (resources, namespace, labels, images),
+    for machines without kubectl; check-deploy.sh prefers `kubectl kustomize`."""
+    k = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unknown = set(k) - {"apiVersion", "kind", "namespace", "labels", "resources", "images"}
+    if unknown:
+        raise SystemExit(f"{directory}: fallback renderer does not support {sorted(unknown)}")
+    docs: list[dict] = []
+    for res in k.get("resources", []):
+        path = (directory / res).resolve()
+        if path.is_dir():
+            docs += kustomize(path)
+        else:
+            docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for d in docs:
+        meta = d.setdefault("metadata", {})
+        if k.get("namespace") and d["kind"] not in CLUSTER_SCOPED:
+            meta["namespace"] = k["namespace"]
+        for entry in k.get("labels", []):
+            meta.setdefault("labels", {}).update(entry.get("pairs", {}))
+        pod = d.get("spec", {}).get("template", {}).get("spec", {})
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            for img in k.get("images", []):
+                if c["image"].split(":")[0] == img["name"]:
+                    c["image"] = f"{img.get('newName', img['name'])}:{img.get('newTag', 'latest')}"
+    return docs
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("sync")
+    kus = sub.add_parser("kustomize", help="render a kustomization without kubectl")
+    kus.add_argument("directory", type=Path)
     chk = sub.add_parser("check")
     chk.add_argument("manifests", nargs="*", type=Path, help="rendered kustomize output files")
     chk.add_argument("--configs-out", type=Path)
@@ -630,6 +670,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.cmd == "sync":
         return sync()
+    if args.cmd == "kustomize":
+        print(yaml.safe_dump_all(kustomize(args.directory), sort_keys=False), end="")
+        return 0
     problems = Problems()
     check_copies(problems)
     rules = yaml.safe_load(RULES.read_text())
