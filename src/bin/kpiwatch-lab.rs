@@ -1,0 +1,147 @@
+//! `kpiwatch-lab`: runs lab scenarios (real service, real load, real Prometheus) and
+//! records labeled datasets. See `docs/lab.md`.
+//!
+//! * `kpiwatch-lab check <scenario.yaml>…`: validate scenarios (exit 2 on problems);
+//! * `kpiwatch-lab run <scenario.yaml>… --out tests/data/lab`: play and record;
+//! * `kpiwatch-lab serve --listen 127.0.0.1:8080`: the test service alone (the runner
+//!   starts it this way as a child process).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kpiwatch::lab::runner::{self, RunOptions};
+use kpiwatch::lab::{scenario, service, LabError};
+
+#[derive(Debug, Parser)]
+#[command(name = "kpiwatch-lab", version, about = "The kpiwatch lab: real workloads with injected faults, recorded as labeled datasets")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate scenario files without starting anything.
+    Check {
+        /// Scenario files.
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+    },
+    /// Play scenarios one after the other and record their datasets.
+    Run {
+        /// Scenario files.
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+        /// Dataset root directory.
+        #[arg(long, default_value = "tests/data/lab")]
+        out: PathBuf,
+        /// Keep the temporary directory (Prometheus data, process logs).
+        #[arg(long)]
+        keep_tmp: bool,
+    },
+    /// Serve the lab's test service.
+    Serve {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Initial version label.
+        #[arg(long, default_value = "v1")]
+        version: String,
+        /// Seed of the service's noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Check { scenarios } => check(&scenarios),
+        Command::Run { scenarios, out, keep_tmp } => {
+            // Validate every scenario before starting anything.
+            let mut loaded = Vec::new();
+            for path in &scenarios {
+                match scenario::load(path) {
+                    Ok(sc) => loaded.push(sc),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let opts = RunOptions { out, keep_tmp, service_program: None };
+            block_on(async {
+                for sc in &loaded {
+                    let s = runner::run(sc, &opts).await?;
+                    println!(
+                        "{}: wrote {} files to {} ({} labeled {})",
+                        sc.name,
+                        s.files,
+                        s.dir.display(),
+                        s.labeled,
+                        match sc.body {
+                            scenario::Body::Anomaly(_) => "fault windows",
+                            scenario::Body::Regression(_) => "pairs",
+                        }
+                    );
+                }
+                Ok(())
+            })
+        }
+        Command::Serve { listen, version, seed } => block_on(async move {
+            let svc = service::Service::new(&version, seed)?;
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|source| LabError::Io { path: listen.clone().into(), source })?;
+            tracing::info!(%listen, %version, "Lab service listening.");
+            service::run(listener, svc, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await;
+            Ok(())
+        }),
+    }
+}
+
+fn check(paths: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for path in paths {
+        match scenario::load(path) {
+            Ok(sc) => println!("{}: ok ({}, {:?})", path.display(), sc.name, sc.total_duration()),
+            Err(e) => {
+                ok = false;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+fn block_on(fut: impl std::future::Future<Output = Result<(), LabError>>) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

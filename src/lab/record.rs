@@ -1,0 +1,531 @@
+//! Export of a lab recording through Prometheus's `query_range` into the dataset formats
+//! of `docs/lab.md`:
+//! * anomaly: `<out>/anomaly/<scenario>/<route>.csv` (`timestamp`, one column per
+//!   metric, `label`) and `manifest.json` (entities, phases, fault windows);
+//! * regression: `<out>/regress/<run>__<route>.csv`
+//!   (`timestamp,workload,response_time,throughput,success_rate`), `pairs.csv` and
+//!   `manifest.json`.
+//!
+//! The Prometheus client here is a small private one (query and query_range only): the
+//! lab does not depend on the agent's reader.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use super::runner::RunSummary;
+use super::scenario::{Body, Campaign, Kpi, Phase, Scenario};
+use super::service::ROUTES;
+use super::LabError;
+
+/// Format tags written in the manifests.
+pub const ANOMALY_FORMAT: &str = "kpiwatch-lab-anomaly/1";
+/// Format tag of the regression manifest.
+pub const REGRESSION_FORMAT: &str = "kpiwatch-lab-regress/1";
+/// Header of every regression run file.
+pub const RUN_HEADER: &str = "timestamp,workload,response_time,throughput,success_rate";
+/// Header of `pairs.csv`.
+pub const PAIRS_HEADER: &str = "pair_id,baseline,current,label,rt_regressed,tps_regressed,sr_regressed";
+
+/// When a phase or run actually played (wall clock, ms since the epoch).
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    /// Index of the phase or run in the scenario.
+    pub index: usize,
+    /// Start.
+    pub start_ms: i64,
+    /// End.
+    pub end_ms: i64,
+}
+
+/// Series labels and `(timestamp seconds, value)` points.
+pub type Series = (BTreeMap<String, String>, Vec<(f64, f64)>);
+
+/// A minimal Prometheus HTTP API client.
+#[derive(Debug, Clone)]
+pub struct PromClient {
+    client: reqwest::Client,
+    base: String,
+}
+
+impl PromClient {
+    /// A client for the Prometheus at `base` (e.g. `http://127.0.0.1:9090`).
+    pub fn new(client: reqwest::Client, base: &str) -> Self {
+        Self { client, base: base.trim_end_matches('/').to_string() }
+    }
+
+    async fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Value, LabError> {
+        let url = format!("{}{path}", self.base);
+        let err = |detail: String| LabError::Http { url: url.clone(), detail };
+        let resp = self.client.get(&url).query(params).send().await.map_err(|e| err(e.to_string()))?;
+        let status = resp.status();
+        let body: Value = resp.json().await.map_err(|e| err(format!("{status}: {e}")))?;
+        if body["status"] != "success" {
+            return Err(err(format!("{status}: {}", body["error"])));
+        }
+        Ok(body["data"]["result"].clone())
+    }
+
+    /// Instant query: labels and value of each result.
+    pub async fn query(&self, expr: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, LabError> {
+        let result = self.get("/api/v1/query", &[("query", expr.to_string())]).await?;
+        Ok(result
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| (labels(&s["metric"]), s["value"][1].as_str().map(parse_value).unwrap_or(f64::NAN)))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Range query over `[start, end]` seconds with `step` seconds.
+    pub async fn query_range(&self, expr: &str, start: f64, end: f64, step: f64) -> Result<Vec<Series>, LabError> {
+        let params = [
+            ("query", expr.to_string()),
+            ("start", format!("{start:.3}")),
+            ("end", format!("{end:.3}")),
+            ("step", format!("{step}")),
+        ];
+        let result = self.get("/api/v1/query_range", &params).await?;
+        Ok(result
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| {
+                        let points = s["values"]
+                            .as_array()
+                            .map(|vs| {
+                                vs.iter()
+                                    .filter_map(|p| Some((p[0].as_f64()?, parse_value(p[1].as_str()?))))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        (labels(&s["metric"]), points)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
+fn labels(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
+}
+
+/// Parses a Prometheus sample value (`"1.5"`, `"NaN"`, `"+Inf"`, `"-Inf"`).
+pub fn parse_value(s: &str) -> f64 {
+    match s {
+        "+Inf" | "Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        _ => s.parse().unwrap_or(f64::NAN),
+    }
+}
+
+/// A regular time grid.
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    start: f64,
+    step: f64,
+    n: usize,
+}
+
+impl Grid {
+    /// Grid points aligned to multiples of `step` inside `[from, to]` (seconds).
+    fn inside(from: f64, to: f64, step: f64) -> Self {
+        let start = (from / step).ceil() * step;
+        let last = (to / step).floor() * step;
+        let n = if last >= start { ((last - start) / step).round() as usize + 1 } else { 0 };
+        Self { start, step, n }
+    }
+    fn ts(&self, i: usize) -> f64 {
+        self.start + self.step * i as f64
+    }
+    fn end(&self) -> f64 {
+        self.ts(self.n.saturating_sub(1))
+    }
+    fn index(&self, ts: f64) -> Option<usize> {
+        let i = ((ts - self.start) / self.step).round();
+        (i >= 0.0 && (i as usize) < self.n).then_some(i as usize)
+    }
+}
+
+/// Per-route and global columns, keyed by name.
+type Columns = BTreeMap<String, Vec<f64>>;
+
+/// Metrics exported per route entity: (column, PromQL with `$W` for the rate window).
+const ROUTE_QUERIES: &[(&str, &str)] = &[
+    ("rps", "sum by (route) (rate(lab_http_requests_total[$W]))"),
+    ("errors_rps", "sum by (route) (rate(lab_http_requests_total{code=~\"5..\"}[$W]))"),
+    (
+        "latency_mean_ms",
+        "1000 * sum by (route) (rate(lab_http_request_duration_seconds_sum[$W])) / sum by (route) (rate(lab_http_request_duration_seconds_count[$W]))",
+    ),
+    (
+        "latency_p50_ms",
+        "1000 * histogram_quantile(0.5, sum by (route, le) (rate(lab_http_request_duration_seconds_bucket[$W])))",
+    ),
+    (
+        "latency_p95_ms",
+        "1000 * histogram_quantile(0.95, sum by (route, le) (rate(lab_http_request_duration_seconds_bucket[$W])))",
+    ),
+    ("in_flight", "max by (route) (max_over_time(lab_http_in_flight[$W]))"),
+    (
+        "dependency_ms",
+        "1000 * sum by (route) (rate(lab_dependency_duration_seconds_sum[$W])) / sum by (route) (rate(lab_dependency_duration_seconds_count[$W]))",
+    ),
+];
+
+/// Metrics shared by every entity of a run (process, host and workload context).
+const GLOBAL_QUERIES: &[(&str, &str)] = &[
+    ("cpu_cores", "sum(rate(process_cpu_seconds_total{job=\"service\"}[$W]))"),
+    ("memory_mb", "sum(process_resident_memory_bytes{job=\"service\"}) / 1e6"),
+    ("node_cpu_busy", "1 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}[$W]))"),
+    ("node_load1", "max(node_load1)"),
+    ("workload", "sum(lab_load_virtual_users) + sum(lab_load_target_rate)"),
+];
+
+fn promql_duration(d: std::time::Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// Runs every query over `grid`; returns per-route columns and global columns.
+async fn fetch(prom: &PromClient, sc: &Scenario, grid: Grid) -> Result<(BTreeMap<String, Columns>, Columns), LabError> {
+    let w = promql_duration(sc.rate_window);
+    let step = sc.step.as_secs_f64();
+    let mut per_route: BTreeMap<String, Columns> = BTreeMap::new();
+    for (name, q) in ROUTE_QUERIES {
+        for (labels, points) in prom.query_range(&q.replace("$W", &w), grid.start, grid.end(), step).await? {
+            let Some(route) = labels.get("route") else { continue };
+            let col = per_route
+                .entry(route.clone())
+                .or_default()
+                .entry((*name).to_string())
+                .or_insert_with(|| vec![f64::NAN; grid.n]);
+            for (ts, v) in points {
+                if let Some(i) = grid.index(ts) {
+                    col[i] = v;
+                }
+            }
+        }
+    }
+    let mut global = Columns::new();
+    for (name, q) in GLOBAL_QUERIES {
+        let mut col = vec![f64::NAN; grid.n];
+        for (_, points) in prom.query_range(&q.replace("$W", &w), grid.start, grid.end(), step).await? {
+            for (ts, v) in points {
+                if let Some(i) = grid.index(ts) {
+                    col[i] = v;
+                }
+            }
+        }
+        global.insert((*name).to_string(), col);
+    }
+    Ok((per_route, global))
+}
+
+/// Error ratio from request and error rates: 0 when there were requests and no error
+/// series, `NaN` when there were no requests.
+fn error_ratio(rps: f64, errors: f64) -> f64 {
+    if rps.is_nan() || rps <= 0.0 {
+        f64::NAN
+    } else if errors.is_nan() {
+        0.0
+    } else {
+        (errors / rps).clamp(0.0, 1.0)
+    }
+}
+
+/// Formats a value compactly: `NaN` for gaps, at most 4 decimals.
+pub fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.to_string() }
+}
+
+fn fmt_ts(ts: f64) -> String {
+    fmt_value((ts * 1000.0).round() / 1000.0)
+}
+
+fn write(path: &Path, text: &str) -> Result<(), LabError> {
+    std::fs::write(path, text).map_err(LabError::io(path))
+}
+
+/// Removes the dataset files a previous recording left in `dir`.
+fn clean_dir(dir: &Path) -> Result<(), LabError> {
+    std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
+    for entry in std::fs::read_dir(dir).map_err(LabError::io(dir))? {
+        let path = entry.map_err(LabError::io(dir))?.path();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        if ext == "csv" || path.file_name().and_then(|n| n.to_str()) == Some("manifest.json") {
+            std::fs::remove_file(&path).map_err(LabError::io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Exports the recording of `sc` (played as `segments`) under `out`.
+pub async fn export(prom: &PromClient, sc: &Scenario, segments: &[Segment], out: &Path) -> Result<RunSummary, LabError> {
+    match &sc.body {
+        Body::Anomaly(phases) => export_anomaly(prom, sc, phases, segments, out).await,
+        Body::Regression(c) => export_regression(prom, sc, c, segments, out).await,
+    }
+}
+
+/// Column order of anomaly entity files (those an entity has no data for are left out).
+const ENTITY_COLUMNS: &[&str] = &[
+    "rps",
+    "error_ratio",
+    "latency_mean_ms",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "in_flight",
+    "dependency_ms",
+    "cpu_cores",
+    "memory_mb",
+    "node_cpu_busy",
+    "node_load1",
+    "workload",
+];
+
+async fn export_anomaly(
+    prom: &PromClient,
+    sc: &Scenario,
+    phases: &[Phase],
+    segments: &[Segment],
+    out: &Path,
+) -> Result<RunSummary, LabError> {
+    let dir = out.join("anomaly").join(&sc.name);
+    clean_dir(&dir)?;
+    let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
+        return Err(LabError::Http { url: "export".into(), detail: "nothing was played".into() });
+    };
+    let grid = Grid::inside(first.start_ms as f64 / 1000.0, last.end_ms as f64 / 1000.0, sc.step.as_secs_f64());
+    let (mut per_route, global) = fetch(prom, sc, grid).await?;
+
+    // Fault windows: one per (phase with faults, affected route).
+    let mut windows = Vec::new();
+    let mut phase_json = Vec::new();
+    for seg in segments {
+        let ph = &phases[seg.index];
+        let (start, end) = (seg.start_ms as f64 / 1000.0, seg.end_ms as f64 / 1000.0);
+        phase_json.push(json!({
+            "name": ph.name, "start": start, "end": end, "profile": ph.profile,
+            "version": ph.version, "faults": ph.faults,
+        }));
+        for route in ROUTES {
+            let hits: Vec<_> = ph.faults.iter().filter(|f| f.affected_routes().contains(route)).collect();
+            if hits.is_empty() {
+                continue;
+            }
+            let mut kinds: Vec<&str> = hits.iter().flat_map(|f| f.kinds()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            windows.push(json!({
+                "entity": format!("{}/{route}", sc.name), "route": route, "file": format!("{route}.csv"),
+                "phase": ph.name, "kinds": kinds, "start": start, "end": end,
+            }));
+        }
+    }
+
+    let mut entities = Vec::new();
+    for route in ROUTES {
+        let Some(cols) = per_route.get_mut(*route) else { continue };
+        let rps = cols.get("rps").cloned().unwrap_or_else(|| vec![f64::NAN; grid.n]);
+        let errors = cols.remove("errors_rps").unwrap_or_else(|| vec![f64::NAN; grid.n]);
+        cols.insert("error_ratio".into(), rps.iter().zip(&errors).map(|(r, e)| error_ratio(*r, *e)).collect());
+        for (k, v) in &global {
+            cols.insert(k.clone(), v.clone());
+        }
+        let names: Vec<&str> = ENTITY_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| cols.get(*c).is_some_and(|v| v.iter().any(|x| !x.is_nan())))
+            .collect();
+        let route_windows: Vec<(f64, f64)> = windows
+            .iter()
+            .filter(|w| w["route"] == *route)
+            .filter_map(|w| Some((w["start"].as_f64()?, w["end"].as_f64()?)))
+            .collect();
+        let mut csv = format!("timestamp,{},label\n", names.join(","));
+        let mut labeled = 0usize;
+        for i in 0..grid.n {
+            let ts = grid.ts(i);
+            let label = route_windows.iter().any(|(s, e)| ts >= *s && ts < *e);
+            labeled += usize::from(label);
+            csv.push_str(&fmt_ts(ts));
+            for n in &names {
+                let _ = write!(csv, ",{}", fmt_value(cols[*n][i]));
+            }
+            let _ = writeln!(csv, ",{}", u8::from(label));
+        }
+        let file = format!("{route}.csv");
+        write(&dir.join(&file), &csv)?;
+        entities.push(json!({
+            "id": format!("{}/{route}", sc.name), "route": route, "file": file,
+            "metrics": names, "rows": grid.n, "anomalous_rows": labeled,
+        }));
+    }
+    let manifest = json!({
+        "format": ANOMALY_FORMAT,
+        "scenario": sc.name,
+        "description": sc.description,
+        "step_s": sc.step.as_secs_f64(),
+        "scrape_interval_s": sc.scrape_interval.as_secs_f64(),
+        "rate_window_s": sc.rate_window.as_secs_f64(),
+        "start": grid.start,
+        "end": grid.end(),
+        "rows": grid.n,
+        "entities": entities,
+        "phases": phase_json,
+        "windows": windows,
+    });
+    write_manifest(&dir, &manifest)?;
+    Ok(RunSummary { dir, files: entities.len() + 1, labeled: windows.len() })
+}
+
+fn write_manifest(dir: &Path, manifest: &Value) -> Result<(), LabError> {
+    let text = serde_json::to_string_pretty(manifest).unwrap_or_default();
+    write(&dir.join("manifest.json"), &(text + "\n"))
+}
+
+/// File stem of a run's file for one route.
+pub fn run_file_stem(run: &str, route: &str) -> String {
+    format!("{run}__{route}")
+}
+
+async fn export_regression(
+    prom: &PromClient,
+    sc: &Scenario,
+    c: &Campaign,
+    segments: &[Segment],
+    out: &Path,
+) -> Result<RunSummary, LabError> {
+    let dir: PathBuf = out.join("regress");
+    clean_dir(&dir)?;
+    let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
+        return Err(LabError::Http { url: "export".into(), detail: "nothing was played".into() });
+    };
+    let step = sc.step.as_secs_f64();
+    let all = Grid::inside(first.start_ms as f64 / 1000.0, last.end_ms as f64 / 1000.0, step);
+    let (per_route, global) = fetch(prom, sc, all).await?;
+    let nan = vec![f64::NAN; all.n];
+    let workload = global.get("workload").unwrap_or(&nan);
+    let warmup = sc.rate_window.as_secs_f64();
+
+    let mut files = 0usize;
+    let mut runs_json = Vec::new();
+    for seg in segments {
+        let run = &c.runs[seg.index];
+        // Skip the first rate window: its rates still mix in the idle cool-down.
+        let g = Grid::inside(seg.start_ms as f64 / 1000.0 + warmup, seg.end_ms as f64 / 1000.0, step);
+        let mut run_files = Vec::new();
+        for route in ROUTES {
+            let cols = per_route.get(*route);
+            let col = |name: &str| cols.and_then(|c| c.get(name)).unwrap_or(&nan);
+            let (rps, errs, rt) = (col("rps"), col("errors_rps"), col("latency_mean_ms"));
+            let mut csv = format!("{RUN_HEADER}\n");
+            for i in 0..g.n {
+                let ts = g.ts(i);
+                let Some(j) = all.index(ts) else { continue };
+                let sr = 1.0 - error_ratio(rps[j], errs[j]);
+                let _ = writeln!(
+                    csv,
+                    "{},{},{},{},{}",
+                    fmt_ts(ts),
+                    fmt_value(workload[j]),
+                    fmt_value(rt[j]),
+                    fmt_value(rps[j]),
+                    fmt_value(sr)
+                );
+            }
+            let stem = run_file_stem(&run.id, route);
+            write(&dir.join(format!("{stem}.csv")), &csv)?;
+            files += 1;
+            run_files.push(stem);
+        }
+        runs_json.push(json!({
+            "id": run.id, "version": run.version, "profile": run.profile, "profile_kind": run.profile.name(),
+            "duration_s": run.duration.as_secs_f64(), "start": seg.start_ms as f64 / 1000.0,
+            "end": seg.end_ms as f64 / 1000.0, "faults": run.faults, "regressed": run.regressed,
+            "files": run_files,
+        }));
+    }
+
+    let mut pairs = format!("{PAIRS_HEADER}\n");
+    let mut pairs_json = Vec::new();
+    let mut n = 0usize;
+    for (b, cur) in &c.pairs {
+        let (base, current) = (&c.runs[*b], &c.runs[*cur]);
+        for route in ROUTES {
+            n += 1;
+            let kpis = current.regressed_on(route);
+            let has = |k: Kpi| u8::from(kpis.contains(&k));
+            let id = format!("p{n:04}");
+            let (bs, cs) = (run_file_stem(&base.id, route), run_file_stem(&current.id, route));
+            let _ = writeln!(
+                pairs,
+                "{id},{bs},{cs},{},{},{},{}",
+                u8::from(!kpis.is_empty()),
+                has(Kpi::Rt),
+                has(Kpi::Tps),
+                has(Kpi::Sr)
+            );
+            pairs_json.push(json!({ "pair_id": id, "route": route, "baseline_run": base.id, "current_run": current.id }));
+        }
+    }
+    write(&dir.join("pairs.csv"), &pairs)?;
+    let manifest = json!({
+        "format": REGRESSION_FORMAT,
+        "scenario": sc.name,
+        "description": sc.description,
+        "step_s": step,
+        "scrape_interval_s": sc.scrape_interval.as_secs_f64(),
+        "rate_window_s": sc.rate_window.as_secs_f64(),
+        "runs": runs_json,
+        "pairs": pairs_json,
+    });
+    write_manifest(&dir, &manifest)?;
+    Ok(RunSummary { dir, files: files + 2, labeled: n })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_is_aligned_to_the_step() {
+        let g = Grid::inside(10.3, 20.0, 2.0);
+        assert_eq!((g.start, g.n, g.end()), (12.0, 5, 20.0));
+        assert_eq!(g.index(14.0), Some(1));
+        assert_eq!(g.index(22.0), None);
+        assert_eq!(Grid::inside(10.3, 11.0, 2.0).n, 0);
+    }
+
+    #[test]
+    fn values_format_compactly() {
+        assert_eq!(fmt_value(f64::NAN), "NaN");
+        assert_eq!(fmt_value(1.5), "1.5");
+        assert_eq!(fmt_value(2.0), "2");
+        assert_eq!(fmt_value(-0.00001), "0");
+        assert_eq!(parse_value("+Inf"), f64::INFINITY);
+        assert!(parse_value("NaN").is_nan());
+    }
+
+    #[test]
+    fn error_ratio_handles_missing_series() {
+        assert_eq!(error_ratio(10.0, f64::NAN), 0.0);
+        assert!(error_ratio(0.0, 1.0).is_nan());
+        assert_eq!(error_ratio(10.0, 2.5), 0.25);
+    }
+}
