@@ -1,0 +1,208 @@
+"""Training corpus for Uni-AD: real series, synthetic entities, windows.
+
+Everything here is plain numpy. An *entity* is a float32 array of shape
+``(N, T)``: N metrics over T steps, each metric robust-z-scored with the
+statistics of its own series (median / 1.4826 MAD, scale floored), exactly as
+the agent's normaliser does before it calls the model.
+
+Held-out entities (``HELD_OUT_*``) are never read by training: they are the
+evaluation set of ``evaluate.py`` and of ``docs/benchmarks/uniad.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+W = 64
+SCALE_FLOOR = 1e-3
+
+# Yahoo A1: every fifth series (real_5, real_10, ..., real_65) is held out.
+HELD_OUT_YAHOO = [f"real_{i}.csv" for i in range(5, 68, 5)]
+# NAB: series from every labelled category are held out.
+HELD_OUT_NAB = [
+    "artificialWithAnomaly/art_daily_jumpsup.csv",
+    "artificialWithAnomaly/art_increase_spike_density.csv",
+    "realAdExchange/exchange-2_cpc_results.csv",
+    "realAdExchange/exchange-3_cpm_results.csv",
+    "realTraffic/TravelTime_387.csv",
+    "realTraffic/occupancy_t4013.csv",
+    "realTraffic/speed_7578.csv",
+    "realTweets/Twitter_volume_AAPL.csv",
+    "realTweets/Twitter_volume_UPS.csv",
+]
+
+
+def data_dir() -> Path:
+    """Datasets root: ``KPIWATCH_DATA`` or ``../shared/datasets`` from the repo root."""
+    env = os.environ.get("KPIWATCH_DATA")
+    if env:
+        root = Path(env)
+    else:
+        repo = Path(__file__).resolve().parents[3]
+        root = repo.parent / "shared" / "datasets"
+    if not (root / "yahoo_a1").is_dir() or not (root / "nab").is_dir():
+        raise SystemExit(
+            f"datasets not found under {root} (expected yahoo_a1/ and nab/); "
+            "set KPIWATCH_DATA to the folder that holds them"
+        )
+    return root
+
+
+def robust_z(x: np.ndarray) -> np.ndarray:
+    """Robust z-score of one series: (x - median) / max(1.4826 MAD, floor)."""
+    x = np.asarray(x, dtype=np.float64)
+    med = np.nanmedian(x)
+    mad = np.nanmedian(np.abs(x - med)) * 1.4826
+    if not np.isfinite(mad) or mad < SCALE_FLOOR:
+        # Fall back to the standard deviation, then to the floor, for flat series.
+        sd = np.nanstd(x)
+        mad = sd if np.isfinite(sd) and sd >= SCALE_FLOOR else SCALE_FLOOR
+    z = (x - med) / mad
+    return np.nan_to_num(z, nan=0.0).astype(np.float32)
+
+
+@dataclass
+class Series:
+    name: str
+    values: np.ndarray  # raw values, float64
+    labels: np.ndarray  # 0/1 per point
+
+
+def load_yahoo(root: Path, names: list[str] | None = None) -> list[Series]:
+    out = []
+    files = sorted((root / "yahoo_a1").glob("real_*.csv"))
+    for f in files:
+        if names is not None and f.name not in names:
+            continue
+        with open(f, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        v = np.array([float(r["value"]) for r in rows])
+        y = np.array([int(r["is_anomaly"]) for r in rows])
+        out.append(Series(f"yahoo_a1/{f.name}", v, y))
+    return out
+
+
+def _parse_ts(s: str) -> datetime:
+    return datetime.strptime(s.split(".")[0], "%Y-%m-%d %H:%M:%S")
+
+
+def load_nab(root: Path, names: list[str] | None = None) -> list[Series]:
+    with open(root / "nab" / "combined_windows.json") as fh:
+        windows = json.load(fh)
+    out = []
+    for rel in sorted(windows):
+        if names is not None and rel not in names:
+            continue
+        path = root / "nab" / "data" / rel
+        if not path.exists():
+            continue
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        ts = [_parse_ts(r["timestamp"]) for r in rows]
+        v = np.array([float(r["value"]) for r in rows])
+        y = np.zeros(len(rows), dtype=np.int64)
+        for start, end in windows[rel]:
+            a, b = _parse_ts(start), _parse_ts(end)
+            for i, t in enumerate(ts):
+                if a <= t <= b:
+                    y[i] = 1
+        out.append(Series(f"nab/{rel}", v, y))
+    return out
+
+
+def training_series(root: Path) -> list[Series]:
+    """All Yahoo A1 and NAB series except the held-out ones."""
+    ys = [s for s in load_yahoo(root) if Path(s.name).name not in HELD_OUT_YAHOO]
+    ns = [s for s in load_nab(root) if s.name[len("nab/"):] not in HELD_OUT_NAB]
+    return ys + ns
+
+
+def held_out_series(root: Path) -> dict[str, list[Series]]:
+    return {
+        "yahoo_a1": load_yahoo(root, HELD_OUT_YAHOO),
+        "nab": load_nab(root, HELD_OUT_NAB),
+    }
+
+
+def synthetic_entity(rng: np.random.Generator, n: int, t: int) -> np.ndarray:
+    """One synthetic entity with ``n`` metrics over ``t`` steps (raw, not normalised).
+
+    Metrics come in groups that share a latent load signal (daily/weekly-like
+    seasonality + trend + random walk), each metric a scaled, shifted, possibly
+    lagged or inverted copy plus its own noise; level shifts and occasional
+    spikes hit whole groups or single metrics, so the model sees both
+    correlated and independent behaviour.
+    """
+    steps = np.arange(t, dtype=np.float64)
+    out = np.empty((n, t))
+    groups = max(1, int(rng.integers(1, max(2, n // 3 + 2))))
+    assign = rng.integers(0, groups, size=n)
+    latents = []
+    for _ in range(groups):
+        period = float(rng.choice([24, 48, 96, 144, 288])) * rng.uniform(0.8, 1.2)
+        amp = rng.uniform(0.0, 2.0)
+        season = amp * np.sin(2 * np.pi * steps / period + rng.uniform(0, 2 * np.pi))
+        if rng.random() < 0.5:
+            season += 0.5 * amp * np.sin(4 * np.pi * steps / period + rng.uniform(0, 6.3))
+        if rng.random() < 0.2:  # square-ish wave (batch jobs)
+            season = amp * np.sign(season)
+        trend = rng.normal(0, 1.0) * steps / t
+        walk = np.cumsum(rng.normal(0, rng.uniform(0, 0.05), size=t))
+        lat = season + trend + walk
+        for _ in range(int(rng.poisson(0.7))):  # group-wide level shifts
+            at = int(rng.integers(0, t))
+            lat[at:] += rng.normal(0, 1.5)
+        latents.append(lat)
+    for i in range(n):
+        lat = latents[assign[i]]
+        lag = int(rng.integers(0, 4))
+        base = np.roll(lat, lag)
+        sign = -1.0 if rng.random() < 0.15 else 1.0
+        noise_sd = rng.uniform(0.02, 0.8)
+        x = sign * rng.uniform(0.5, 2.0) * base + rng.normal(0, noise_sd, size=t)
+        if rng.random() < 0.1:  # counters clamped at zero / quantised metrics
+            x = np.round(np.maximum(x, x.min() + 0.5 * (x.max() - x.min())), 1)
+        for _ in range(int(rng.poisson(0.3))):
+            at = int(rng.integers(0, t))
+            x[at:] += rng.normal(0, 2.0)
+        x = x * rng.uniform(0.1, 1000) + rng.uniform(-100, 1000)
+        out[i] = x
+    return out
+
+
+def normalise_entity(raw: np.ndarray) -> np.ndarray:
+    return np.stack([robust_z(row) for row in raw])
+
+
+def windows(entity: np.ndarray, stride: int, w: int = W) -> np.ndarray:
+    """Sliding windows ``(count, N, w)`` of a normalised ``(N, T)`` entity."""
+    n, t = entity.shape
+    if t < w:
+        return np.empty((0, n, w), dtype=np.float32)
+    starts = range(0, t - w + 1, stride)
+    return np.stack([entity[:, s : s + w] for s in starts]).astype(np.float32)
+
+
+def build_corpus(root: Path, seed: int, synthetic_entities: int, real_stride: int,
+                 synth_stride: int, synth_len: int, max_windows_per_series: int
+                 ) -> dict[int, np.ndarray]:
+    """Windows grouped by metric count N: ``{N: array (count, N, W)}``."""
+    rng = np.random.default_rng(seed)
+    by_n: dict[int, list[np.ndarray]] = {}
+    for s in training_series(root):
+        win = windows(robust_z(s.values)[None, :], real_stride)
+        if len(win) > max_windows_per_series:
+            win = win[rng.choice(len(win), max_windows_per_series, replace=False)]
+        by_n.setdefault(1, []).append(win)
+    for _ in range(synthetic_entities):
+        n = int(rng.integers(1, 41))
+        ent = normalise_entity(synthetic_entity(rng, n, synth_len))
+        by_n.setdefault(n, []).append(windows(ent, synth_stride))
+    return {n: np.concatenate(v) for n, v in by_n.items()}
