@@ -1,0 +1,380 @@
+//! `kpiwatch detect uniad`: the Uni-AD detector over a CSV file, offline.
+//!
+//! The CSV has a `timestamp` column, one column per metric and optionally a `label`
+//! (or `is_anomaly`) column. The file is one entity. For each row t the detector sees
+//! the rows up to t, normalised with the robust statistics of the `--history` rows
+//! before t (the agent's normaliser), exactly as the agent would score that entity
+//! cycle after cycle: eq. 7 at the last step, per-entity SPOT threshold (3-sigma while
+//! warming up). It prints `timestamp,score,raw,threshold,flag,top_metric` per row on
+//! stdout (`score` = raw / threshold, empty while fewer than W rows exist) and a
+//! summary on stderr; with labels, the summary has precision/recall/F1 of the flags,
+//! and best F1, point-adjusted best F1 and PR-AUC of the raw score. `--plot` writes
+//! an SVG of the metrics, labels, score and flags.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::dataset::read_csv;
+use crate::detect::uniad::{PlanMode, SpotOptions, UniadDetector, UniadOptions};
+use crate::detect::{Detector, EntityView};
+use crate::normalize::Normalizer;
+
+use super::{EXIT_CONFIG, EXIT_FAILURE};
+
+/// Arguments of `detect uniad`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// CSV with a `timestamp` column and one column per metric (+ optional `label`).
+    #[arg(long)]
+    input: PathBuf,
+    /// The ONNX model.
+    #[arg(long, default_value = "models/uniad.onnx")]
+    model: PathBuf,
+    /// Write an SVG plot of metrics, labels, score and flags here.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Rows of history behind each row's normalisation (the agent's `history`).
+    #[arg(long, default_value_t = 1024)]
+    history: usize,
+    /// SPOT risk: tail probability of the threshold.
+    #[arg(long, default_value_t = SpotOptions::default().risk)]
+    risk: f64,
+    /// Scores before SPOT calibrates (3-sigma threshold meanwhile).
+    #[arg(long, default_value_t = SpotOptions::default().calibration)]
+    calibration: usize,
+}
+
+/// One scored row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Row {
+    raw: f64,
+    threshold: f64,
+    top: usize,
+}
+
+/// Runs the command.
+pub(super) fn run(args: &Args) -> ExitCode {
+    let table = match read_csv(&args.input) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("kpiwatch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let ts = match table.require("timestamp") {
+        Ok(t) => t.to_vec(),
+        Err(e) => {
+            eprintln!("kpiwatch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let labels = table.first_of(&["label", "is_anomaly"]).map(<[f64]>::to_vec);
+    let metric_idx: Vec<usize> = (0..table.names.len())
+        .filter(|&i| !matches!(table.names[i].as_str(), "timestamp" | "label" | "is_anomaly"))
+        .collect();
+    if metric_idx.is_empty() {
+        eprintln!("kpiwatch: {}: no metric column besides timestamp and label", args.input.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let mut options = UniadOptions::new(&args.model);
+    options.plan = PlanMode::Bucketed;
+    options.threshold.risk = args.risk;
+    options.threshold.calibration = args.calibration;
+    if let Err(e) = options.validate() {
+        eprintln!("kpiwatch: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let mut detector = match UniadDetector::new(options) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("kpiwatch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let names: Vec<&str> = metric_idx.iter().map(|&i| table.names[i].as_str()).collect();
+    let columns: Vec<&[f64]> = metric_idx.iter().map(|&i| table.columns[i].as_slice()).collect();
+    let rows = score_rows(&mut detector, &columns, &names, args.history.max(2));
+
+    let mut out = String::from("timestamp,score,raw,threshold,flag,top_metric\n");
+    for (t, r) in ts.iter().zip(&rows) {
+        match r {
+            Some(r) => {
+                let score = r.raw / r.threshold;
+                let _ = writeln!(out, "{t},{score},{},{},{},{}", r.raw, r.threshold, u8::from(score > 1.0), names[r.top]);
+            }
+            None => {
+                let _ = writeln!(out, "{t},,,,0,");
+            }
+        }
+    }
+    print!("{out}");
+    let scored: Vec<(usize, Row)> = rows.iter().enumerate().filter_map(|(i, r)| r.map(|r| (i, r))).collect();
+    let flagged = scored.iter().filter(|(_, r)| r.raw > r.threshold).count();
+    eprintln!(
+        "{}: {} rows, {} metrics, {} scored, {} flagged",
+        args.input.display(),
+        ts.len(),
+        names.len(),
+        scored.len(),
+        flagged
+    );
+    if let Some(labels) = &labels {
+        let y: Vec<bool> = scored.iter().map(|(i, _)| labels[*i] > 0.5).collect();
+        let s: Vec<f64> = scored.iter().map(|(_, r)| r.raw).collect();
+        let flags: Vec<bool> = scored.iter().map(|(_, r)| r.raw > r.threshold).collect();
+        let (p, r, f) = prf(&flags, &y);
+        eprintln!("flags: precision {p:.3} recall {r:.3} f1 {f:.3}");
+        if y.iter().any(|&v| v) {
+            eprintln!(
+                "raw score: pr_auc {:.3} best_f1 {:.3} best_f1_point_adjusted {:.3}",
+                pr_auc(&s, &y),
+                best_f1(&s, &y, false),
+                best_f1(&s, &y, true)
+            );
+        } else {
+            eprintln!("raw score: no labelled anomaly among scored rows; no PR-AUC or best F1");
+        }
+    }
+    if let Some(path) = &args.plot {
+        let svg = plot_svg(&names, &columns, labels.as_deref(), &rows);
+        if let Err(e) = std::fs::write(path, svg) {
+            eprintln!("kpiwatch: cannot write {}: {e}", path.display());
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
+    if scored.is_empty() {
+        eprintln!("kpiwatch: no row scored (the model needs {} rows)", detector.model().window());
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Scores every row with the rows up to it; `None` while warming up.
+fn score_rows(detector: &mut UniadDetector, columns: &[&[f64]], names: &[&str], history: usize) -> Vec<Option<Row>> {
+    let w = detector.model().window();
+    let mut normalizers = vec![Normalizer::new(); columns.len()];
+    let mut scratch = Vec::new();
+    let len = columns.first().map_or(0, |c| c.len());
+    let mut out = Vec::with_capacity(len);
+    for t in 0..len {
+        let from = (t + 1).saturating_sub(history.max(w));
+        let slices: Vec<&[f64]> = columns.iter().map(|c| &c[from..=t]).collect();
+        // Statistics from the rows before t, so the point judged does not dilute its
+        // own baseline.
+        let stats: Vec<_> = normalizers
+            .iter_mut()
+            .zip(&slices)
+            .map(|(n, s)| {
+                if s.len() > 1 {
+                    n.update(&s[..s.len() - 1], 1, &mut scratch);
+                }
+                n.stats()
+            })
+            .collect();
+        let view = EntityView { key: "csv", metric_names: names, rows: &slices, stats: &stats, end_ms: 0, step_ms: 1 };
+        out.push(detector.score(&[view]).remove(0).ok().map(|s| {
+            let top = s
+                .metrics
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.contribution.is_finite())
+                .max_by(|a, b| a.1.contribution.total_cmp(&b.1.contribution))
+                .map_or(0, |(i, _)| i);
+            Row { raw: s.raw, threshold: s.threshold, top }
+        }));
+    }
+    out
+}
+
+/// Point-wise precision, recall and F1 of flags against labels.
+fn prf(flags: &[bool], labels: &[bool]) -> (f64, f64, f64) {
+    let tp = flags.iter().zip(labels).filter(|(f, l)| **f && **l).count() as f64;
+    let fp = flags.iter().zip(labels).filter(|(f, l)| **f && !**l).count() as f64;
+    let pos = labels.iter().filter(|l| **l).count() as f64;
+    let p = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+    let r = if pos > 0.0 { tp / pos } else { 0.0 };
+    let f = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+    (p, r, f)
+}
+
+/// Area under the precision-recall curve (average precision; tied scores form one
+/// threshold).
+fn pr_auc(scores: &[f64], labels: &[bool]) -> f64 {
+    let pos = labels.iter().filter(|l| **l).count() as f64;
+    if pos == 0.0 {
+        return f64::NAN;
+    }
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let (mut tp, mut fp, mut ap, mut last_recall) = (0.0, 0.0, 0.0, 0.0);
+    for (k, &i) in order.iter().enumerate() {
+        if labels[i] {
+            tp += 1.0;
+        } else {
+            fp += 1.0;
+        }
+        let tie = order.get(k + 1).is_some_and(|&j| scores[j] == scores[i]);
+        if !tie {
+            let recall = tp / pos;
+            ap += (recall - last_recall) * tp / (tp + fp);
+            last_recall = recall;
+        }
+    }
+    ap
+}
+
+/// Best F1 over all thresholds on the score. With `point_adjusted`, a labelled
+/// segment counts as wholly detected once any of its points is flagged (the
+/// point-adjust protocol of OmniAnomaly and the Uni-AD paper).
+fn best_f1(scores: &[f64], labels: &[bool], point_adjusted: bool) -> f64 {
+    // Events (score at which they turn on, true positives, false positives).
+    let mut events: Vec<(f64, f64, f64)> = Vec::new();
+    let mut i = 0;
+    while i < scores.len() {
+        if !labels[i] {
+            events.push((scores[i], 0.0, 1.0));
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < scores.len() && labels[i] {
+            i += 1;
+        }
+        if point_adjusted {
+            let max = scores[start..i].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            events.push((max, (i - start) as f64, 0.0));
+        } else {
+            events.extend(scores[start..i].iter().map(|&s| (s, 1.0, 0.0)));
+        }
+    }
+    let pos = labels.iter().filter(|l| **l).count() as f64;
+    if pos == 0.0 {
+        return f64::NAN;
+    }
+    events.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut tp, mut fp, mut best) = (0.0f64, 0.0f64, 0.0f64);
+    for (k, e) in events.iter().enumerate() {
+        tp += e.1;
+        fp += e.2;
+        if events.get(k + 1).is_some_and(|n| n.0 == e.0) {
+            continue;
+        }
+        let p = tp / (tp + fp);
+        let r = tp / pos;
+        if p + r > 0.0 {
+            best = best.max(2.0 * p * r / (p + r));
+        }
+    }
+    best
+}
+
+/// An SVG with the metrics (robust-z-scored, clipped) above and the anomaly score
+/// (raw / threshold, log scale, line at 1.0) below; labels shaded, flags in red.
+fn plot_svg(names: &[&str], columns: &[&[f64]], labels: Option<&[f64]>, rows: &[Option<Row>]) -> String {
+    const WIDTH: f64 = 1200.0;
+    const PANEL: f64 = 220.0;
+    const PAD: f64 = 40.0;
+    const COLORS: [&str; 8] = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+    let len = rows.len().max(2);
+    let x = |i: usize| PAD + (WIDTH - 2.0 * PAD) * i as f64 / (len - 1) as f64;
+    let height = 2.0 * PANEL + 3.0 * PAD;
+    let mut s = String::new();
+    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    if let Some(labels) = labels {
+        let mut i = 0;
+        while i < labels.len() {
+            if labels[i] > 0.5 {
+                let start = i;
+                while i < labels.len() && labels[i] > 0.5 {
+                    i += 1;
+                }
+                let (a, b) = (x(start), x(i.saturating_sub(1)).max(x(start) + 1.0));
+                let _ = writeln!(s, r#"<rect x="{a:.1}" y="{PAD}" width="{:.1}" height="{:.1}" fill="#ffd8d8"/>"#, b - a, 2.0 * PANEL + PAD);
+            }
+            i += 1;
+        }
+    }
+    // Metrics panel.
+    let top = PAD;
+    let _ = writeln!(s, r#"<text x="{PAD}" y="{:.1}">metrics (robust z, clipped to ±8): {}</text>"#, top - 8.0, xml_escape(&names.join(", ")));
+    let mut scratch = Vec::new();
+    for (k, col) in columns.iter().enumerate().take(COLORS.len()) {
+        let stats = crate::normalize::RobustStats::fit(col, &mut scratch).unwrap_or(crate::normalize::RobustStats::IDENTITY);
+        let y = |v: f64| top + PANEL / 2.0 - stats.z(v).clamp(-8.0, 8.0) / 16.0 * PANEL;
+        let pts: Vec<String> = col.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| format!("{:.1},{:.1}", x(i), y(v))).collect();
+        let _ = writeln!(s, r#"<polyline fill="none" stroke="{}" stroke-width="1" points="{}"/>"#, COLORS[k], pts.join(" "));
+    }
+    // Score panel, log10 from 0.01 to 100.
+    let top = 2.0 * PAD + PANEL;
+    let y = |v: f64| top + PANEL - (v.max(1e-2).min(1e2).log10() + 2.0) / 4.0 * PANEL;
+    let _ = writeln!(s, r#"<text x="{PAD}" y="{:.1}">anomaly score = raw / threshold (log scale, 0.01 to 100); red = flagged</text>"#, top - 8.0);
+    let _ = writeln!(s, r#"<line x1="{PAD}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="black" stroke-dasharray="4 3"/>"#, WIDTH - PAD, y(1.0), y(1.0));
+    let pts: Vec<String> = rows.iter().enumerate().filter_map(|(i, r)| r.map(|r| format!("{:.1},{:.1}", x(i), y(r.raw / r.threshold)))).collect();
+    let _ = writeln!(s, r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1" points="{}"/>"##, pts.join(" "));
+    for (i, r) in rows.iter().enumerate() {
+        if let Some(r) = r.filter(|r| r.raw > r.threshold) {
+            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="red"/>"#, x(i), y(r.raw / r.threshold));
+        }
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pr_auc_of_perfect_random_and_tied_scores() {
+        let y = [false, true, false, true, false];
+        assert!((pr_auc(&[0.1, 0.9, 0.2, 0.8, 0.3], &y) - 1.0).abs() < 1e-12);
+        // Worst order: positives last: AP = (1/2)(1/4) + (1/2)(2/5) = 0.325.
+        assert!((pr_auc(&[0.9, 0.1, 0.8, 0.2, 0.7], &y) - 0.325).abs() < 1e-12);
+        // All tied: one threshold, precision = prevalence.
+        assert!((pr_auc(&[1.0; 5], &y) - 0.4).abs() < 1e-12);
+        assert!(pr_auc(&[1.0], &[false]).is_nan());
+    }
+
+    #[test]
+    fn best_f1_point_wise_and_point_adjusted() {
+        // One segment of 4 points; only its first point scores high.
+        let s = [0.1, 0.9, 0.2, 0.2, 0.2, 0.1, 0.5];
+        let y = [false, true, true, true, true, false, false];
+        // Point-wise: threshold 0.9 gives P=1, R=1/4 -> F1 0.4; 0.2 gives tp 4, fp 1
+        // (0.5) -> P 0.8, R 1, F1 0.889.
+        assert!((best_f1(&s, &y, false) - 8.0 / 9.0).abs() < 1e-12);
+        // Point-adjusted: at 0.9 the whole segment counts: P=1, R=1.
+        assert!((best_f1(&s, &y, true) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn prf_counts() {
+        let (p, r, f) = prf(&[true, true, false, false], &[true, false, true, false]);
+        assert_eq!((p, r, f), (0.5, 0.5, 0.5));
+    }
+
+    #[test]
+    fn scores_a_csv_entity_and_flags_a_late_spike() {
+        let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/uniad.onnx");
+        let mut d = UniadDetector::new(UniadOptions::new(model)).expect("model");
+        let a: Vec<f64> = (0..400).map(|t| 50.0 + 10.0 * (t as f64 / 24.0 * std::f64::consts::TAU).sin()).collect();
+        let mut b: Vec<f64> = (0..400).map(|t| 5.0 + ((t * 7919) % 13) as f64 * 0.1).collect();
+        b[350] = 40.0;
+        let rows = score_rows(&mut d, &[&a, &b], &["a", "b"], 256);
+        assert!(rows[..63].iter().all(Option::is_none));
+        assert!(rows[63..].iter().all(Option::is_some));
+        let spike = rows[350].expect("scored");
+        assert!(spike.raw > spike.threshold, "spike {spike:?}");
+        assert_eq!(spike.top, 1);
+        let calm = rows[340].expect("scored");
+        assert!(calm.raw < spike.raw / 10.0);
+        let svg = plot_svg(&["a", "b"], &[&a, &b], None, &rows);
+        assert!(svg.starts_with("<svg") && svg.contains("<circle"));
+    }
+}

@@ -1,0 +1,160 @@
+//! `kpiwatch detect zscore`: the robust z-score detector over a CSV file, offline.
+//!
+//! For each row t it z-scores every metric column with the robust statistics of the
+//! `--history` rows before t (the agent's normaliser, refitted as in the agent) and
+//! prints `timestamp,score,flag,top_metric` on stdout; with a `label` (or
+//! `is_anomaly`) column it prints precision, recall and F1 on stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::dataset::read_csv;
+use crate::detect::zscore::{ZscoreDetector, ZscoreOptions};
+use crate::detect::{Detector, EntityView};
+use crate::normalize::Normalizer;
+
+use super::{EXIT_CONFIG, EXIT_FAILURE};
+
+/// Arguments of `detect zscore`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// CSV with a `timestamp` column and one column per metric (+ optional `label`).
+    #[arg(long)]
+    input: PathBuf,
+    /// |z| at which the score reaches 1.0.
+    #[arg(long, default_value_t = 4.0)]
+    threshold: f64,
+    /// Rows of history behind each score (the agent's `history`).
+    #[arg(long, default_value_t = 256)]
+    history: usize,
+}
+
+/// Runs the command.
+pub(super) fn run(args: &Args) -> ExitCode {
+    let table = match read_csv(&args.input) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("kpiwatch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let options = ZscoreOptions { threshold: args.threshold, ..ZscoreOptions::default() };
+    if let Err(e) = options.validate() {
+        eprintln!("kpiwatch: --threshold: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let ts = match table.require("timestamp") {
+        Ok(t) => t.to_vec(),
+        Err(e) => {
+            eprintln!("kpiwatch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let labels = table.first_of(&["label", "is_anomaly"]).map(<[f64]>::to_vec);
+    let metric_idx: Vec<usize> = (0..table.names.len())
+        .filter(|&i| !matches!(table.names[i].as_str(), "timestamp" | "label" | "is_anomaly"))
+        .collect();
+    if metric_idx.is_empty() {
+        eprintln!("kpiwatch: {}: no metric column besides timestamp and label", args.input.display());
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let names: Vec<&str> = metric_idx.iter().map(|&i| table.names[i].as_str()).collect();
+    let scores = score_rows(&table.columns, &metric_idx, &names, options, args.history.max(2));
+    let mut out = String::from("timestamp,score,flag,top_metric\n");
+    for (t, s) in ts.iter().zip(&scores) {
+        match s {
+            Some((score, top)) => out.push_str(&format!("{t},{score},{},{}\n", u8::from(*score > 1.0), names[*top])),
+            None => out.push_str(&format!("{t},NaN,0,\n")),
+        }
+    }
+    print!("{out}");
+    if let Some(labels) = labels {
+        let flags: Vec<bool> = scores.iter().map(|s| s.is_some_and(|(v, _)| v > 1.0)).collect();
+        let (p, r, f) = precision_recall_f1(&flags, &labels);
+        eprintln!("precision {p:.3} recall {r:.3} f1 {f:.3}");
+    }
+    if scores.is_empty() {
+        return ExitCode::from(EXIT_FAILURE);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Scores every row with the history before it; `None` while warming up.
+fn score_rows(columns: &[Vec<f64>], idx: &[usize], names: &[&str], options: ZscoreOptions, history: usize) -> Vec<Option<(f64, usize)>> {
+    let mut detector = ZscoreDetector::new(options);
+    let mut normalizers = vec![Normalizer::new(); idx.len()];
+    let mut scratch = Vec::new();
+    let rows = columns.first().map_or(0, Vec::len);
+    let mut out = Vec::with_capacity(rows);
+    for t in 0..rows {
+        let from = (t + 1).saturating_sub(history);
+        // Statistics from the rows before t, so the point being judged does not
+        // dilute its own baseline.
+        let slices: Vec<&[f64]> = idx.iter().map(|&c| &columns[c][from..=t]).collect();
+        let stats: Vec<_> = normalizers
+            .iter_mut()
+            .zip(&slices)
+            .map(|(n, s)| {
+                if s.len() > 1 {
+                    n.update(&s[..s.len() - 1], 1, &mut scratch);
+                }
+                n.stats()
+            })
+            .collect();
+        let view = EntityView { key: "csv", metric_names: names, rows: &slices, stats: &stats, end_ms: 0, step_ms: 1 };
+        out.push(detector.score(&[view]).remove(0).ok().map(|s| {
+            let top = s
+                .metrics
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.contribution.is_finite())
+                .max_by(|a, b| a.1.contribution.total_cmp(&b.1.contribution))
+                .map_or(0, |(i, _)| i);
+            (s.anomaly_score, top)
+        }));
+    }
+    out
+}
+
+/// Point-wise precision, recall and F1 (labels > 0.5 are positives).
+pub fn precision_recall_f1(flags: &[bool], labels: &[f64]) -> (f64, f64, f64) {
+    let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
+    for (&f, &l) in flags.iter().zip(labels) {
+        match (f, l > 0.5) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fneg += 1,
+            _ => {}
+        }
+    }
+    let p = if tp + fp == 0 { 0.0 } else { tp as f64 / (tp + fp) as f64 };
+    let r = if tp + fneg == 0 { 0.0 } else { tp as f64 / (tp + fneg) as f64 };
+    let f = if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) };
+    (p, r, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_a_spike_and_names_its_metric() {
+        let calm: Vec<f64> = (0..100).map(|i| (i % 7) as f64).collect();
+        let mut spiky = calm.clone();
+        spiky[80] = 500.0;
+        let cols = vec![calm, spiky];
+        let scores = score_rows(&cols, &[0, 1], &["a", "b"], ZscoreOptions::default(), 64);
+        assert!(scores[..16].iter().all(Option::is_none), "warm-up");
+        let (s, top) = scores[80].unwrap();
+        assert!(s > 1.0);
+        assert_eq!(top, 1);
+        assert!(scores[79].unwrap().0 < 1.0);
+    }
+
+    #[test]
+    fn prf_counts() {
+        let (p, r, f) = precision_recall_f1(&[true, true, false, false], &[1.0, 0.0, 1.0, 0.0]);
+        assert_eq!((p, r, f), (0.5, 0.5, 0.5));
+        assert_eq!(precision_recall_f1(&[false], &[0.0]), (0.0, 0.0, 0.0));
+    }
+}

@@ -1,0 +1,242 @@
+//! One group's evaluation cycle: fetch → store → detect → publish.
+//!
+//! [`GroupRunner`] owns the group's store and detectors. A cycle fetches, for each
+//! metric, only the points after the last successful fetch (the whole history the first
+//! time), ingests them, and — when every query succeeded — scores the refreshed entities
+//! on a blocking thread and publishes the scores. When a query fails, the group's
+//! entities are reported stale and keep their last scores until a good cycle; nothing
+//! already stored is lost, and the next cycle fetches the missed range.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::GroupConfig;
+use crate::detect::{DetectError, Detector, Snapshot};
+use crate::export::{ScoreBoard, SeriesLabels};
+use crate::reader::{self, Client, QueryResult};
+use crate::store::{GroupStore, ShardFilter, StoreConfig};
+use crate::telemetry::{CycleCounts, Telemetry};
+
+/// Prometheus refuses ranges of more than 11,000 points per series; stay below.
+const MAX_POINTS_PER_QUERY: i64 = 10_000;
+
+/// What every cycle shares.
+#[derive(Debug, Clone)]
+pub struct CycleContext {
+    /// The Prometheus client.
+    pub client: Arc<Client>,
+    /// Where scores are published.
+    pub scores: Arc<ScoreBoard>,
+    /// Self-monitoring.
+    pub telemetry: Telemetry,
+    /// Readiness latch, set after the first successful cycle.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// A group's store, detectors and rendered entity labels.
+pub struct GroupRunner {
+    cfg: GroupConfig,
+    store: GroupStore,
+    detectors: Vec<Box<dyn Detector>>,
+    labels: HashMap<String, SeriesLabels>,
+}
+
+impl std::fmt::Debug for GroupRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupRunner")
+            .field("group", &self.cfg.name)
+            .field("entities", &self.store.entity_count())
+            .field("detectors", &self.detectors.iter().map(|d| d.name()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// How a cycle went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CycleResult {
+    /// Every query succeeded and entities were scored.
+    Ok,
+    /// At least one query failed; entities are stale.
+    QueryFailed,
+}
+
+impl GroupRunner {
+    /// A runner with an empty store.
+    pub fn new(cfg: GroupConfig, shard: ShardFilter, detectors: Vec<Box<dyn Detector>>) -> Self {
+        let store = GroupStore::new(StoreConfig::from_group(&cfg, shard));
+        GroupRunner { cfg, store, detectors, labels: HashMap::new() }
+    }
+
+    /// The group's config.
+    pub fn config(&self) -> &GroupConfig {
+        &self.cfg
+    }
+
+    /// The group's store (for tests and benches).
+    pub fn store(&self) -> &GroupStore {
+        &self.store
+    }
+
+    /// Snapshots of every detector, by detector name.
+    pub fn snapshots(&self) -> BTreeMap<String, Snapshot> {
+        self.detectors
+            .iter()
+            .map(|d| (d.name().to_string(), d.snapshot()))
+            .collect()
+    }
+
+    /// Restores detector snapshots saved by an earlier run; unknown detectors are ignored.
+    pub fn restore(&mut self, snapshots: &BTreeMap<String, Snapshot>) {
+        for d in &mut self.detectors {
+            if let Some(s) = snapshots.get(d.name()) {
+                if let Err(e) = d.restore(s.clone()) {
+                    tracing::warn!(group = %self.cfg.name, detector = d.name(), error = %e, "Saved detector state not restored; starting it fresh.");
+                }
+            }
+        }
+    }
+
+    /// Runs one cycle at wall-clock time `now_ms`. Takes and returns `self` so that the
+    /// scoring can move to a blocking thread without locks.
+    pub async fn run_cycle(mut self, ctx: &CycleContext, now_ms: i64) -> (Self, CycleResult) {
+        let started = Instant::now();
+        let ok = self.fetch(ctx, now_ms).await;
+        let mut counts = CycleCounts {
+            entities: self.store.entity_count(),
+            stale: 0,
+            series: self.store.series_count(),
+            ..Default::default()
+        };
+        if !ok {
+            self.store.abandon_cycle();
+            counts.stale = counts.entities;
+            ctx.telemetry.cycle_finished(&self.cfg.name, started.elapsed(), false, counts);
+            return (self, CycleResult::QueryFailed);
+        }
+        let end = self.store.aligned_end(now_ms);
+        let outcome = self.store.finish_cycle(end, now_ms);
+        for (key, _) in &outcome.expired {
+            ctx.scores.remove_entity(&self.cfg.name, key);
+            self.labels.remove(key);
+            for d in &mut self.detectors {
+                d.forget(key);
+            }
+        }
+        let fresh = outcome.fresh;
+        let (scores, telemetry) = (ctx.scores.clone(), ctx.telemetry.clone());
+        let runner = tokio::task::spawn_blocking(move || {
+            let anomalous = self.score(&fresh, &scores, &telemetry);
+            (self, anomalous)
+        })
+        .await;
+        let (runner, anomalous) = match runner {
+            Ok(r) => r,
+            // A detector panicked: this is a bug; the group cannot continue without its
+            // state, so the panic is propagated rather than hidden.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        let mut this = runner;
+        counts.entities = this.store.entity_count();
+        counts.series = this.store.series_count();
+        counts.stale = counts.entities.saturating_sub(fresh_count(&this, now_ms));
+        counts.expired = outcome.expired.len();
+        counts.anomalous = anomalous;
+        ctx.telemetry.cycle_finished(&this.cfg.name, started.elapsed(), true, counts);
+        ctx.ready.store(true, Ordering::Release);
+        (this, CycleResult::Ok)
+    }
+
+    /// Fetches every metric's new range; `false` if any query failed.
+    async fn fetch(&mut self, ctx: &CycleContext, now_ms: i64) -> bool {
+        let step = self.cfg.step;
+        let jobs: Vec<_> = self
+            .cfg
+            .metrics
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| self.store.next_range(i, now_ms).map(|r| (i, m.promql.clone(), r)))
+            .collect();
+        let client = &ctx.client;
+        let results = futures_util::future::join_all(jobs.into_iter().map(|(i, promql, (start, end))| async move {
+            (i, end, fetch_chunked(client, &promql, start, end, step).await)
+        }))
+        .await;
+        let mut ok = true;
+        for (i, end, result) in results {
+            match result {
+                Ok(parts) => {
+                    for part in &parts {
+                        self.store.ingest(i, &part.series, now_ms);
+                    }
+                    self.store.mark_fetched(i, end);
+                }
+                Err(e) => {
+                    ok = false;
+                    ctx.telemetry.query_failed(&self.cfg.name, &self.cfg.metrics[i].name, e.cause(), &e);
+                }
+            }
+        }
+        ok
+    }
+
+    /// Scores the fresh entities with every detector and publishes the results;
+    /// returns how many entities some detector found anomalous.
+    fn score(&mut self, fresh: &[String], board: &ScoreBoard, telemetry: &Telemetry) -> usize {
+        for key in fresh {
+            if !self.labels.contains_key(key) {
+                if let Some(e) = self.store.entity(key) {
+                    self.labels.insert(key.clone(), SeriesLabels::new(&self.cfg.name, &e.labels));
+                }
+            }
+        }
+        let batch = self.store.views(fresh);
+        let views = batch.views();
+        let mut anomalous = std::collections::HashSet::new();
+        for d in &mut self.detectors {
+            let started = Instant::now();
+            let results = d.score(&views);
+            let (mut warming, mut no_data, mut failed) = (0, 0, 0);
+            for (view, result) in views.iter().zip(results) {
+                match result {
+                    Ok(s) => {
+                        if s.is_anomalous() {
+                            anomalous.insert(view.key);
+                        }
+                        if let Some(labels) = self.labels.get(view.key) {
+                            board.publish(&self.cfg.name, view.key, labels, d.name(), view.metric_names, &s);
+                        }
+                    }
+                    Err(DetectError::WarmingUp { .. }) => warming += 1,
+                    Err(DetectError::NoData) => no_data += 1,
+                    Err(DetectError::Inference(e)) => {
+                        failed += 1;
+                        tracing::warn!(detector = d.name(), entity = view.key, error = %e, "Detector failed on an entity.");
+                    }
+                }
+            }
+            telemetry.detector_ran(d.name(), started.elapsed(), &[("warming_up", warming), ("no_data", no_data), ("inference", failed)]);
+        }
+        anomalous.len()
+    }
+}
+
+/// Entities whose last point is recent enough to count as fresh.
+fn fresh_count(runner: &GroupRunner, now_ms: i64) -> usize {
+    let end = runner.store.aligned_end(now_ms);
+    runner.store.entities().filter(|(_, e)| e.end_ms == Some(end)).count()
+}
+
+/// `query_range` split into chunks Prometheus accepts.
+async fn fetch_chunked(client: &Client, promql: &str, start: i64, end: i64, step: Duration) -> Result<Vec<QueryResult>, reader::Error> {
+    let step_ms = step.as_millis() as i64;
+    let mut parts = Vec::new();
+    let mut from = start;
+    while from <= end {
+        let to = (from + (MAX_POINTS_PER_QUERY - 1) * step_ms).min(end);
+        parts.push(client.query_range(promql, from, to, step).await?);
+        from = to + step_ms;
+    }
+    Ok(parts)
+}

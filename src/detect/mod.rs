@@ -1,0 +1,160 @@
+//! Detectors: everything that turns a window of values into scores.
+//!
+//! This module owns the [`Detector`] trait, the [`Scores`] a detector returns and
+//! the threshold helpers shared by detectors. Detectors are plain synchronous code:
+//! nothing under `detect/` may import tokio, reqwest, hyper or prometheus. The cycle
+//! hands them batches on a blocking thread.
+//!
+//! # The `anomaly_score` convention
+//!
+//! Every detector reports `anomaly_score` normalised so that **1.0 is its threshold**:
+//! `score > 1.0` means anomalous. The raw value (z-score, reconstruction error,
+//! distance) travels beside it in [`Scores::raw`] for people who tune.
+
+pub mod adsketch;
+pub mod uniad;
+pub mod zscore;
+
+use smallvec::SmallVec;
+
+/// Robust statistics of one series (see [`crate::normalize`]): `z = (x - median) / scale`.
+pub use crate::normalize::RobustStats;
+
+/// One entity's recent history, as the window store holds it.
+///
+/// `rows[i]` is the history of metric `i` (named `metric_names[i]`), oldest first; every
+/// row has the same length and its last point is the step at `end_ms`. Gaps that the
+/// group's fill policy did not fill are `NaN`. Detectors that need only the last `W`
+/// points take [`EntityView::tail`]. `stats[i]` is the robust normaliser of metric `i`
+/// over the group's history, shared by every detector that z-scores its input.
+#[derive(Debug, Clone, Copy)]
+pub struct EntityView<'a> {
+    /// Stable key of the entity (its entity labels, rendered), for per-entity state.
+    pub key: &'a str,
+    /// Names of the metrics this entity has, in configuration order. Metrics are
+    /// positions, not identities: entities of one group may have different subsets.
+    pub metric_names: &'a [&'a str],
+    /// History of each metric, oldest first, all of equal length.
+    pub rows: &'a [&'a [f64]],
+    /// Robust statistics of each metric.
+    pub stats: &'a [RobustStats],
+    /// Timestamp of the last point, milliseconds since the Unix epoch.
+    pub end_ms: i64,
+    /// Distance between points, milliseconds.
+    pub step_ms: i64,
+}
+
+impl<'a> EntityView<'a> {
+    /// Number of metrics of the entity.
+    pub fn metric_count(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Number of points per row.
+    pub fn len(&self) -> usize {
+        self.rows.first().map_or(0, |r| r.len())
+    }
+
+    /// `true` when the entity has no metric or no point.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole row of metric `i`, oldest first.
+    pub fn row(&self, i: usize) -> &'a [f64] {
+        self.rows[i]
+    }
+
+    /// The last `w` points of metric `i` (fewer if the row is shorter).
+    pub fn tail(&self, i: usize, w: usize) -> &'a [f64] {
+        let row = self.rows[i];
+        &row[row.len().saturating_sub(w)..]
+    }
+}
+
+/// A pattern an interpretable detector (ADSketch) matched a metric against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatternMatch {
+    /// Stable pattern id within the series.
+    pub id: u64,
+    /// `true` when the pattern is an abnormal one.
+    pub abnormal: bool,
+    /// Issue labels people attached to the pattern, comma separated (may be empty).
+    pub issues: String,
+}
+
+/// What a detector says about one metric of an entity.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MetricScore {
+    /// Share of this metric in the entity's raw score (Uni-AD eq. 7 term, |z| for the
+    /// z-score detector). `NaN` when the metric had no data.
+    pub contribution: f64,
+    /// Distance to the nearest pattern (ADSketch), if the detector has patterns.
+    pub distance: Option<f64>,
+    /// Nearest pattern (ADSketch), if any.
+    pub pattern: Option<PatternMatch>,
+}
+
+/// What a detector says about one entity at its last step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// 1.0 = the detector's threshold; above means anomalous.
+    pub anomaly_score: f64,
+    /// The detector's raw value before normalisation by the threshold.
+    pub raw: f64,
+    /// The threshold the raw value was divided by (same unit as `raw`).
+    pub threshold: f64,
+    /// Per metric details, in the order of [`EntityView::metric_names`].
+    pub metrics: SmallVec<[MetricScore; 8]>,
+}
+
+impl Scores {
+    /// `true` when the score crosses the threshold.
+    pub fn is_anomalous(&self) -> bool {
+        self.anomaly_score > 1.0
+    }
+}
+
+/// Why a detector could not score an entity this cycle.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DetectError {
+    /// Not enough history yet (warm-up); not an error an operator must act on.
+    #[error("warming up: {have} of {need} points")]
+    WarmingUp {
+        /// Points available.
+        have: usize,
+        /// Points needed.
+        need: usize,
+    },
+    /// The window holds no usable values.
+    #[error("no data in the window")]
+    NoData,
+    /// The model rejected the input or failed.
+    #[error("inference failed: {0}")]
+    Inference(String),
+}
+
+/// A detector's learned state, serialised as JSON inside the state file.
+pub type Snapshot = serde_json::Value;
+
+/// The interface every detector implements.
+///
+/// A detector instance serves one entity group. The cycle calls [`Detector::score`]
+/// once per cycle with every entity of the group that has fresh data, so batching
+/// detectors (Uni-AD) can batch entities with equal metric counts.
+pub trait Detector: Send {
+    /// Short stable name, used as the `detector` label (`zscore`, `uniad`, ...).
+    fn name(&self) -> &'static str;
+
+    /// Scores each entity at its last step. The result has one entry per input, in order.
+    fn score(&mut self, batch: &[EntityView<'_>]) -> Vec<Result<Scores, DetectError>>;
+
+    /// Drops per-entity state of an entity that expired.
+    fn forget(&mut self, key: &str);
+
+    /// Learned state to persist (normaliser statistics, thresholds, patterns).
+    fn snapshot(&self) -> Snapshot;
+
+    /// Restores what [`Detector::snapshot`] returned, possibly from an older run.
+    fn restore(&mut self, snapshot: Snapshot) -> Result<(), String>;
+}

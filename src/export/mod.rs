@@ -1,0 +1,21 @@
+//! What kpiwatch serves: the admin/metrics HTTP server and the score series.
+//!
+//! Endpoints (all on `server.listen`):
+//!
+//! | method | path | answer |
+//! |---|---|---|
+//! | GET | `/metrics` | self-monitoring metrics and every score series, Prometheus text format |
+//! | GET | `/-/healthy` | 200 while the process runs |
+//! | GET | `/-/ready` | 503 until the first successful cycle, then 200 for good |
+//! | POST | `/-/reload` | re-reads the config; 200, or 500 with the reasons (the old config keeps running) |
+//! | GET | `/` | a short page linking the above |
+//!
+//! The server runs on its own thread with a current-thread runtime, so a busy worker
+//! pool cannot delay scrapes or probes. It computes nothing: scores are published into
+//! [`ScoreBoard`] by the cycles, and reloads are requested from the app over a channel.
+
+mod scores;
+mod server;
+
+pub use scores::{ScoreBoard, SeriesLabels};
+pub use server::{handle, Admin, AdminServer, ReloadRequest};

@@ -1,0 +1,191 @@
+//! Decoding of Prometheus API answers.
+
+use serde::Deserialize;
+
+use super::Error;
+
+/// One series of a result: its labels (sorted by name) and its samples
+/// `(timestamp ms, value)`. Instant vectors give one sample per series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Label pairs, sorted by name, `__name__` included when present.
+    pub labels: Vec<(String, String)>,
+    /// Samples in time order.
+    pub samples: Vec<(i64, f64)>,
+}
+
+impl Series {
+    /// The value of label `name`, if present.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A decoded result with the warnings Prometheus attached.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueryResult {
+    /// Series of the result.
+    pub series: Vec<Series>,
+    /// `warnings` of the answer (e.g. partial results from a federated store).
+    pub warnings: Vec<String>,
+}
+
+impl QueryResult {
+    /// Total number of samples.
+    pub fn sample_count(&self) -> usize {
+        self.series.iter().map(|s| s.samples.len()).sum()
+    }
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    status: String,
+    data: Option<Data>,
+    #[serde(rename = "errorType")]
+    error_type: Option<String>,
+    error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum Data {
+    Matrix(Vec<RawSeries>),
+    Vector(Vec<RawSample>),
+    Scalar(RawPoint),
+    String(RawPoint),
+}
+
+#[derive(Deserialize)]
+struct RawSeries {
+    metric: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    values: Vec<RawPoint>,
+}
+
+#[derive(Deserialize)]
+struct RawSample {
+    metric: std::collections::BTreeMap<String, String>,
+    value: RawPoint,
+}
+
+/// `[1435781451.781, "1"]`.
+#[derive(Deserialize)]
+struct RawPoint(f64, String);
+
+fn point(p: &RawPoint, path: &str) -> Result<(i64, f64), Error> {
+    // Rust's f64 parser accepts "NaN", "+Inf", "-Inf" and "inf" but also "infinity";
+    // Prometheus writes only the first three, which is all that matters here.
+    let v: f64 = p.1.parse().map_err(|_| Error::Decode {
+        path: path.to_string(),
+        message: format!("sample value {:?} is not a number", p.1),
+    })?;
+    Ok(((p.0 * 1000.0).round() as i64, v))
+}
+
+/// Decodes the body of a successful (HTTP 2xx) answer.
+pub(super) fn decode(body: &[u8], path: &str) -> Result<QueryResult, Error> {
+    let env: Envelope = serde_json::from_slice(body).map_err(|e| Error::Decode {
+        path: path.to_string(),
+        message: e.to_string(),
+    })?;
+    if env.status != "success" {
+        return Err(Error::Prometheus {
+            error_type: env.error_type.unwrap_or_else(|| "unknown".into()),
+            message: env.error.unwrap_or_default(),
+        });
+    }
+    let data = env.data.ok_or_else(|| Error::Decode {
+        path: path.to_string(),
+        message: "status success without data".into(),
+    })?;
+    let series = match data {
+        Data::Matrix(list) => list
+            .into_iter()
+            .map(|s| {
+                let samples = s
+                    .values
+                    .iter()
+                    .map(|p| point(p, path))
+                    .collect::<Result<_, _>>()?;
+                Ok(Series {
+                    labels: s.metric.into_iter().collect(),
+                    samples,
+                })
+            })
+            .collect::<Result<_, Error>>()?,
+        Data::Vector(list) => list
+            .into_iter()
+            .map(|s| {
+                Ok(Series {
+                    labels: s.metric.into_iter().collect(),
+                    samples: vec![point(&s.value, path)?],
+                })
+            })
+            .collect::<Result<_, Error>>()?,
+        Data::Scalar(p) | Data::String(p) => vec![Series {
+            labels: Vec::new(),
+            samples: vec![point(&p, path)?],
+        }],
+    };
+    Ok(QueryResult {
+        series,
+        warnings: env.warnings,
+    })
+}
+
+/// Extracts Prometheus' error message from an error answer, or the start of the body.
+pub(super) fn error_message(body: &[u8]) -> String {
+    if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
+        if let Some(e) = env.error {
+            return match env.error_type {
+                Some(t) => format!("{t}: {e}"),
+                None => e,
+            };
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    text.trim().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_matrix_with_special_values_and_warnings() {
+        let body = br#"{"status":"success","warnings":["partial"],"data":{"resultType":"matrix","result":[
+            {"metric":{"job":"a","instance":"x"},"values":[[1.5,"1"],[2.5,"NaN"],[3.5,"+Inf"],[4.5,"-Inf"]]}]}}"#;
+        let r = decode(body, "/q").unwrap();
+        assert_eq!(r.warnings, vec!["partial".to_string()]);
+        let s = &r.series[0];
+        assert_eq!(s.labels[0], ("instance".into(), "x".into()));
+        assert_eq!(s.samples[0], (1500, 1.0));
+        assert!(s.samples[1].1.is_nan());
+        assert_eq!(s.samples[2].1, f64::INFINITY);
+        assert_eq!(s.samples[3].1, f64::NEG_INFINITY);
+        assert_eq!(r.sample_count(), 4);
+    }
+
+    #[test]
+    fn decodes_vector_and_scalar() {
+        let v = decode(br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[10,"2"]}]}}"#, "/q").unwrap();
+        assert_eq!(v.series[0].samples, vec![(10_000, 2.0)]);
+        let s = decode(br#"{"status":"success","data":{"resultType":"scalar","result":[10,"3"]}}"#, "/q").unwrap();
+        assert_eq!(s.series[0].samples, vec![(10_000, 3.0)]);
+    }
+
+    #[test]
+    fn rejects_garbage_and_reports_prometheus_errors() {
+        assert_eq!(decode(b"<html>", "/q").unwrap_err().cause(), "decode");
+        assert_eq!(decode(br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"abc"]]}]}}"#, "/q").unwrap_err().cause(), "decode");
+        let e = decode(br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#, "/q").unwrap_err();
+        assert_eq!(e.cause(), "prometheus_error");
+        assert_eq!(error_message(br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#), "bad_data: parse error");
+        assert_eq!(error_message(b"  upstream down  "), "upstream down");
+    }
+}
