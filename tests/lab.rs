@@ -1,0 +1,586 @@
+//! Lab tests (issue 3): the committed reference dataset against the formats of
+//! `docs/lab.md`, scenario validation (shipped scenarios pass, bad ones are rejected with
+//! every problem named), and the test service's routes, faults and admin endpoint
+//! (in-process, no Prometheus needed).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use kpiwatch::lab::load::Profile;
+use kpiwatch::lab::record::{ANOMALY_FORMAT, PAIRS_HEADER, REGRESSION_FORMAT, RUN_HEADER};
+use kpiwatch::lab::scenario::{self, Body};
+use kpiwatch::lab::service::{Service, FAULT_KINDS, ROUTES};
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn data() -> PathBuf {
+    root().join("tests/data/lab")
+}
+
+/// Metric columns an anomaly entity file may have, in the documented order.
+const ENTITY_COLUMNS: &[&str] = &[
+    "rps",
+    "error_ratio",
+    "latency_mean_ms",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "in_flight",
+    "dependency_ms",
+    "cpu_cores",
+    "memory_mb",
+    "node_cpu_busy",
+    "node_load1",
+    "workload",
+];
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn parse_num(s: &str, ctx: &str) -> f64 {
+    match s {
+        "NaN" => f64::NAN,
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        _ => s
+            .parse()
+            .unwrap_or_else(|_| panic!("{ctx}: {s:?} is not a number")),
+    }
+}
+
+/// Parses a CSV of numbers: header and rows (every row as long as the header).
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
+    let text = read(path);
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(String::from)
+        .collect();
+    let rows = lines
+        .enumerate()
+        .map(|(i, line)| {
+            let ctx = format!("{}:{}", path.display(), i + 2);
+            let cells: Vec<f64> = line.split(',').map(|c| parse_num(c, &ctx)).collect();
+            assert_eq!(cells.len(), header.len(), "{ctx}: wrong number of cells");
+            cells
+        })
+        .collect();
+    (header, rows)
+}
+
+fn dirs(path: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(path)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[test]
+fn anomaly_datasets_match_the_documented_format() {
+    let recordings = dirs(&data().join("anomaly"));
+    assert!(
+        !recordings.is_empty(),
+        "no recording under tests/data/lab/anomaly"
+    );
+    let (mut entities, mut windows, mut kinds) = (0usize, 0usize, BTreeSet::new());
+    for dir in recordings {
+        let m: Value =
+            serde_json::from_str(&read(&dir.join("manifest.json"))).expect("manifest is JSON");
+        assert_eq!(m["format"], ANOMALY_FORMAT, "{}", dir.display());
+        assert_eq!(
+            m["scenario"].as_str(),
+            dir.file_name().and_then(|n| n.to_str())
+        );
+        let step = m["step_s"].as_f64().expect("step_s");
+        let rows_expected = m["rows"].as_u64().expect("rows") as usize;
+        let ws = m["windows"].as_array().expect("windows");
+        for w in ws {
+            let k = w["kinds"].as_array().expect("kinds");
+            assert!(!k.is_empty());
+            for kind in k {
+                let kind = kind.as_str().expect("kind is a string");
+                assert!(FAULT_KINDS.contains(&kind), "unknown kind {kind}");
+                kinds.insert(kind.to_string());
+            }
+            assert!(w["start"].as_f64() < w["end"].as_f64());
+            assert!(ROUTES.contains(&w["route"].as_str().unwrap_or_default()));
+        }
+        windows += ws.len();
+        for e in m["entities"].as_array().expect("entities") {
+            let file = dir.join(e["file"].as_str().expect("file"));
+            let route = e["route"].as_str().expect("route");
+            let (header, rows) = read_csv(&file);
+            let ctx = file.display().to_string();
+            assert_eq!(
+                header.first().map(String::as_str),
+                Some("timestamp"),
+                "{ctx}"
+            );
+            assert_eq!(header.last().map(String::as_str), Some("label"), "{ctx}");
+            let metrics = &header[1..header.len() - 1];
+            assert!(
+                metrics.len() >= 8,
+                "{ctx}: an entity is multivariate (>= 8 metrics)"
+            );
+            // Known columns, in the documented order.
+            let positions: Vec<usize> = metrics
+                .iter()
+                .map(|c| {
+                    ENTITY_COLUMNS
+                        .iter()
+                        .position(|k| k == c)
+                        .unwrap_or_else(|| panic!("{ctx}: column {c}"))
+                })
+                .collect();
+            assert!(
+                positions.windows(2).all(|p| p[0] < p[1]),
+                "{ctx}: column order"
+            );
+            let listed: Vec<&str> = e["metrics"]
+                .as_array()
+                .expect("metrics")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(
+                listed,
+                metrics.iter().map(String::as_str).collect::<Vec<_>>(),
+                "{ctx}"
+            );
+            assert_eq!(rows.len(), rows_expected, "{ctx}: rows");
+            assert!(rows.len() >= 100, "{ctx}: too short to be useful");
+            // Regular time grid.
+            for pair in rows.windows(2) {
+                assert!(
+                    (pair[1][0] - pair[0][0] - step).abs() < 1e-6,
+                    "{ctx}: timestamps not on the step grid"
+                );
+            }
+            // Labels are 0/1 and exactly the manifest's windows for this route.
+            let route_windows: Vec<(f64, f64)> = ws
+                .iter()
+                .filter(|w| w["route"] == route)
+                .map(|w| {
+                    (
+                        w["start"].as_f64().unwrap_or(0.0),
+                        w["end"].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect();
+            let mut anomalous = 0u64;
+            for r in &rows {
+                let label = *r.last().expect("label");
+                assert!(label == 0.0 || label == 1.0, "{ctx}: label {label}");
+                let inside = route_windows.iter().any(|(s, e)| r[0] >= *s && r[0] < *e);
+                assert_eq!(
+                    label == 1.0,
+                    inside,
+                    "{ctx}: label at {} disagrees with the manifest",
+                    r[0]
+                );
+                anomalous += label as u64;
+            }
+            assert_eq!(Some(anomalous), e["anomalous_rows"].as_u64(), "{ctx}");
+            // Mostly real data: the request rate has a value in most rows.
+            let rps = header.iter().position(|h| h == "rps").expect("rps column");
+            let present = rows.iter().filter(|r| r[rps].is_finite()).count();
+            assert!(present * 10 >= rows.len() * 9, "{ctx}: rps mostly missing");
+            for (i, r) in rows.iter().enumerate() {
+                let er = r[header
+                    .iter()
+                    .position(|h| h == "error_ratio")
+                    .expect("error_ratio")];
+                assert!(
+                    er.is_nan() || (0.0..=1.0).contains(&er),
+                    "{ctx}: row {i} error_ratio {er}"
+                );
+            }
+            entities += 1;
+        }
+    }
+    assert!(entities >= 8, "{entities} entities (want >= 8)");
+    assert!(windows >= 20, "{windows} fault windows (want >= 20)");
+    assert!(kinds.len() >= 4, "fault kinds {kinds:?} (want >= 4)");
+}
+
+#[test]
+fn regression_dataset_matches_the_documented_format() {
+    let dir = data().join("regress");
+    let m: Value =
+        serde_json::from_str(&read(&dir.join("manifest.json"))).expect("manifest is JSON");
+    assert_eq!(m["format"], REGRESSION_FORMAT);
+    let profile_of: HashMap<String, String> = m["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap_or_default().to_string(),
+                r["profile_kind"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let text = read(&dir.join("pairs.csv"));
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some(PAIRS_HEADER));
+    let (mut pairs, mut regressions, mut profiles, mut ids) =
+        (0usize, 0usize, BTreeSet::new(), BTreeSet::new());
+    let mut checked_files = BTreeSet::new();
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        assert_eq!(cells.len(), 7, "pairs.csv: {line}");
+        assert!(
+            ids.insert(cells[0].to_string()),
+            "repeated pair id {}",
+            cells[0]
+        );
+        let flags: Vec<u8> = cells[3..]
+            .iter()
+            .map(|c| c.parse().expect("0/1 flag"))
+            .collect();
+        assert!(flags.iter().all(|f| *f <= 1), "{line}");
+        // A pair is a regression exactly when one of its KPIs regressed.
+        assert_eq!(flags[0] == 1, flags[1..].iter().any(|f| *f == 1), "{line}");
+        let (base, cur) = (cells[1], cells[2]);
+        assert_ne!(base, cur);
+        let route = |stem: &str| {
+            stem.rsplit_once("__")
+                .map(|(_, r)| r.to_string())
+                .expect("stem is <run>__<route>")
+        };
+        assert_eq!(route(base), route(cur), "{line}: routes differ");
+        for stem in [base, cur] {
+            let run = stem.rsplit_once("__").map(|(r, _)| r).unwrap_or_default();
+            profiles.insert(
+                profile_of
+                    .get(run)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("run {run} not in manifest")),
+            );
+            if checked_files.insert(stem.to_string()) {
+                check_run_file(&dir.join(format!("{stem}.csv")));
+            }
+        }
+        pairs += 1;
+        regressions += usize::from(flags[0]);
+    }
+    assert!(pairs >= 60, "{pairs} pairs (want >= 60)");
+    assert!(regressions >= 20, "{regressions} regressions (want >= 20)");
+    assert!(pairs - regressions >= 20, "too few normal pairs");
+    assert!(
+        profiles.len() >= 3,
+        "load profiles {profiles:?} (want >= 3)"
+    );
+}
+
+fn check_run_file(path: &Path) {
+    let ctx = path.display().to_string();
+    assert_eq!(read(path).lines().next(), Some(RUN_HEADER), "{ctx}");
+    let (_, rows) = read_csv(path);
+    assert!(rows.len() >= 10, "{ctx}: {} rows", rows.len());
+    for pair in rows.windows(2) {
+        assert!(pair[1][0] > pair[0][0], "{ctx}: timestamps not increasing");
+    }
+    let finite = rows
+        .iter()
+        .filter(|r| r[1..].iter().all(|v| v.is_finite()))
+        .count();
+    assert!(finite * 10 >= rows.len() * 8, "{ctx}: mostly gaps");
+    for r in &rows {
+        assert!(r[1].is_nan() || r[1] >= 0.0, "{ctx}: workload {}", r[1]);
+        assert!(r[2].is_nan() || r[2] > 0.0, "{ctx}: response_time {}", r[2]);
+        assert!(r[3].is_nan() || r[3] >= 0.0, "{ctx}: throughput {}", r[3]);
+        assert!(
+            r[4].is_nan() || (0.0..=1.0).contains(&r[4]),
+            "{ctx}: success_rate {}",
+            r[4]
+        );
+    }
+}
+
+#[test]
+fn shipped_scenarios_are_valid_and_cover_the_issue() {
+    let mut kinds = BTreeSet::new();
+    let mut profiles = BTreeSet::new();
+    let mut names = BTreeSet::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("config/lab"))
+        .expect("config/lab")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut ten_minutes = false;
+    let mut campaigns = 0;
+    for f in &files {
+        let sc = scenario::load(f).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            names.insert(sc.name.clone()),
+            "two scenarios named {}",
+            sc.name
+        );
+        match &sc.body {
+            Body::Anomaly(phases) => {
+                ten_minutes |= sc.total_duration().as_secs() >= 600;
+                for p in phases {
+                    kinds.extend(p.faults.iter().flat_map(|f| f.kinds()));
+                }
+            }
+            Body::Regression(c) => {
+                campaigns += 1;
+                profiles.extend(c.runs.iter().map(|r| r.profile.name()));
+                assert!(
+                    c.runs.iter().any(|r| r
+                        .faults
+                        .iter()
+                        .any(|f| f.slowdown_pct > 0.0 && f.slowdown_pct <= 20.0)),
+                    "a subtle regression"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        kinds.len(),
+        FAULT_KINDS.len(),
+        "every fault kind has a scenario: {kinds:?}"
+    );
+    assert!(ten_minutes, "a 10-minute scenario");
+    assert_eq!(campaigns, 1);
+    assert!(profiles.len() >= 3, "{profiles:?}");
+}
+
+const GOOD: &str = r#"
+name: t
+load: {mode: closed}
+phases:
+  - {name: a, duration: 10s, profile: {kind: constant, level: 5}}
+"#;
+
+fn problems(text: &str) -> Vec<String> {
+    match scenario::parse(text) {
+        Ok(_) => Vec::new(),
+        Err(p) => p,
+    }
+}
+
+#[test]
+fn a_minimal_scenario_is_valid() {
+    let sc = scenario::parse(GOOD).expect("valid");
+    assert_eq!(sc.total_duration().as_secs(), 10);
+    assert_eq!(sc.step, sc.scrape_interval);
+    assert_eq!(sc.load.mix.len(), ROUTES.len());
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    for (text, path) in [
+        (GOOD.replace("name: t", "name: t\nbogus: 1"), "bogus"),
+        (
+            GOOD.replace("level: 5}", "level: 5}, colour: red"),
+            "phases[0]",
+        ),
+        (
+            GOOD.replace("level: 5}", "level: 5, extra: 1}"),
+            "phases[0].profile",
+        ),
+        (
+            GOOD.replace("level: 5}}", "level: 5}, faults: [{latency: 3}]}"),
+            "phases[0].faults[0]",
+        ),
+        (
+            GOOD.replace("mode: closed", "mode: closed, users: 3"),
+            "load",
+        ),
+    ] {
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{text}: {p:?}");
+        assert!(p[0].starts_with(path), "{p:?} should name {path}");
+    }
+}
+
+#[test]
+fn impossible_values_are_all_reported_before_anything_starts() {
+    let text = r#"
+name: "bad name"
+scrape_interval: 2s
+step: 1s
+load: {mode: closed, think_time: 10x, mix: {home: 1, nowhere: 2}}
+phases:
+  - {name: a, duration: 0s, profile: {kind: constant, level: -3}}
+  - name: a
+    duration: 10s
+    profile: {kind: steps, levels: []}
+    faults: [{routes: [basket], error_rate: 1.5}, {}]
+"#;
+    let p = problems(text);
+    let expect = [
+        "name:",
+        "step:",
+        "load.think_time:",
+        "load.mix.nowhere",
+        "phases[0].duration",
+        "phases[0].profile.level",
+        "phases[1].name",
+        "phases[1].profile.levels",
+        "phases[1].faults[0].routes",
+        "phases[1].faults[0].error_rate",
+        "phases[1].faults[1].",
+    ];
+    for e in expect {
+        assert!(
+            p.iter().any(|x| x.starts_with(e)),
+            "no problem for {e}: {p:#?}"
+        );
+    }
+    assert_eq!(p.len(), expect.len(), "{p:#?}");
+}
+
+#[test]
+fn campaign_mistakes_are_rejected() {
+    let base = r#"
+name: c
+load: {}
+regression:
+  runs:
+    - {id: b, profile: {kind: constant, level: 4}, duration: 10s}
+    - {id: r, profile: {kind: constant, level: 4}, duration: 10s, faults: [{latency_ms: 5}], regressed: [rt]}
+    - {id: f, profile: {kind: constant, level: 4}, duration: 10s, faults: [{latency_ms: 5}]}
+    - {id: g, profile: {kind: constant, level: 4}, duration: 10s, regressed: [sr]}
+  pairs: [[b, r], [r, b], [b, b], [b, nowhere]]
+"#;
+    let p = problems(base);
+    for e in [
+        "regression.runs[2]: faults and regressed go together",
+        "regression.runs[3]: faults and regressed go together",
+        "regression.pairs[1]: baseline \"r\" has faults",
+        "regression.pairs[2]: a run cannot be its own baseline",
+        "regression.pairs[3]: unknown run \"nowhere\"",
+    ] {
+        assert!(p.iter().any(|x| x.starts_with(e)), "no problem {e}: {p:#?}");
+    }
+    assert_eq!(p.len(), 5, "{p:#?}");
+    let both = base.replace(
+        "regression:",
+        "phases: [{name: a, duration: 10s, profile: {kind: constant, level: 1}}]\nregression:",
+    );
+    assert!(problems(&both).iter().any(|x| x.contains("exclusive")));
+    assert!(problems("name: x\nload: {}\n")
+        .iter()
+        .any(|x| x.contains("phases: empty")));
+}
+
+#[test]
+fn profiles_parse_from_yaml() {
+    let p: Profile = serde_yaml::from_str("{kind: diurnal, min: 1, max: 9}").expect("diurnal");
+    assert_eq!(
+        p,
+        Profile::Diurnal {
+            min: 1.0,
+            max: 9.0,
+            days: 1.0
+        }
+    );
+    assert!(serde_yaml::from_str::<Profile>("{kind: sawtooth, level: 1}").is_err());
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
+    let r = client.get(url).send().await.expect("request");
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_serves_routes_switches_faults_and_versions() {
+    let svc = Service::new("v1", 7).expect("service");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kpiwatch::lab::service::run(listener, svc, async {
+        let _ = stopped.await;
+    }));
+    let c = reqwest::Client::new();
+    for r in ROUTES {
+        assert_eq!(get(&c, &format!("{base}/api/{r}")).await.0, 200, "{r}");
+    }
+    assert_eq!(get(&c, &format!("{base}/api/nowhere")).await.0, 404);
+
+    // Every request of `home` fails while the error fault is on; `item` is untouched.
+    let put = |path: &str, body: &'static str| c.put(format!("{base}{path}")).body(body).send();
+    let r = put("/admin/faults", r#"[{"routes":["home"],"error_rate":1.0}]"#)
+        .await
+        .expect("put");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(get(&c, &format!("{base}/api/home")).await.0, 500);
+    assert_eq!(get(&c, &format!("{base}/api/item")).await.0, 200);
+    let (_, active) = get(&c, &format!("{base}/admin/faults")).await;
+    assert!(active.contains("\"error_rate\":1.0"), "{active}");
+
+    // Impossible faults and unknown fields are refused and leave the faults unchanged.
+    assert_eq!(
+        put("/admin/faults", r#"[{"error_rate":2}]"#)
+            .await
+            .expect("put")
+            .status()
+            .as_u16(),
+        422
+    );
+    assert_eq!(
+        put("/admin/faults", r#"[{"latency":2}]"#)
+            .await
+            .expect("put")
+            .status()
+            .as_u16(),
+        400
+    );
+    assert_eq!(get(&c, &format!("{base}/api/home")).await.0, 500);
+
+    // A deployment changes the version label; clearing faults restores success.
+    assert_eq!(
+        put("/admin/version", r#"{"version":"v2"}"#)
+            .await
+            .expect("put")
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(
+        put("/admin/faults", "[]")
+            .await
+            .expect("put")
+            .status()
+            .as_u16(),
+        200
+    );
+    assert_eq!(get(&c, &format!("{base}/api/home")).await.0, 200);
+
+    let (_, metrics) = get(&c, &format!("{base}/metrics")).await;
+    for needle in [
+        r#"lab_http_requests_total{code="500",route="home"} 2"#,
+        r#"lab_http_requests_total{code="200",route="home"} 2"#,
+        r#"lab_build_info{version="v2"} 1"#,
+        r#"lab_http_request_duration_seconds_count{route="search"} 1"#,
+        r#"lab_dependency_duration_seconds_count{route="checkout"} 1"#,
+        r#"lab_fault_active{kind="errors",route="home"} 0"#,
+        "process_resident_memory_bytes",
+    ] {
+        assert!(metrics.contains(needle), "missing {needle}");
+    }
+    assert!(
+        !metrics.contains(r#"lab_build_info{version="v1"}"#),
+        "old version still exported"
+    );
+    let _ = stop.send(());
+    server.await.expect("server stops");
+}
