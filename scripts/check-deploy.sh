@@ -58,6 +58,14 @@ if command -v kubectl >/dev/null; then
   kubectl kustomize deploy > "$WORK/deploy.yaml" || fail "kubectl kustomize deploy/"
   kubectl kustomize deploy/prometheus-operator > "$WORK/deploy-operator.yaml" \
     || fail "kubectl kustomize deploy/prometheus-operator/"
+  # Keep the fallback renderer honest: it must agree with kubectl's.
+  "$PY" scripts/deploy_lint.py kustomize deploy/prometheus-operator > "$WORK/fallback.yaml"
+  "$PY" - "$WORK/deploy-operator.yaml" "$WORK/fallback.yaml" <<'PYEOF' || fail "fallback kustomize renderer disagrees with kubectl"
+import sys, yaml
+key = lambda d: (d["kind"], d["metadata"]["name"])
+a, b = (sorted((d for d in yaml.safe_load_all(open(p)) if d), key=key) for p in sys.argv[1:3])
+sys.exit(0 if a == b else 1)
+PYEOF
 else
   echo "kubectl not found: rendering the kustomizations with deploy_lint.py's own renderer"
   "$PY" scripts/deploy_lint.py kustomize deploy > "$WORK/deploy.yaml" || fail "render deploy/"
