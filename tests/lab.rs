@@ -251,7 +251,7 @@ fn regression_dataset_matches_the_documented_format() {
             .collect();
         assert!(flags.iter().all(|f| *f <= 1), "{line}");
         // A pair is a regression exactly when one of its KPIs regressed.
-        assert_eq!(flags[0] == 1, flags[1..].iter().any(|f| *f == 1), "{line}");
+        assert_eq!(flags[0] == 1, flags[1..].contains(&1), "{line}");
         let (base, cur) = (cells[1], cells[2]);
         assert_ne!(base, cur);
         let route = |stem: &str| {

@@ -14,7 +14,11 @@ use kpiwatch::lab::runner::{self, RunOptions};
 use kpiwatch::lab::{scenario, service, LabError};
 
 #[derive(Debug, Parser)]
-#[command(name = "kpiwatch-lab", version, about = "The kpiwatch lab: real workloads with injected faults, recorded as labeled datasets")]
+#[command(
+    name = "kpiwatch-lab",
+    version,
+    about = "The kpiwatch lab: real workloads with injected faults, recorded as labeled datasets"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,7 +69,11 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Check { scenarios } => check(&scenarios),
-        Command::Run { scenarios, out, keep_tmp } => {
+        Command::Run {
+            scenarios,
+            out,
+            keep_tmp,
+        } => {
             // Validate every scenario before starting anything.
             let mut loaded = Vec::new();
             for path in &scenarios {
@@ -77,7 +85,11 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            let opts = RunOptions { out, keep_tmp, service_program: None };
+            let opts = RunOptions {
+                out,
+                keep_tmp,
+                service_program: None,
+            };
             block_on(async {
                 for sc in &loaded {
                     let s = runner::run(sc, &opts).await?;
@@ -96,11 +108,18 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Command::Serve { listen, version, seed } => block_on(async move {
+        Command::Serve {
+            listen,
+            version,
+            seed,
+        } => block_on(async move {
             let svc = service::Service::new(&version, seed)?;
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
-                .map_err(|source| LabError::Io { path: listen.clone().into(), source })?;
+                .map_err(|source| LabError::Io {
+                    path: listen.clone().into(),
+                    source,
+                })?;
             tracing::info!(%listen, %version, "Lab service listening.");
             service::run(listener, svc, async {
                 let _ = tokio::signal::ctrl_c().await;
@@ -115,7 +134,12 @@ fn check(paths: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for path in paths {
         match scenario::load(path) {
-            Ok(sc) => println!("{}: ok ({}, {:?})", path.display(), sc.name, sc.total_duration()),
+            Ok(sc) => println!(
+                "{}: ok ({}, {:?})",
+                path.display(),
+                sc.name,
+                sc.total_duration()
+            ),
             Err(e) => {
                 ok = false;
                 eprintln!("error: {e}");
@@ -130,7 +154,11 @@ fn check(paths: &[PathBuf]) -> ExitCode {
 }
 
 fn block_on(fut: impl std::future::Future<Output = Result<(), LabError>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");

@@ -84,7 +84,11 @@ impl Profile {
 
     /// The level at fraction `frac` (clamped to `[0, 1]`) of the phase.
     pub fn level_at(&self, frac: f64) -> f64 {
-        let f = if frac.is_nan() { 0.0 } else { frac.clamp(0.0, 1.0) };
+        let f = if frac.is_nan() {
+            0.0
+        } else {
+            frac.clamp(0.0, 1.0)
+        };
         match self {
             Profile::Constant { level } => *level,
             Profile::LinearRamp { from, to } => from + (to - from) * f,
@@ -129,7 +133,9 @@ impl Profile {
                     out.push(format!("min {min} is above max {max}"));
                 }
                 if !days.is_finite() || *days <= 0.0 || *days > 1000.0 {
-                    out.push(format!("days: {days} is out of range (expected 0 < days <= 1000)"));
+                    out.push(format!(
+                        "days: {days} is out of range (expected 0 < days <= 1000)"
+                    ));
                 }
             }
             _ => {}
@@ -203,16 +209,32 @@ struct Inner {
 impl LoadGen {
     /// A generator aimed at `base_url` (e.g. `http://127.0.0.1:8080`), registering its
     /// metrics in `registry`. It sends nothing until [`LoadGen::set_plan`].
-    pub fn new(base_url: &str, settings: LoadSettings, registry: &Registry) -> Result<Self, LabError> {
-        let virtual_users = IntGauge::new("lab_load_virtual_users", "Closed-loop virtual users asked for.")?;
-        let target_rate = Gauge::new("lab_load_target_rate", "Open-loop arrival rate asked for, per second.")?;
+    pub fn new(
+        base_url: &str,
+        settings: LoadSettings,
+        registry: &Registry,
+    ) -> Result<Self, LabError> {
+        let virtual_users = IntGauge::new(
+            "lab_load_virtual_users",
+            "Closed-loop virtual users asked for.",
+        )?;
+        let target_rate = Gauge::new(
+            "lab_load_target_rate",
+            "Open-loop arrival rate asked for, per second.",
+        )?;
         let requests = IntCounterVec::new(
-            Opts::new("lab_load_requests_total", "Requests sent, by route and outcome."),
+            Opts::new(
+                "lab_load_requests_total",
+                "Requests sent, by route and outcome.",
+            ),
             &["route", "outcome"],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("lab_load_request_duration_seconds", "Response time seen by the client.")
-                .buckets(vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]),
+            HistogramOpts::new(
+                "lab_load_request_duration_seconds",
+                "Response time seen by the client.",
+            )
+            .buckets(vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]),
             &["route"],
         )?;
         registry.register(Box::new(virtual_users.clone()))?;
@@ -223,13 +245,21 @@ impl LoadGen {
             .timeout(settings.timeout)
             .pool_max_idle_per_host(256)
             .build()
-            .map_err(|e| LabError::Http { url: base_url.to_string(), detail: e.to_string() })?;
+            .map_err(|e| LabError::Http {
+                url: base_url.to_string(),
+                detail: e.to_string(),
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 base_url: base_url.trim_end_matches('/').to_string(),
                 settings,
-                metrics: LoadMetrics { virtual_users, target_rate, requests, duration },
+                metrics: LoadMetrics {
+                    virtual_users,
+                    target_rate,
+                    requests,
+                    duration,
+                },
                 plan: Mutex::new(None),
                 target_users: AtomicUsize::new(0),
                 rate_bits: AtomicU64::new(0f64.to_bits()),
@@ -241,7 +271,11 @@ impl LoadGen {
 
     /// Follows `profile` for `duration`, starting now (replaces the previous plan).
     pub fn set_plan(&self, profile: Profile, duration: Duration) {
-        let plan = Plan { profile, start: tokio::time::Instant::now(), duration };
+        let plan = Plan {
+            profile,
+            start: tokio::time::Instant::now(),
+            duration,
+        };
         *self.inner.plan.lock().unwrap_or_else(|e| e.into_inner()) = Some(plan);
     }
 
@@ -273,7 +307,9 @@ impl LoadGen {
             match self.inner.settings.mode {
                 Mode::Closed => self.adjust_users(level.round() as usize),
                 Mode::Open => {
-                    self.inner.rate_bits.store(level.to_bits(), Ordering::Relaxed);
+                    self.inner
+                        .rate_bits
+                        .store(level.to_bits(), Ordering::Relaxed);
                     self.inner.metrics.target_rate.set(level);
                 }
             }
@@ -333,7 +369,11 @@ impl LoadGen {
             tokio::time::sleep(Duration::from_secs_f64(gap)).await;
             let route = self.pick_route(&mut rng);
             if self.inner.open_in_flight.load(Ordering::Relaxed) >= OPEN_LOOP_MAX_IN_FLIGHT {
-                self.inner.metrics.requests.with_label_values(&[&route, "dropped"]).inc();
+                self.inner
+                    .metrics
+                    .requests
+                    .with_label_values(&[&route, "dropped"])
+                    .inc();
                 continue;
             }
             self.inner.open_in_flight.fetch_add(1, Ordering::Relaxed);
@@ -374,7 +414,11 @@ impl LoadGen {
             }
             Err(_) => "failed",
         };
-        self.inner.metrics.requests.with_label_values(&[route, outcome]).inc();
+        self.inner
+            .metrics
+            .requests
+            .with_label_values(&[route, outcome])
+            .inc();
         self.inner
             .metrics
             .duration
@@ -390,21 +434,37 @@ mod tests {
     #[test]
     fn ramps_start_and_end_at_their_levels() {
         for p in [
-            Profile::LinearRamp { from: 2.0, to: 10.0 },
-            Profile::LogRamp { from: 2.0, to: 10.0 },
+            Profile::LinearRamp {
+                from: 2.0,
+                to: 10.0,
+            },
+            Profile::LogRamp {
+                from: 2.0,
+                to: 10.0,
+            },
         ] {
             assert!((p.level_at(0.0) - 2.0).abs() < 1e-9, "{p:?}");
             assert!((p.level_at(1.0) - 10.0).abs() < 1e-9, "{p:?}");
         }
         // The log ramp is above the linear one in between (it rises fast, then flattens).
-        let lin = Profile::LinearRamp { from: 2.0, to: 10.0 }.level_at(0.3);
-        let log = Profile::LogRamp { from: 2.0, to: 10.0 }.level_at(0.3);
+        let lin = Profile::LinearRamp {
+            from: 2.0,
+            to: 10.0,
+        }
+        .level_at(0.3);
+        let log = Profile::LogRamp {
+            from: 2.0,
+            to: 10.0,
+        }
+        .level_at(0.3);
         assert!(log > lin + 1.0, "log {log} lin {lin}");
     }
 
     #[test]
     fn steps_cover_equal_parts() {
-        let p = Profile::Steps { levels: vec![1.0, 5.0, 9.0] };
+        let p = Profile::Steps {
+            levels: vec![1.0, 5.0, 9.0],
+        };
         assert_eq!(p.level_at(0.0), 1.0);
         assert_eq!(p.level_at(0.34), 5.0);
         assert_eq!(p.level_at(0.99), 9.0);
@@ -413,8 +473,14 @@ mod tests {
 
     #[test]
     fn diurnal_stays_within_bounds_and_peaks_mid_day() {
-        let p = Profile::Diurnal { min: 2.0, max: 20.0, days: 1.0 };
-        let levels: Vec<f64> = (0..=100).map(|i| p.level_at(f64::from(i) / 100.0)).collect();
+        let p = Profile::Diurnal {
+            min: 2.0,
+            max: 20.0,
+            days: 1.0,
+        };
+        let levels: Vec<f64> = (0..=100)
+            .map(|i| p.level_at(f64::from(i) / 100.0))
+            .collect();
         assert!(levels.iter().all(|l| (2.0..=20.0).contains(l)));
         assert!((levels[0] - 2.0).abs() < 1e-9);
         let peak = levels.iter().cloned().fold(f64::MIN, f64::max);
@@ -425,7 +491,21 @@ mod tests {
     fn impossible_levels_are_reported() {
         assert_eq!(Profile::Constant { level: -1.0 }.problems(100.0).len(), 1);
         assert_eq!(Profile::Steps { levels: vec![] }.problems(100.0).len(), 1);
-        assert_eq!(Profile::Diurnal { min: 5.0, max: 1.0, days: 0.0 }.problems(100.0).len(), 2);
-        assert!(Profile::LinearRamp { from: 0.0, to: 50.0 }.problems(100.0).is_empty());
+        assert_eq!(
+            Profile::Diurnal {
+                min: 5.0,
+                max: 1.0,
+                days: 0.0
+            }
+            .problems(100.0)
+            .len(),
+            2
+        );
+        assert!(Profile::LinearRamp {
+            from: 0.0,
+            to: 50.0
+        }
+        .problems(100.0)
+        .is_empty());
     }
 }

@@ -125,7 +125,7 @@ pub(crate) async fn serve_http<H, F>(
                 Ok((stream, _)) => {
                     let h = handler.clone();
                     tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| h(req));
+                        let svc = hyper::service::service_fn(&h);
                         let _ = hyper::server::conn::http1::Builder::new()
                             .keep_alive(true)
                             .serve_connection(TokioIo::new(stream), svc)

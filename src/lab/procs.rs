@@ -40,7 +40,11 @@ impl Supervisor {
             chrono::Utc::now().timestamp_millis()
         ));
         std::fs::create_dir_all(&dir).map_err(LabError::io(&dir))?;
-        Ok(Self { dir, keep_dir, procs: Vec::new() })
+        Ok(Self {
+            dir,
+            keep_dir,
+            procs: Vec::new(),
+        })
     }
 
     /// The run's temporary directory.
@@ -64,9 +68,17 @@ impl Supervisor {
             .stdout(out)
             .stderr(err)
             .spawn()
-            .map_err(|source| LabError::Spawn { name: name.into(), program: program.into(), source })?;
+            .map_err(|source| LabError::Spawn {
+                name: name.into(),
+                program: program.into(),
+                source,
+            })?;
         tracing::info!(name, program, pid = child.id(), log = %log.display(), "Started lab process.");
-        self.procs.push(Proc { name: name.into(), child, log });
+        self.procs.push(Proc {
+            name: name.into(),
+            child,
+            log,
+        });
         Ok(())
     }
 
@@ -177,5 +189,9 @@ pub async fn wait_ready(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Err(LabError::NotReady { what: what.into(), secs, detail: last })
+    Err(LabError::NotReady {
+        what: what.into(),
+        secs,
+        detail: last,
+    })
 }

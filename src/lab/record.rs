@@ -27,7 +27,8 @@ pub const REGRESSION_FORMAT: &str = "kpiwatch-lab-regress/1";
 /// Header of every regression run file.
 pub const RUN_HEADER: &str = "timestamp,workload,response_time,throughput,success_rate";
 /// Header of `pairs.csv`.
-pub const PAIRS_HEADER: &str = "pair_id,baseline,current,label,rt_regressed,tps_regressed,sr_regressed";
+pub const PAIRS_HEADER: &str =
+    "pair_id,baseline,current,label,rt_regressed,tps_regressed,sr_regressed";
 
 /// When a phase or run actually played (wall clock, ms since the epoch).
 #[derive(Debug, Clone, Copy)]
@@ -53,15 +54,30 @@ pub struct PromClient {
 impl PromClient {
     /// A client for the Prometheus at `base` (e.g. `http://127.0.0.1:9090`).
     pub fn new(client: reqwest::Client, base: &str) -> Self {
-        Self { client, base: base.trim_end_matches('/').to_string() }
+        Self {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+        }
     }
 
     async fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Value, LabError> {
         let url = format!("{}{path}", self.base);
-        let err = |detail: String| LabError::Http { url: url.clone(), detail };
-        let resp = self.client.get(&url).query(params).send().await.map_err(|e| err(e.to_string()))?;
+        let err = |detail: String| LabError::Http {
+            url: url.clone(),
+            detail,
+        };
+        let resp = self
+            .client
+            .get(&url)
+            .query(params)
+            .send()
+            .await
+            .map_err(|e| err(e.to_string()))?;
         let status = resp.status();
-        let body: Value = resp.json().await.map_err(|e| err(format!("{status}: {e}")))?;
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| err(format!("{status}: {e}")))?;
         if body["status"] != "success" {
             return Err(err(format!("{status}: {}", body["error"])));
         }
@@ -69,20 +85,36 @@ impl PromClient {
     }
 
     /// Instant query: labels and value of each result.
-    pub async fn query(&self, expr: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>, LabError> {
-        let result = self.get("/api/v1/query", &[("query", expr.to_string())]).await?;
+    pub async fn query(
+        &self,
+        expr: &str,
+    ) -> Result<Vec<(BTreeMap<String, String>, f64)>, LabError> {
+        let result = self
+            .get("/api/v1/query", &[("query", expr.to_string())])
+            .await?;
         Ok(result
             .as_array()
             .map(|a| {
                 a.iter()
-                    .map(|s| (labels(&s["metric"]), s["value"][1].as_str().map(parse_value).unwrap_or(f64::NAN)))
+                    .map(|s| {
+                        (
+                            labels(&s["metric"]),
+                            s["value"][1].as_str().map(parse_value).unwrap_or(f64::NAN),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default())
     }
 
     /// Range query over `[start, end]` seconds with `step` seconds.
-    pub async fn query_range(&self, expr: &str, start: f64, end: f64, step: f64) -> Result<Vec<Series>, LabError> {
+    pub async fn query_range(
+        &self,
+        expr: &str,
+        start: f64,
+        end: f64,
+        step: f64,
+    ) -> Result<Vec<Series>, LabError> {
         let params = [
             ("query", expr.to_string()),
             ("start", format!("{start:.3}")),
@@ -99,7 +131,9 @@ impl PromClient {
                             .as_array()
                             .map(|vs| {
                                 vs.iter()
-                                    .filter_map(|p| Some((p[0].as_f64()?, parse_value(p[1].as_str()?))))
+                                    .filter_map(|p| {
+                                        Some((p[0].as_f64()?, parse_value(p[1].as_str()?)))
+                                    })
                                     .collect()
                             })
                             .unwrap_or_default();
@@ -113,7 +147,11 @@ impl PromClient {
 
 fn labels(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -139,7 +177,11 @@ impl Grid {
     fn inside(from: f64, to: f64, step: f64) -> Self {
         let start = (from / step).ceil() * step;
         let last = (to / step).floor() * step;
-        let n = if last >= start { ((last - start) / step).round() as usize + 1 } else { 0 };
+        let n = if last >= start {
+            ((last - start) / step).round() as usize + 1
+        } else {
+            0
+        };
         Self { start, step, n }
     }
     fn ts(&self, i: usize) -> f64 {
@@ -182,11 +224,23 @@ const ROUTE_QUERIES: &[(&str, &str)] = &[
 
 /// Metrics shared by every entity of a run (process, host and workload context).
 const GLOBAL_QUERIES: &[(&str, &str)] = &[
-    ("cpu_cores", "sum(rate(process_cpu_seconds_total{job=\"service\"}[$W]))"),
-    ("memory_mb", "sum(process_resident_memory_bytes{job=\"service\"}) / 1e6"),
-    ("node_cpu_busy", "1 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}[$W]))"),
+    (
+        "cpu_cores",
+        "sum(rate(process_cpu_seconds_total{job=\"service\"}[$W]))",
+    ),
+    (
+        "memory_mb",
+        "sum(process_resident_memory_bytes{job=\"service\"}) / 1e6",
+    ),
+    (
+        "node_cpu_busy",
+        "1 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}[$W]))",
+    ),
     ("node_load1", "max(node_load1)"),
-    ("workload", "sum(lab_load_virtual_users) + sum(lab_load_target_rate)"),
+    (
+        "workload",
+        "sum(lab_load_virtual_users) + sum(lab_load_target_rate)",
+    ),
 ];
 
 fn promql_duration(d: std::time::Duration) -> String {
@@ -194,13 +248,22 @@ fn promql_duration(d: std::time::Duration) -> String {
 }
 
 /// Runs every query over `grid`; returns per-route columns and global columns.
-async fn fetch(prom: &PromClient, sc: &Scenario, grid: Grid) -> Result<(BTreeMap<String, Columns>, Columns), LabError> {
+async fn fetch(
+    prom: &PromClient,
+    sc: &Scenario,
+    grid: Grid,
+) -> Result<(BTreeMap<String, Columns>, Columns), LabError> {
     let w = promql_duration(sc.rate_window);
     let step = sc.step.as_secs_f64();
     let mut per_route: BTreeMap<String, Columns> = BTreeMap::new();
     for (name, q) in ROUTE_QUERIES {
-        for (labels, points) in prom.query_range(&q.replace("$W", &w), grid.start, grid.end(), step).await? {
-            let Some(route) = labels.get("route") else { continue };
+        for (labels, points) in prom
+            .query_range(&q.replace("$W", &w), grid.start, grid.end(), step)
+            .await?
+        {
+            let Some(route) = labels.get("route") else {
+                continue;
+            };
             let col = per_route
                 .entry(route.clone())
                 .or_default()
@@ -216,7 +279,10 @@ async fn fetch(prom: &PromClient, sc: &Scenario, grid: Grid) -> Result<(BTreeMap
     let mut global = Columns::new();
     for (name, q) in GLOBAL_QUERIES {
         let mut col = vec![f64::NAN; grid.n];
-        for (_, points) in prom.query_range(&q.replace("$W", &w), grid.start, grid.end(), step).await? {
+        for (_, points) in prom
+            .query_range(&q.replace("$W", &w), grid.start, grid.end(), step)
+            .await?
+        {
             for (ts, v) in points {
                 if let Some(i) = grid.index(ts) {
                     col[i] = v;
@@ -246,11 +312,19 @@ pub fn fmt_value(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     let s = format!("{v:.4}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s == "-0" { "0".into() } else { s.to_string() }
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
 }
 
 fn fmt_ts(ts: f64) -> String {
@@ -266,7 +340,10 @@ fn clean_dir(dir: &Path) -> Result<(), LabError> {
     std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
     for entry in std::fs::read_dir(dir).map_err(LabError::io(dir))? {
         let path = entry.map_err(LabError::io(dir))?.path();
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
         if ext == "csv" || path.file_name().and_then(|n| n.to_str()) == Some("manifest.json") {
             std::fs::remove_file(&path).map_err(LabError::io(&path))?;
         }
@@ -275,7 +352,12 @@ fn clean_dir(dir: &Path) -> Result<(), LabError> {
 }
 
 /// Exports the recording of `sc` (played as `segments`) under `out`.
-pub async fn export(prom: &PromClient, sc: &Scenario, segments: &[Segment], out: &Path) -> Result<RunSummary, LabError> {
+pub async fn export(
+    prom: &PromClient,
+    sc: &Scenario,
+    segments: &[Segment],
+    out: &Path,
+) -> Result<RunSummary, LabError> {
     match &sc.body {
         Body::Anomaly(phases) => export_anomaly(prom, sc, phases, segments, out).await,
         Body::Regression(c) => export_regression(prom, sc, c, segments, out).await,
@@ -308,9 +390,16 @@ async fn export_anomaly(
     let dir = out.join("anomaly").join(&sc.name);
     clean_dir(&dir)?;
     let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
-        return Err(LabError::Http { url: "export".into(), detail: "nothing was played".into() });
+        return Err(LabError::Http {
+            url: "export".into(),
+            detail: "nothing was played".into(),
+        });
     };
-    let grid = Grid::inside(first.start_ms as f64 / 1000.0, last.end_ms as f64 / 1000.0, sc.step.as_secs_f64());
+    let grid = Grid::inside(
+        first.start_ms as f64 / 1000.0,
+        last.end_ms as f64 / 1000.0,
+        sc.step.as_secs_f64(),
+    );
     let (mut per_route, global) = fetch(prom, sc, grid).await?;
 
     // Fault windows: one per (phase with faults, affected route).
@@ -324,7 +413,11 @@ async fn export_anomaly(
             "version": ph.version, "faults": ph.faults,
         }));
         for route in ROUTES {
-            let hits: Vec<_> = ph.faults.iter().filter(|f| f.affected_routes().contains(route)).collect();
+            let hits: Vec<_> = ph
+                .faults
+                .iter()
+                .filter(|f| f.affected_routes().contains(route))
+                .collect();
             if hits.is_empty() {
                 continue;
             }
@@ -340,10 +433,23 @@ async fn export_anomaly(
 
     let mut entities = Vec::new();
     for route in ROUTES {
-        let Some(cols) = per_route.get_mut(*route) else { continue };
-        let rps = cols.get("rps").cloned().unwrap_or_else(|| vec![f64::NAN; grid.n]);
-        let errors = cols.remove("errors_rps").unwrap_or_else(|| vec![f64::NAN; grid.n]);
-        cols.insert("error_ratio".into(), rps.iter().zip(&errors).map(|(r, e)| error_ratio(*r, *e)).collect());
+        let Some(cols) = per_route.get_mut(*route) else {
+            continue;
+        };
+        let rps = cols
+            .get("rps")
+            .cloned()
+            .unwrap_or_else(|| vec![f64::NAN; grid.n]);
+        let errors = cols
+            .remove("errors_rps")
+            .unwrap_or_else(|| vec![f64::NAN; grid.n]);
+        cols.insert(
+            "error_ratio".into(),
+            rps.iter()
+                .zip(&errors)
+                .map(|(r, e)| error_ratio(*r, *e))
+                .collect(),
+        );
         for (k, v) in &global {
             cols.insert(k.clone(), v.clone());
         }
@@ -359,13 +465,14 @@ async fn export_anomaly(
             .collect();
         let mut csv = format!("timestamp,{},label\n", names.join(","));
         let mut labeled = 0usize;
+        let series: Vec<&Vec<f64>> = names.iter().map(|n| &cols[*n]).collect();
         for i in 0..grid.n {
             let ts = grid.ts(i);
             let label = route_windows.iter().any(|(s, e)| ts >= *s && ts < *e);
             labeled += usize::from(label);
             csv.push_str(&fmt_ts(ts));
-            for n in &names {
-                let _ = write!(csv, ",{}", fmt_value(cols[*n][i]));
+            for col in &series {
+                let _ = write!(csv, ",{}", fmt_value(col[i]));
             }
             let _ = writeln!(csv, ",{}", u8::from(label));
         }
@@ -391,7 +498,11 @@ async fn export_anomaly(
         "windows": windows,
     });
     write_manifest(&dir, &manifest)?;
-    Ok(RunSummary { dir, files: entities.len() + 1, labeled: windows.len() })
+    Ok(RunSummary {
+        dir,
+        files: entities.len() + 1,
+        labeled: windows.len(),
+    })
 }
 
 fn write_manifest(dir: &Path, manifest: &Value) -> Result<(), LabError> {
@@ -414,10 +525,17 @@ async fn export_regression(
     let dir: PathBuf = out.join("regress");
     clean_dir(&dir)?;
     let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
-        return Err(LabError::Http { url: "export".into(), detail: "nothing was played".into() });
+        return Err(LabError::Http {
+            url: "export".into(),
+            detail: "nothing was played".into(),
+        });
     };
     let step = sc.step.as_secs_f64();
-    let all = Grid::inside(first.start_ms as f64 / 1000.0, last.end_ms as f64 / 1000.0, step);
+    let all = Grid::inside(
+        first.start_ms as f64 / 1000.0,
+        last.end_ms as f64 / 1000.0,
+        step,
+    );
     let (per_route, global) = fetch(prom, sc, all).await?;
     let nan = vec![f64::NAN; all.n];
     let workload = global.get("workload").unwrap_or(&nan);
@@ -428,7 +546,11 @@ async fn export_regression(
     for seg in segments {
         let run = &c.runs[seg.index];
         // Skip the first rate window: its rates still mix in the idle cool-down.
-        let g = Grid::inside(seg.start_ms as f64 / 1000.0 + warmup, seg.end_ms as f64 / 1000.0, step);
+        let g = Grid::inside(
+            seg.start_ms as f64 / 1000.0 + warmup,
+            seg.end_ms as f64 / 1000.0,
+            step,
+        );
         let mut run_files = Vec::new();
         for route in ROUTES {
             let cols = per_route.get(*route);
@@ -472,7 +594,10 @@ async fn export_regression(
             let kpis = current.regressed_on(route);
             let has = |k: Kpi| u8::from(kpis.contains(&k));
             let id = format!("p{n:04}");
-            let (bs, cs) = (run_file_stem(&base.id, route), run_file_stem(&current.id, route));
+            let (bs, cs) = (
+                run_file_stem(&base.id, route),
+                run_file_stem(&current.id, route),
+            );
             let _ = writeln!(
                 pairs,
                 "{id},{bs},{cs},{},{},{},{}",
@@ -496,7 +621,11 @@ async fn export_regression(
         "pairs": pairs_json,
     });
     write_manifest(&dir, &manifest)?;
-    Ok(RunSummary { dir, files: files + 2, labeled: n })
+    Ok(RunSummary {
+        dir,
+        files: files + 2,
+        labeled: n,
+    })
 }
 
 #[cfg(test)]

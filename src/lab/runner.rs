@@ -54,13 +54,24 @@ struct Ports {
 /// Runs `sc` end to end and writes its dataset.
 pub async fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunSummary, LabError> {
     let mut sup = Supervisor::new(opts.keep_tmp)?;
-    let ports = Ports { service: free_port()?, load: free_port()?, node: free_port()?, prometheus: free_port()? };
+    let ports = Ports {
+        service: free_port()?,
+        load: free_port()?,
+        node: free_port()?,
+        prometheus: free_port()?,
+    };
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
-        .map_err(|e| LabError::Http { url: "client".into(), detail: e.to_string() })?;
+        .map_err(|e| LabError::Http {
+            url: "client".into(),
+            detail: e.to_string(),
+        })?;
     let service_url = format!("http://127.0.0.1:{}", ports.service);
-    let prom = PromClient::new(client.clone(), &format!("http://127.0.0.1:{}", ports.prometheus));
+    let prom = PromClient::new(
+        client.clone(),
+        &format!("http://127.0.0.1:{}", ports.prometheus),
+    );
 
     start_children(&mut sup, sc, opts, ports)?;
 
@@ -84,7 +95,14 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunSummary, LabErro
     ));
 
     let ready = async {
-        procs::wait_ready(&mut sup, &client, "service", &format!("{service_url}/healthz"), 30).await?;
+        procs::wait_ready(
+            &mut sup,
+            &client,
+            "service",
+            &format!("{service_url}/healthz"),
+            30,
+        )
+        .await?;
         let node = format!("http://127.0.0.1:{}/metrics", ports.node);
         procs::wait_ready(&mut sup, &client, "node_exporter", &node, 30).await?;
         let p = format!("http://127.0.0.1:{}/-/ready", ports.prometheus);
@@ -125,13 +143,18 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunSummary, LabErro
     summary
 }
 
-fn start_children(sup: &mut Supervisor, sc: &Scenario, opts: &RunOptions, ports: Ports) -> Result<(), LabError> {
+fn start_children(
+    sup: &mut Supervisor,
+    sc: &Scenario,
+    opts: &RunOptions,
+    ports: Ports,
+) -> Result<(), LabError> {
     let exe = match &opts.service_program {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(LabError::io("current executable"))?,
     };
     let first_version = match &sc.body {
-        Body::Anomaly(phases) => phases.iter().find_map(|p| p.version.clone()),
+        Body::Anomaly(phases) => phases.first().and_then(|p| p.version.clone()),
         Body::Regression(c) => c.runs.first().map(|r| r.version.clone()),
     }
     .unwrap_or_else(|| "v1".into());
@@ -162,7 +185,12 @@ fn start_children(sup: &mut Supervisor, sc: &Scenario, opts: &RunOptions, ports:
     let config = procs::write_prometheus_config(
         sup.dir(),
         sc.scrape_interval,
-        &[("prometheus", ports.prometheus), ("node", ports.node), ("service", ports.service), ("load", ports.load)],
+        &[
+            ("prometheus", ports.prometheus),
+            ("node", ports.node),
+            ("service", ports.service),
+            ("load", ports.load),
+        ],
     )?;
     let tsdb = sup.dir().join("tsdb");
     sup.spawn(
@@ -179,7 +207,9 @@ fn start_children(sup: &mut Supervisor, sc: &Scenario, opts: &RunOptions, ports:
 }
 
 /// Runs `fut` unless Ctrl-C or SIGTERM comes first.
-async fn with_interrupt<T>(fut: impl std::future::Future<Output = Result<T, LabError>>) -> Result<T, LabError> {
+async fn with_interrupt<T>(
+    fut: impl std::future::Future<Output = Result<T, LabError>>,
+) -> Result<T, LabError> {
     let term = async {
         #[cfg(unix)]
         {
@@ -200,7 +230,12 @@ async fn with_interrupt<T>(fut: impl std::future::Future<Output = Result<T, LabE
     }
 }
 
-async fn wait_targets_up(sup: &mut Supervisor, prom: &PromClient, want: usize, secs: u64) -> Result<(), LabError> {
+async fn wait_targets_up(
+    sup: &mut Supervisor,
+    prom: &PromClient,
+    want: usize,
+    secs: u64,
+) -> Result<(), LabError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     let mut last = String::new();
     while tokio::time::Instant::now() < deadline {
@@ -212,12 +247,28 @@ async fn wait_targets_up(sup: &mut Supervisor, prom: &PromClient, want: usize, s
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(LabError::NotReady { what: "Prometheus targets".into(), secs, detail: last })
+    Err(LabError::NotReady {
+        what: "Prometheus targets".into(),
+        secs,
+        detail: last,
+    })
 }
 
-async fn put_json<T: serde::Serialize + ?Sized>(client: &reqwest::Client, url: &str, body: &T) -> Result<(), LabError> {
-    let err = |detail: String| LabError::Http { url: url.to_string(), detail };
-    let resp = client.put(url).json(body).send().await.map_err(|e| err(e.to_string()))?;
+async fn put_json<T: serde::Serialize + ?Sized>(
+    client: &reqwest::Client,
+    url: &str,
+    body: &T,
+) -> Result<(), LabError> {
+    let err = |detail: String| LabError::Http {
+        url: url.to_string(),
+        detail,
+    };
+    let resp = client
+        .put(url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| err(e.to_string()))?;
     if !resp.status().is_success() {
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
@@ -226,9 +277,19 @@ async fn put_json<T: serde::Serialize + ?Sized>(client: &reqwest::Client, url: &
     Ok(())
 }
 
-async fn set_state(client: &reqwest::Client, service: &str, version: Option<&str>, faults: &[Faults]) -> Result<(), LabError> {
+async fn set_state(
+    client: &reqwest::Client,
+    service: &str,
+    version: Option<&str>,
+    faults: &[Faults],
+) -> Result<(), LabError> {
     if let Some(v) = version {
-        put_json(client, &format!("{service}/admin/version"), &serde_json::json!({ "version": v })).await?;
+        put_json(
+            client,
+            &format!("{service}/admin/version"),
+            &serde_json::json!({ "version": v }),
+        )
+        .await?;
     }
     put_json(client, &format!("{service}/admin/faults"), faults).await
 }
@@ -237,7 +298,12 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-async fn play(sc: &Scenario, client: &reqwest::Client, service: &str, load: &LoadGen) -> Result<Vec<Segment>, LabError> {
+async fn play(
+    sc: &Scenario,
+    client: &reqwest::Client,
+    service: &str,
+    load: &LoadGen,
+) -> Result<Vec<Segment>, LabError> {
     let mut segments = Vec::new();
     match &sc.body {
         Body::Anomaly(phases) => {
@@ -247,7 +313,11 @@ async fn play(sc: &Scenario, client: &reqwest::Client, service: &str, load: &Loa
                 let start_ms = now_ms();
                 tracing::info!(phase = %ph.name, n = i + 1, of = phases.len(), duration = ?ph.duration, faults = ph.faults.len(), "Phase started.");
                 tokio::time::sleep(ph.duration).await;
-                segments.push(Segment { index: i, start_ms, end_ms: now_ms() });
+                segments.push(Segment {
+                    index: i,
+                    start_ms,
+                    end_ms: now_ms(),
+                });
             }
             set_state(client, service, None, &[]).await?;
         }
@@ -261,7 +331,11 @@ async fn play(sc: &Scenario, client: &reqwest::Client, service: &str, load: &Loa
                 let end_ms = now_ms();
                 load.stop();
                 set_state(client, service, None, &[]).await?;
-                segments.push(Segment { index: i, start_ms, end_ms });
+                segments.push(Segment {
+                    index: i,
+                    start_ms,
+                    end_ms,
+                });
                 tokio::time::sleep(c.cooldown).await;
             }
         }

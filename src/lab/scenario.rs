@@ -209,7 +209,11 @@ pub struct Run {
 impl Run {
     /// KPIs regressed on `route` in this run (empty when its faults miss the route).
     pub fn regressed_on(&self, route: &str) -> Vec<Kpi> {
-        if self.faults.iter().any(|f| f.affected_routes().contains(&route)) {
+        if self
+            .faults
+            .iter()
+            .any(|f| f.affected_routes().contains(&route))
+        {
             self.regressed.clone()
         } else {
             Vec::new()
@@ -236,13 +240,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let n_end = rest.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
+        let n_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
         if n_end == 0 {
             return Err(bad());
         }
         let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
         rest = &rest[n_end..];
-        let u_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..u_end] {
             "ms" => 0.001,
             "s" => 1.0,
@@ -257,13 +265,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn safe_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// Reads and validates a scenario file.
 pub fn load(path: &Path) -> Result<Scenario, LabError> {
     let text = std::fs::read_to_string(path).map_err(LabError::io(path))?;
-    parse(&text).map_err(|problems| LabError::Scenario { file: path.to_path_buf(), problems })
+    parse(&text).map_err(|problems| LabError::Scenario {
+        file: path.to_path_buf(),
+        problems,
+    })
 }
 
 /// Parses and validates scenario text; on failure returns every problem found.
@@ -282,7 +296,9 @@ impl Problems {
         match parse_duration(s) {
             Ok(d) if d >= min && d <= max => d,
             Ok(d) => {
-                self.0.push(format!("{key}: {d:?} is out of range (expected {min:?} to {max:?})"));
+                self.0.push(format!(
+                    "{key}: {d:?} is out of range (expected {min:?} to {max:?})"
+                ));
                 min
             }
             Err(e) => {
@@ -309,11 +325,19 @@ impl Problems {
 pub fn validate(raw: RawScenario) -> Result<Scenario, Vec<String>> {
     let mut p = Problems(Vec::new());
     if !safe_name(&raw.name) {
-        p.0.push(format!("name: {:?} must be 1-64 letters, digits, '-' or '_'", raw.name));
+        p.0.push(format!(
+            "name: {:?} must be 1-64 letters, digits, '-' or '_'",
+            raw.name
+        ));
     }
     let ms = Duration::from_millis;
     let s = Duration::from_secs;
-    let scrape = p.duration("scrape_interval", raw.scrape_interval.as_deref().unwrap_or("1s"), ms(250), s(60));
+    let scrape = p.duration(
+        "scrape_interval",
+        raw.scrape_interval.as_deref().unwrap_or("1s"),
+        ms(250),
+        s(60),
+    );
     let step = match raw.step.as_deref() {
         Some(v) => p.duration("step", v, scrape, s(300)),
         None => scrape,
@@ -338,7 +362,9 @@ pub fn validate(raw: RawScenario) -> Result<Scenario, Vec<String>> {
     if !p.0.is_empty() {
         return Err(p.0);
     }
-    let Some(body) = body else { return Err(vec!["no phases".into()]) };
+    let Some(body) = body else {
+        return Err(vec!["no phases".into()]);
+    };
     let sc = Scenario {
         name: raw.name,
         description: raw.description,
@@ -358,15 +384,27 @@ pub fn validate(raw: RawScenario) -> Result<Scenario, Vec<String>> {
 }
 
 fn validate_load(p: &mut Problems, raw: &RawLoad, seed: u64) -> LoadSettings {
-    let think_time = p.duration("load.think_time", raw.think_time.as_deref().unwrap_or("250ms"), Duration::ZERO, Duration::from_secs(60));
-    let timeout = p.duration("load.timeout", raw.timeout.as_deref().unwrap_or("5s"), Duration::from_millis(100), Duration::from_secs(120));
+    let think_time = p.duration(
+        "load.think_time",
+        raw.think_time.as_deref().unwrap_or("250ms"),
+        Duration::ZERO,
+        Duration::from_secs(60),
+    );
+    let timeout = p.duration(
+        "load.timeout",
+        raw.timeout.as_deref().unwrap_or("5s"),
+        Duration::from_millis(100),
+        Duration::from_secs(120),
+    );
     let mut mix: Vec<(String, f64)> = Vec::new();
     if raw.mix.is_empty() {
         mix = ROUTES.iter().map(|r| ((*r).to_string(), 1.0)).collect();
     }
     for (route, w) in &raw.mix {
         if !ROUTES.contains(&route.as_str()) {
-            p.0.push(format!("load.mix.{route}: unknown route (expected one of {ROUTES:?})"));
+            p.0.push(format!(
+                "load.mix.{route}: unknown route (expected one of {ROUTES:?})"
+            ));
         }
         if !w.is_finite() || *w < 0.0 {
             p.0.push(format!("load.mix.{route}: weight {w} must be >= 0"));
@@ -376,7 +414,13 @@ fn validate_load(p: &mut Problems, raw: &RawLoad, seed: u64) -> LoadSettings {
     if !raw.mix.is_empty() && raw.mix.values().filter(|w| w.is_finite()).sum::<f64>() <= 0.0 {
         p.0.push("load.mix: weights sum to zero".into());
     }
-    LoadSettings { mode: raw.mode.unwrap_or(Mode::Closed), think_time, timeout, mix, seed }
+    LoadSettings {
+        mode: raw.mode.unwrap_or(Mode::Closed),
+        think_time,
+        timeout,
+        mix,
+        seed,
+    }
 }
 
 fn validate_phases(p: &mut Problems, raw: &[RawPhase]) -> Vec<Phase> {
@@ -388,12 +432,19 @@ fn validate_phases(p: &mut Problems, raw: &[RawPhase]) -> Vec<Phase> {
             if ph.name.is_empty() || !names.insert(ph.name.clone()) {
                 p.0.push(format!("{key}.name: {:?} is empty or repeated", ph.name));
             }
-            let duration = p.duration(&format!("{key}.duration"), &ph.duration, Duration::from_secs(1), MAX_TOTAL);
+            let duration = p.duration(
+                &format!("{key}.duration"),
+                &ph.duration,
+                Duration::from_secs(1),
+                MAX_TOTAL,
+            );
             p.profile(&key, &ph.profile);
             p.faults(&key, &ph.faults);
             if let Some(v) = &ph.version {
                 if !safe_name(v) {
-                    p.0.push(format!("{key}.version: {v:?} must be letters, digits, '-' or '_'"));
+                    p.0.push(format!(
+                        "{key}.version: {v:?} must be letters, digits, '-' or '_'"
+                    ));
                 }
             }
             Phase {
@@ -408,7 +459,12 @@ fn validate_phases(p: &mut Problems, raw: &[RawPhase]) -> Vec<Phase> {
 }
 
 fn validate_campaign(p: &mut Problems, raw: &RawCampaign) -> Campaign {
-    let cooldown = p.duration("regression.cooldown", raw.cooldown.as_deref().unwrap_or("4s"), Duration::ZERO, Duration::from_secs(600));
+    let cooldown = p.duration(
+        "regression.cooldown",
+        raw.cooldown.as_deref().unwrap_or("4s"),
+        Duration::ZERO,
+        Duration::from_secs(600),
+    );
     let mut ids = HashSet::new();
     let runs: Vec<Run> = raw
         .runs
@@ -449,10 +505,14 @@ fn validate_campaign(p: &mut Problems, raw: &RawCampaign) -> Campaign {
     for (i, [b, c]) in raw.pairs.iter().enumerate() {
         let key = format!("regression.pairs[{i}]");
         match (index(b), index(c)) {
-            (Some(bi), Some(ci)) if bi == ci => p.0.push(format!("{key}: a run cannot be its own baseline")),
+            (Some(bi), Some(ci)) if bi == ci => {
+                p.0.push(format!("{key}: a run cannot be its own baseline"))
+            }
             (Some(bi), Some(ci)) => {
                 if !runs[bi].faults.is_empty() {
-                    p.0.push(format!("{key}: baseline {b:?} has faults (a baseline must be fault-free)"));
+                    p.0.push(format!(
+                        "{key}: baseline {b:?} has faults (a baseline must be fault-free)"
+                    ));
                 }
                 pairs.push((bi, ci));
             }
@@ -468,7 +528,11 @@ fn validate_campaign(p: &mut Problems, raw: &RawCampaign) -> Campaign {
     if raw.pairs.is_empty() {
         p.0.push("regression.pairs: empty".into());
     }
-    Campaign { cooldown, runs, pairs }
+    Campaign {
+        cooldown,
+        runs,
+        pairs,
+    }
 }
 
 #[cfg(test)]

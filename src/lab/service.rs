@@ -59,10 +59,26 @@ struct RouteSpec {
 }
 
 const SPECS: [RouteSpec; 4] = [
-    RouteSpec { base_ms: 3.0, cpu_ms: 0.2, dependency_ms: 0.0 },
-    RouteSpec { base_ms: 12.0, cpu_ms: 1.0, dependency_ms: 6.0 },
-    RouteSpec { base_ms: 6.0, cpu_ms: 0.4, dependency_ms: 4.0 },
-    RouteSpec { base_ms: 20.0, cpu_ms: 1.5, dependency_ms: 10.0 },
+    RouteSpec {
+        base_ms: 3.0,
+        cpu_ms: 0.2,
+        dependency_ms: 0.0,
+    },
+    RouteSpec {
+        base_ms: 12.0,
+        cpu_ms: 1.0,
+        dependency_ms: 6.0,
+    },
+    RouteSpec {
+        base_ms: 6.0,
+        cpu_ms: 0.4,
+        dependency_ms: 4.0,
+    },
+    RouteSpec {
+        base_ms: 20.0,
+        cpu_ms: 1.5,
+        dependency_ms: 10.0,
+    },
 ];
 
 /// Connections in the shared dependency pool: small on purpose, so that queueing for it
@@ -96,8 +112,9 @@ pub struct Faults {
     pub memory_kb_per_request: f64,
     /// Probability that a request fails with 500.
     pub error_rate: f64,
-    /// At most this many requests served at once (0: unlimited); others wait up to 1 s,
-    /// then get 503.
+    /// At most this many requests of the entry's routes served at once, all of them
+    /// sharing one pool of slots as a worker pool would (0: unlimited); others wait up to
+    /// 1 s, then get 503.
     pub concurrency_limit: u32,
     /// Latency added to each dependency call, milliseconds.
     pub dependency_delay_ms: f64,
@@ -142,7 +159,9 @@ impl Faults {
         let mut out = Vec::new();
         for r in &self.routes {
             if !ROUTES.contains(&r.as_str()) {
-                out.push(format!("routes: unknown route {r:?} (expected one of {ROUTES:?})"));
+                out.push(format!(
+                    "routes: unknown route {r:?} (expected one of {ROUTES:?})"
+                ));
             }
         }
         let non_neg = [
@@ -150,7 +169,11 @@ impl Faults {
             ("jitter_ms", self.jitter_ms, 60_000.0),
             ("slowdown_pct", self.slowdown_pct, 10_000.0),
             ("cpu_ms", self.cpu_ms, 1_000.0),
-            ("memory_kb_per_request", self.memory_kb_per_request, 10_240.0),
+            (
+                "memory_kb_per_request",
+                self.memory_kb_per_request,
+                10_240.0,
+            ),
             ("dependency_delay_ms", self.dependency_delay_ms, 60_000.0),
         ];
         for (name, v, max) in non_neg {
@@ -181,31 +204,42 @@ struct RouteFaults {
     cpu_ms: f64,
     memory_kb_per_request: f64,
     error_rate: f64,
-    limit: Option<Arc<Semaphore>>,
+    /// Worker pools the route's requests need a slot of (acquired in entry order, so
+    /// overlapping pools cannot deadlock).
+    limits: Vec<Arc<Semaphore>>,
     dependency_delay_ms: f64,
 }
 
 fn merge(entries: &[Faults]) -> Vec<RouteFaults> {
+    // One pool per entry with a limit, shared by every route of that entry.
+    let pools: Vec<Option<Arc<Semaphore>>> = entries
+        .iter()
+        .map(|f| {
+            (f.concurrency_limit > 0)
+                .then(|| Arc::new(Semaphore::new(f.concurrency_limit as usize)))
+        })
+        .collect();
     ROUTES
         .iter()
         .map(|route| {
             let mut rf = RouteFaults::default();
-            let mut limit = 0u32;
-            for f in entries.iter().filter(|f| f.affected_routes().contains(route)) {
+            for (f, pool) in entries
+                .iter()
+                .zip(&pools)
+                .filter(|(f, _)| f.affected_routes().contains(route))
+            {
                 rf.latency_ms += f.latency_ms;
                 rf.jitter_ms += f.jitter_ms;
                 rf.slowdown_pct += f.slowdown_pct;
-                rf.slowdown_above_in_flight = rf.slowdown_above_in_flight.max(f.slowdown_above_in_flight);
+                rf.slowdown_above_in_flight =
+                    rf.slowdown_above_in_flight.max(f.slowdown_above_in_flight);
                 rf.cpu_ms += f.cpu_ms;
                 rf.memory_kb_per_request += f.memory_kb_per_request;
                 rf.error_rate = 1.0 - (1.0 - rf.error_rate) * (1.0 - f.error_rate);
                 rf.dependency_delay_ms += f.dependency_delay_ms;
-                if f.concurrency_limit > 0 {
-                    limit = if limit == 0 { f.concurrency_limit } else { limit.min(f.concurrency_limit) };
+                if let Some(pool) = pool {
+                    rf.limits.push(Arc::clone(pool));
                 }
-            }
-            if limit > 0 {
-                rf.limit = Some(Arc::new(Semaphore::new(limit as usize)));
             }
             rf
         })
@@ -233,12 +267,18 @@ impl Metrics {
             0.002, 0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5,
         ];
         let requests = IntCounterVec::new(
-            Opts::new("lab_http_requests_total", "Requests served, by route and status code."),
+            Opts::new(
+                "lab_http_requests_total",
+                "Requests served, by route and status code.",
+            ),
             &["route", "code"],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("lab_http_request_duration_seconds", "Request latency by route.")
-                .buckets(buckets.clone()),
+            HistogramOpts::new(
+                "lab_http_request_duration_seconds",
+                "Request latency by route.",
+            )
+            .buckets(buckets.clone()),
             &["route"],
         )?;
         let in_flight = IntGaugeVec::new(
@@ -254,14 +294,23 @@ impl Metrics {
             &["route"],
         )?;
         let build_info = IntGaugeVec::new(
-            Opts::new("lab_build_info", "Deployed version of the lab service (always 1)."),
+            Opts::new(
+                "lab_build_info",
+                "Deployed version of the lab service (always 1).",
+            ),
             &["version"],
         )?;
         let fault_active = IntGaugeVec::new(
-            Opts::new("lab_fault_active", "1 while a fault of this kind hits this route."),
+            Opts::new(
+                "lab_fault_active",
+                "1 while a fault of this kind hits this route.",
+            ),
             &["route", "kind"],
         )?;
-        let ballast = IntGauge::new("lab_memory_ballast_bytes", "Memory kept by the memory fault.")?;
+        let ballast = IntGauge::new(
+            "lab_memory_ballast_bytes",
+            "Memory kept by the memory fault.",
+        )?;
         let cpu_seconds = Counter::new("process_cpu_seconds_total", "User and system CPU time.")?;
         let rss_bytes = Gauge::new("process_resident_memory_bytes", "Resident memory size.")?;
         registry.register(Box::new(requests.clone()))?;
@@ -347,7 +396,10 @@ impl Service {
                 let on = entries
                     .iter()
                     .any(|f| f.affected_routes().contains(route) && f.kinds().contains(kind));
-                self.metrics.fault_active.with_label_values(&[route, kind]).set(i64::from(on));
+                self.metrics
+                    .fault_active
+                    .with_label_values(&[route, kind])
+                    .set(i64::from(on));
             }
         }
         if merged.iter().all(|m| m.memory_kb_per_request == 0.0) {
@@ -413,14 +465,20 @@ impl Service {
         code
     }
 
-    async fn work(&self, idx: usize, spec: RouteSpec, f: &RouteFaults, in_flight: i64) -> StatusCode {
-        let _permit = match &f.limit {
-            Some(sem) => match tokio::time::timeout(QUEUE_TIMEOUT, Arc::clone(sem).acquire_owned()).await {
-                Ok(Ok(p)) => Some(p),
+    async fn work(
+        &self,
+        idx: usize,
+        spec: RouteSpec,
+        f: &RouteFaults,
+        in_flight: i64,
+    ) -> StatusCode {
+        let mut _permits = Vec::with_capacity(f.limits.len());
+        for pool in &f.limits {
+            match tokio::time::timeout(QUEUE_TIMEOUT, Arc::clone(pool).acquire_owned()).await {
+                Ok(Ok(p)) => _permits.push(p),
                 _ => return StatusCode::SERVICE_UNAVAILABLE,
-            },
-            None => None,
-        };
+            }
+        }
         let mut service_ms = spec.base_ms * self.noise(0.25);
         if f.slowdown_pct > 0.0 && in_flight >= i64::from(f.slowdown_above_in_flight) {
             service_ms *= 1.0 + f.slowdown_pct / 100.0;
@@ -453,8 +511,14 @@ impl Service {
         }
         // Touch every page so the memory is resident, as a real leak would be.
         let chunk = vec![0xa5u8; bytes];
-        self.ballast.lock().unwrap_or_else(|e| e.into_inner()).push(chunk);
-        let total = self.ballast_bytes.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+        self.ballast
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(chunk);
+        let total = self
+            .ballast_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed)
+            + bytes as u64;
         self.metrics.ballast.set(total as i64);
     }
 
@@ -463,7 +527,9 @@ impl Service {
             let last = self.last_cpu_ticks.swap(ticks, Ordering::Relaxed);
             if ticks > last {
                 // CLK_TCK is 100 on Linux for all supported architectures.
-                self.metrics.cpu_seconds.inc_by((ticks - last) as f64 / 100.0);
+                self.metrics
+                    .cpu_seconds
+                    .inc_by((ticks - last) as f64 / 100.0);
             }
         }
         if let Some(rss) = read_rss_bytes() {
@@ -502,7 +568,11 @@ impl Service {
                 Err(e) => text(StatusCode::BAD_REQUEST, &e),
             },
             (Method::GET, "/admin/version") => {
-                let v = self.version.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let v = self
+                    .version
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 json(StatusCode::OK, &VersionBody { version: v })
             }
             (Method::PUT, "/admin/version") => match read_json::<VersionBody>(req).await {
@@ -510,7 +580,10 @@ impl Service {
                     self.set_version(&v.version);
                     text(StatusCode::OK, "ok")
                 }
-                Ok(_) => text(StatusCode::UNPROCESSABLE_ENTITY, "version must not be empty"),
+                Ok(_) => text(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "version must not be empty",
+                ),
                 Err(e) => text(StatusCode::BAD_REQUEST, &e),
             },
             _ => text(StatusCode::NOT_FOUND, "not found"),
@@ -586,8 +659,10 @@ fn json<T: Serialize>(code: StatusCode, value: &T) -> Response<Full<Bytes>> {
         Ok(body) => {
             let mut r = Response::new(Full::new(Bytes::from(body)));
             *r.status_mut() = code;
-            r.headers_mut()
-                .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                "content-type",
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
             r
         }
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -631,7 +706,15 @@ mod tests {
         assert_eq!(f.kinds(), vec!["latency", "errors"]);
         assert_eq!(f.affected_routes(), vec!["search"]);
         assert!(f.problems().is_empty());
-        assert_eq!(Faults { cpu_ms: 1.0, ..Faults::default() }.affected_routes().len(), ROUTES.len());
+        assert_eq!(
+            Faults {
+                cpu_ms: 1.0,
+                ..Faults::default()
+            }
+            .affected_routes()
+            .len(),
+            ROUTES.len()
+        );
     }
 
     #[test]
@@ -644,16 +727,34 @@ mod tests {
         };
         let p = f.problems();
         assert_eq!(p.len(), 3, "{p:?}");
-        assert!(!Faults::default().problems().is_empty(), "an empty entry injects nothing");
+        assert!(
+            !Faults::default().problems().is_empty(),
+            "an empty entry injects nothing"
+        );
     }
 
     #[test]
     fn merge_adds_effects_per_route() {
-        let a = Faults { latency_ms: 5.0, ..Faults::default() };
-        let b = Faults { routes: vec!["item".into()], latency_ms: 7.0, concurrency_limit: 3, ..Faults::default() };
+        let a = Faults {
+            latency_ms: 5.0,
+            ..Faults::default()
+        };
+        let b = Faults {
+            routes: vec!["item".into()],
+            latency_ms: 7.0,
+            concurrency_limit: 3,
+            ..Faults::default()
+        };
         let m = merge(&[a, b]);
         assert_eq!(m[0].latency_ms, 5.0);
         assert_eq!(m[2].latency_ms, 12.0);
-        assert!(m[2].limit.is_some() && m[0].limit.is_none());
+        assert!(m[2].limits.len() == 1 && m[0].limits.is_empty());
+        // Routes of one entry share its pool.
+        let c = Faults {
+            concurrency_limit: 1,
+            ..Faults::default()
+        };
+        let m = merge(&[c]);
+        assert!(Arc::ptr_eq(&m[0].limits[0], &m[3].limits[0]));
     }
 }
