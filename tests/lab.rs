@@ -584,3 +584,62 @@ async fn the_service_serves_routes_switches_faults_and_versions() {
     let _ = stop.send(());
     server.await.expect("server stops");
 }
+
+/// A crash of one lab process ends the run with a message naming it and its log; the
+/// supervisor then stops every other process and removes its temporary directory.
+#[tokio::test]
+async fn a_crashed_process_is_reported_and_the_others_are_stopped() {
+    use kpiwatch::lab::procs::Supervisor;
+    use kpiwatch::lab::LabError;
+    let mut sup = Supervisor::new(false).expect("supervisor");
+    let dir = sup.dir().to_path_buf();
+    sup.spawn("steady", "sleep", &["60".into()])
+        .expect("spawn sleep");
+    sup.spawn(
+        "flaky",
+        "sh",
+        &["-c".into(), "echo about to fail; sleep 0.3; exit 3".into()],
+    )
+    .expect("spawn sh");
+    let pids = sup.pids();
+    let err = tokio::time::timeout(std::time::Duration::from_secs(10), sup.watch())
+        .await
+        .expect("the crash is noticed");
+    match &err {
+        LabError::Crashed {
+            name, status, tail, ..
+        } => {
+            assert_eq!(name, "flaky");
+            assert!(status.contains('3'), "{status}");
+            assert!(tail.contains("about to fail"), "{tail}");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(
+        err.to_string().starts_with("flaky exited unexpectedly"),
+        "{err}"
+    );
+    drop(sup);
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or at worst a zombie awaiting its parent (state Z), never still running.
+        assert!(
+            stat.is_empty() || stat.contains(") Z"),
+            "process {pid} still alive: {stat}"
+        );
+    }
+    assert!(!dir.exists(), "temporary directory left behind");
+}
+
+#[test]
+fn a_missing_program_is_a_clear_error() {
+    let mut sup = kpiwatch::lab::procs::Supervisor::new(false).expect("supervisor");
+    let err = sup
+        .spawn("prometheus", "/nonexistent/prometheus", &[])
+        .expect_err("cannot start");
+    assert!(
+        err.to_string()
+            .starts_with("cannot start prometheus (/nonexistent/prometheus)"),
+        "{err}"
+    );
+}

@@ -82,6 +82,11 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Process ids of the running children, in start order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.procs.iter().map(|p| p.child.id()).collect()
+    }
+
     /// Checks every child once; an exited child is an error naming it, with its log tail.
     pub fn check(&mut self) -> Result<(), LabError> {
         for p in &mut self.procs {
