@@ -49,7 +49,7 @@ def best_of(fn, budget_s: float = 1.5, repeats: int = 5) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--onnx", type=Path, default=REPO / "models" / "uniad.onnx")
-    ap.add_argument("--ckpt", type=Path, default=Path(__file__).parent / "out" / "uniad.pt")
+    ap.add_argument("--ckpt", type=Path, default=Path(__file__).parent / "uniad.pt")
     ap.add_argument("--no-tract", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
