@@ -80,9 +80,10 @@ struct Judged {
 fn load(path: &Path) -> Result<Part, String> {
     let t = read_csv(path).map_err(|e| e.to_string())?;
     let values = t.require("value").map_err(|e| e.to_string())?.to_vec();
-    let timestamps = t
-        .column("timestamp")
-        .map_or_else(|| (0..values.len()).map(|k| k as f64).collect(), <[f64]>::to_vec);
+    let timestamps = t.column("timestamp").map_or_else(
+        || (0..values.len()).map(|k| k as f64).collect(),
+        <[f64]>::to_vec,
+    );
     let labels = t
         .first_of(&["label", "is_anomaly"])
         .map(|l| l.iter().map(|&v| v > 0.5).collect());
@@ -214,7 +215,9 @@ fn plot(parts: &[(&str, &Part, Judged)], m: usize) -> String {
     let (lo, hi) = values
         .iter()
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
     let span = if hi > lo { hi - lo } else { 1.0 };
     let n = values.len().max(2) as f64 - 1.0;
     let x = |k: usize| pad + k as f64 / n * (w - 2.0 * pad);
@@ -313,8 +316,15 @@ mod tests {
         };
         assert_eq!(execute(&args).unwrap(), ExitCode::SUCCESS);
         let out = std::fs::read_to_string(dir.path().join("out.csv")).unwrap();
-        let rows: Vec<Vec<&str>> = out.lines().skip(1).map(|l| l.split(',').collect()).collect();
-        assert_eq!(out.lines().next(), Some("timestamp,value,anomaly,score,pattern"));
+        let rows: Vec<Vec<&str>> = out
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').collect())
+            .collect();
+        assert_eq!(
+            out.lines().next(),
+            Some("timestamp,value,anomaly,score,pattern")
+        );
         assert_eq!(rows.len(), 500);
         assert_eq!(rows[150][2], "1", "the spike is flagged");
         assert_eq!(rows[10][2], "0");

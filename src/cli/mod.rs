@@ -6,6 +6,7 @@
 //! Exit codes: 0 success, 1 runtime error, 2 invalid config or usage.
 
 mod check;
+mod detect_adsketch;
 mod detect_zscore;
 
 use std::path::PathBuf;
@@ -79,6 +80,8 @@ pub enum Command {
 pub enum DetectCommand {
     /// Robust z-score on each column of a CSV (`timestamp` + metric columns [+ `label`]).
     Zscore(detect_zscore::Args),
+    /// ADSketch patterns: learn on --train/--test, match --online (see `detect adsketch --help`).
+    Adsketch(detect_adsketch::Args),
 }
 
 /// Initialises tracing; `Err` describes a bad filter.
@@ -113,6 +116,7 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Detect(DetectCommand::Zscore(args)) => detect_zscore::run(&args),
+        Command::Detect(DetectCommand::Adsketch(args)) => detect_adsketch::run(&args),
     }
 }
 

@@ -197,7 +197,9 @@ fn iterate(s: &[f64], n: usize, params: &ApParams) -> (Vec<usize>, Vec<usize>, b
         return (vec![0; n], Vec::new(), converged);
     }
     let assign = |ex: &[usize]| -> Vec<usize> {
-        let mut c: Vec<usize> = (0..n).map(|i| argmax(ex.iter().map(|&k| s[i * n + k]))).collect();
+        let mut c: Vec<usize> = (0..n)
+            .map(|i| argmax(ex.iter().map(|&k| s[i * n + k])))
+            .collect();
         for (k, &i) in ex.iter().enumerate() {
             c[i] = k;
         }
@@ -242,7 +244,10 @@ fn argmax(it: impl Iterator<Item = f64>) -> usize {
 /// `-euclidean_distances(X, squared=True)` as scikit-learn computes it, row-major `n×n`.
 fn similarity(points: &[Vec<f64>]) -> Vec<f64> {
     let n = points.len();
-    let norms: Vec<f64> = points.iter().map(|p| p.iter().map(|v| v * v).sum()).collect();
+    let norms: Vec<f64> = points
+        .iter()
+        .map(|p| p.iter().map(|v| v * v).sum())
+        .collect();
     let mut s = vec![0.0f64; n * n];
     for i in 0..n {
         for j in 0..n {

@@ -255,10 +255,16 @@ mod tests {
                 assert!(d.is_infinite(), "row {i}: expected no neighbour, got {d}");
                 continue;
             }
-            assert!((d - best).abs() <= 1e-7, "row {i}: distance {d} vs brute {best}");
+            assert!(
+                (d - best).abs() <= 1e-7,
+                "row {i}: distance {d} vs brute {best}"
+            );
             // The reported index must realise the reported distance.
             let j = mp.index[i];
-            assert!((row[j] - best).abs() <= 1e-7, "row {i}: index {j} is not a nearest");
+            assert!(
+                (row[j] - best).abs() <= 1e-7,
+                "row {i}: index {j} is not a nearest"
+            );
             // And it is the unique best unless there is a (near) tie.
             let near: Vec<usize> = (0..row.len())
                 .filter(|&k| (row[k] - best).abs() <= 1e-7)
@@ -316,7 +322,10 @@ mod tests {
         let b: Vec<f64> = t.iter().rev().map(|v| v * 0.9).collect();
         let m = 15;
         assert_matches(&self_join(&t, m).unwrap(), &brute(&t, &t, m, Some(4)));
-        assert_matches(&ab_join(&t, &b[..700], m).unwrap(), &brute(&t, &b[..700], m, None));
+        assert_matches(
+            &ab_join(&t, &b[..700], m).unwrap(),
+            &brute(&t, &b[..700], m, None),
+        );
     }
 
     #[test]

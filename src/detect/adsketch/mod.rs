@@ -20,7 +20,7 @@
 //! HTML/JSON rendering of the pattern catalog (`export/`), the state file format (`state/`).
 
 pub mod affinity;
-// pub mod detector;
+pub mod detector;
 pub mod eval;
 pub mod graph;
 pub mod matrix_profile;
@@ -28,7 +28,7 @@ pub mod offline;
 pub mod online;
 pub mod pattern;
 
-// pub use detector::{AdsketchDetector, AdsketchOptions};
+pub use detector::{AdsketchDetector, AdsketchOptions};
 pub use offline::{discover, OfflineParams, OfflineResult, Scaler};
 pub use pattern::{Kind, Pattern, PatternSet};
 

@@ -66,46 +66,59 @@ impl Match {
 impl PatternSet {
     /// Nearest pattern overall and nearest of each kind, as squared distances:
     /// `(index, d², d²_normal, d²_abnormal)`.
+    ///
+    /// A pattern's distance computation is abandoned once its partial sum exceeds the
+    /// nearest distance of its kind so far: partial sums of non-negative terms only grow
+    /// (also in floating point), so the result is that of the full scan.
     fn scan(&self, t: &[f64]) -> Option<(usize, f64, f64, f64)> {
         let mut best = (usize::MAX, f64::INFINITY);
-        let (mut normal, mut abnormal) = (f64::INFINITY, f64::INFINITY);
+        let mut bound = [f64::INFINITY; 2];
         for (k, p) in self.patterns.iter().enumerate() {
-            let d2 = sq_dist(&p.mean, t);
+            let slot = usize::from(p.kind == Kind::Abnormal);
+            let Some(d2) = sq_dist_bounded(&p.mean, t, bound[slot]) else {
+                continue;
+            };
+            if d2 < bound[slot] {
+                bound[slot] = d2;
+            }
             if d2 < best.1 {
                 best = (k, d2);
             }
-            match p.kind {
-                Kind::Normal => normal = normal.min(d2),
-                Kind::Abnormal => abnormal = abnormal.min(d2),
-            }
         }
-        (best.0 != usize::MAX).then_some((best.0, best.1, normal, abnormal))
+        (best.0 != usize::MAX).then_some((best.0, best.1, bound[0], bound[1]))
     }
 
     /// Algorithm 2 on a scaled subsequence. `None` when there is no pattern or `t` does
     /// not have length `m`.
     pub fn detect(&self, t: &[f64]) -> Option<Match> {
+        self.detect_at(t).map(|(_, m)| m)
+    }
+
+    /// [`PatternSet::detect`], with the position of the nearest pattern.
+    fn detect_at(&self, t: &[f64]) -> Option<(usize, Match)> {
         if t.len() != self.m {
             return None;
         }
         let (k, d2, n2, a2) = self.scan(t)?;
         let p = &self.patterns[k];
-        Some(Match {
-            id: p.id,
-            kind: p.kind,
-            distance: d2.sqrt(),
-            anomalous: p.kind == Kind::Abnormal,
-            nearest_normal: n2.sqrt(),
-            nearest_abnormal: a2.sqrt(),
-            max_radius_normal: self.max_radius_normal,
-            created: None,
-        })
+        Some((
+            k,
+            Match {
+                id: p.id,
+                kind: p.kind,
+                distance: d2.sqrt(),
+                anomalous: p.kind == Kind::Abnormal,
+                nearest_normal: n2.sqrt(),
+                nearest_abnormal: a2.sqrt(),
+                max_radius_normal: self.max_radius_normal,
+                created: None,
+            },
+        ))
     }
 
     /// Algorithm 2, then Algorithm 3 on a scaled subsequence; `now_ms` stamps the match.
     pub fn adapt(&mut self, t: &[f64], now_ms: Option<i64>) -> Option<Match> {
-        let mut found = self.detect(t)?;
-        let k = self.patterns.iter().position(|p| p.id == found.id)?;
+        let (k, mut found) = self.detect_at(t)?;
         let d_prime = match found.kind {
             Kind::Normal => self.max_radius_normal,
             Kind::Abnormal => self.max_radius_abnormal,
@@ -169,23 +182,35 @@ impl PatternSet {
     }
 }
 
+/// Squared distance, or `None` as soon as it is certain to exceed `bound`.
 #[inline]
-fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
-    // Four independent accumulators let the compiler vectorise short vectors.
+fn sq_dist_bounded(a: &[f64], b: &[f64], bound: f64) -> Option<f64> {
+    // Four independent accumulators break the add latency chain and let the compiler
+    // vectorise; the bound is checked every eight dimensions.
     let mut acc = [0.0f64; 4];
     let mut ca = a.chunks_exact(4);
     let mut cb = b.chunks_exact(4);
+    let mut chunk = 0;
     for (x, y) in (&mut ca).zip(&mut cb) {
         for q in 0..4 {
             let d = x[q] - y[q];
             acc[q] += d * d;
+        }
+        chunk += 1;
+        if chunk % 2 == 0 && (acc[0] + acc[1]) + (acc[2] + acc[3]) > bound {
+            return None;
         }
     }
     let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
     for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
         s += (x - y) * (x - y);
     }
-    s
+    Some(s)
+}
+
+#[cfg(test)]
+fn sq_dist(a: &[f64], b: &[f64]) -> f64 {
+    sq_dist_bounded(a, b, f64::INFINITY).unwrap_or(f64::INFINITY)
 }
 
 #[cfg(test)]
@@ -255,6 +280,41 @@ mod tests {
             s.adapt(&[3.0, 3.0], None);
         }
         assert_eq!(s.patterns[1].kind, Kind::Abnormal);
+    }
+
+    /// The early-abandoning scan finds what a full scan finds.
+    #[test]
+    fn bounded_scan_equals_full_scan() {
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 11) as f64 / (1u64 << 53) as f64
+        };
+        for m in [3, 8, 15, 21] {
+            let clusters = (0..60)
+                .map(|k| ((0..m).map(|_| next()).collect(), 3, 0.1, k % 4 == 0))
+                .collect();
+            let set = PatternSet::from_clusters(m, Scaler::fit(&[0.0, 1.0]), clusters);
+            for _ in 0..200 {
+                let t: Vec<f64> = (0..m).map(|_| next()).collect();
+                let got = set.detect(&t).unwrap();
+                let d: Vec<f64> = set.patterns.iter().map(|p| sq_dist(&p.mean, &t)).collect();
+                let k = (0..d.len()).fold(0, |b, k| if d[k] < d[b] { k } else { b });
+                let of = |kind| {
+                    (0..d.len())
+                        .filter(|&k| set.patterns[k].kind == kind)
+                        .map(|k| d[k])
+                        .fold(f64::INFINITY, f64::min)
+                        .sqrt()
+                };
+                assert_eq!(got.id, set.patterns[k].id);
+                assert_eq!(got.distance, d[k].sqrt());
+                assert_eq!(got.nearest_normal, of(Kind::Normal));
+                assert_eq!(got.nearest_abnormal, of(Kind::Abnormal));
+            }
+        }
     }
 
     #[test]

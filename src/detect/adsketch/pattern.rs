@@ -142,7 +142,11 @@ impl PatternSet {
         for (k, (mean, size, radius, abnormal)) in clusters.into_iter().enumerate() {
             patterns.push(Pattern {
                 id: k as u64,
-                kind: if abnormal { Kind::Abnormal } else { Kind::Normal },
+                kind: if abnormal {
+                    Kind::Abnormal
+                } else {
+                    Kind::Normal
+                },
                 origin: Origin::Offline,
                 mean,
                 size,
@@ -167,7 +171,11 @@ impl PatternSet {
                 .map(|p| p.size)
                 .max()
                 .unwrap_or(1);
-            (max_of(Some(Kind::Normal)), max_of(Some(Kind::Abnormal)), promote)
+            (
+                max_of(Some(Kind::Normal)),
+                max_of(Some(Kind::Abnormal)),
+                promote,
+            )
         } else {
             // Reference: both maxima are the overall max radius, and the promotion size
             // is the smallest cluster size.
