@@ -97,7 +97,7 @@ pub fn affinity_propagation(points: &[Vec<f64>], params: &ApParams) -> ApResult 
     let eps = f64::EPSILON;
     let tiny100 = f64::MIN_POSITIVE * 100.0;
     for v in s.iter_mut() {
-        let noise = (eps * *v + tiny100) * rng.next();
+        let noise = (eps * *v + tiny100) * rng.standard_normal();
         *v += noise;
     }
 
@@ -110,6 +110,8 @@ pub fn affinity_propagation(points: &[Vec<f64>], params: &ApParams) -> ApResult 
 }
 
 /// The message-passing loop and the final assignment.
+// Index loops mirror scikit-learn's matrix expressions one to one.
+#[allow(clippy::needless_range_loop)]
 fn iterate(s: &[f64], n: usize, params: &ApParams) -> (Vec<usize>, Vec<usize>, bool) {
     let damping = params.damping;
     let keep = 1.0 - damping;
@@ -341,7 +343,7 @@ impl LegacyNormal {
     }
 
     /// Next standard normal value (polar method; pairs are returned second value first).
-    pub fn next(&mut self) -> f64 {
+    pub fn standard_normal(&mut self) -> f64 {
         if let Some(v) = self.cached.take() {
             return v;
         }
@@ -376,7 +378,7 @@ mod tests {
             -0.2520921296030769,
         ];
         for w in want {
-            assert_eq!(g.next(), w);
+            assert_eq!(g.standard_normal(), w);
         }
     }
 

@@ -79,6 +79,7 @@ impl Components {
 /// Builds the graph from the two matrix profiles and returns its components.
 ///
 /// `train_cut` and `test_cut` are the distance cuts (edges need `distance <= cut`).
+#[allow(clippy::needless_range_loop)] // node ids index several parallel arrays
 pub fn components(
     train: &MatrixProfile,
     train_cut: f64,
