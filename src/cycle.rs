@@ -137,7 +137,7 @@ impl GroupRunner {
             // state, so the panic is propagated rather than hidden.
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
-        let mut this = runner;
+        let this = runner;
         counts.entities = this.store.entity_count();
         counts.series = this.store.series_count();
         counts.stale = counts.entities.saturating_sub(fresh_count(&this, now_ms));

@@ -1,0 +1,151 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use kpiwatch::app::build_detectors;
+use kpiwatch::config::{self, Config};
+use kpiwatch::cycle::{CycleContext, CycleResult, GroupRunner};
+use kpiwatch::export::ScoreBoard;
+use kpiwatch::reader::Client;
+use kpiwatch::store::ShardFilter;
+use kpiwatch::telemetry::{SelfMetrics, Telemetry};
+
+use crate::support::fake_prometheus::{FakePrometheus, Mode};
+
+const STEP_MS: i64 = 15_000;
+
+fn load(url: &str, group_extra: &str) -> Config {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "prometheus:\n  url: {url}\n  timeout: 500ms\n  retries: 0\ngroups:\n  - name: node\n    interval: 30s\n    step: 15s\n    window: 16\n    history: 10m\n    expire_after: 2m\n    entity_labels: [instance]\n    metrics:\n      cpu: cpu_query\n      mem: mem_query\n    detectors:\n      zscore: {{threshold: 4}}\n{group_extra}"
+    );
+    let path = crate::support::write(dir.path(), "k.yaml", &text);
+    config::load(&path).unwrap()
+}
+
+fn setup(cfg: &Config) -> (GroupRunner, CycleContext) {
+    let registry = prometheus::Registry::new();
+    let telemetry = Telemetry::new(SelfMetrics::new(&registry).unwrap());
+    let client = Client::new(&cfg.prometheus, telemetry.clone()).unwrap();
+    let ctx = CycleContext {
+        client: Arc::new(client),
+        scores: Arc::new(ScoreBoard::new()),
+        telemetry,
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    let g = cfg.groups[0].clone();
+    let runner = GroupRunner::new(g.clone(), ShardFilter(cfg.shard.clone()), build_detectors(&g.detectors).unwrap());
+    (runner, ctx)
+}
+
+fn rendered(ctx: &CycleContext) -> String {
+    let mut s = String::new();
+    ctx.scores.render(&mut s);
+    s
+}
+
+#[tokio::test]
+async fn after_warm_up_each_cycle_fetches_only_new_points() {
+    let fake = FakePrometheus::start(&["a", "b"]).await;
+    let cfg = load(&fake.url(), "");
+    let (mut runner, ctx) = setup(&cfg);
+    let t0 = 1_700_000_000_000i64;
+    for cycle in 0..6i64 {
+        let now = t0 + cycle * 30_000 + 1_234;
+        let (r, result) = runner.run_cycle(&ctx, now).await;
+        runner = r;
+        assert_eq!(result, CycleResult::Ok);
+    }
+    let requests = fake.with(|s| s.requests.clone());
+    assert_eq!(requests.len(), 12, "one query per metric per cycle");
+    // First cycle: the whole history (10m / 15s = 40 points).
+    assert_eq!(requests[0].samples_per_series, 40);
+    // Later cycles: 30 s interval / 15 s step = 2 new points, never more than new + 1.
+    for r in &requests[2..] {
+        assert!(r.samples_per_series <= 2 + 1, "{r:?}");
+        assert_eq!(r.samples_per_series, 2);
+        assert_eq!(r.step_ms, STEP_MS);
+    }
+    assert!(ctx.ready.load(Ordering::Acquire));
+    let out = rendered(&ctx);
+    assert!(out.contains(r#"kpiwatch_anomaly_score{group="node",instance="a",detector="zscore"}"#), "{out}");
+    assert!(out.contains(r#"kpiwatch_zscore_value{group="node",instance="b",metric="mem"}"#));
+}
+
+#[tokio::test]
+async fn entities_appear_and_expire_with_their_series() {
+    let fake = FakePrometheus::start(&["a", "b"]).await;
+    let cfg = load(&fake.url(), "");
+    let (mut runner, ctx) = setup(&cfg);
+    let t0 = 1_700_000_000_000i64;
+    let (r, _) = runner.run_cycle(&ctx, t0).await;
+    runner = r;
+    assert!(rendered(&ctx).contains("instance=\"b\""));
+    // b disappears and c appears.
+    fake.with(|s| s.entities = vec!["a".into(), "c".into()]);
+    let (r, _) = runner.run_cycle(&ctx, t0 + 30_000).await;
+    runner = r;
+    assert_eq!(runner.store().entity_count(), 3, "b is absent but not expired yet");
+    assert!(rendered(&ctx).contains("instance=\"c\""), "a new entity is scored from its first cycle");
+    // expire_after is 2m.
+    let mut t = t0 + 30_000;
+    for _ in 0..4 {
+        t += 30_000;
+        let (r, _) = runner.run_cycle(&ctx, t).await;
+        runner = r;
+    }
+    assert_eq!(runner.store().entity_count(), 2);
+    let out = rendered(&ctx);
+    assert!(!out.contains("instance=\"b\""), "expired series leave /metrics:\n{out}");
+    assert!(out.contains("instance=\"a\""));
+    assert_eq!(ctx.telemetry.metrics.entities_expired.with_label_values(&["node"]).get(), 1);
+}
+
+#[tokio::test]
+async fn failures_mark_entities_stale_and_the_next_good_cycle_catches_up() {
+    let fake = FakePrometheus::start(&["a"]).await;
+    let cfg = load(&fake.url(), "");
+    let (mut runner, ctx) = setup(&cfg);
+    let t0 = 1_700_000_000_000i64;
+    let (r, _) = runner.run_cycle(&ctx, t0).await;
+    runner = r;
+    fake.with(|s| s.mode = Mode::Status(503));
+    for i in 1..=3 {
+        let (r, result) = runner.run_cycle(&ctx, t0 + i * 30_000).await;
+        runner = r;
+        assert_eq!(result, CycleResult::QueryFailed);
+    }
+    let m = &ctx.telemetry.metrics;
+    assert_eq!(m.entities_stale.with_label_values(&["node"]).get(), 1);
+    assert_eq!(m.query_errors.with_label_values(&["http_5xx"]).get(), 6, "2 metrics x 3 cycles");
+    assert_eq!(m.cycles.with_label_values(&["node", "error"]).get(), 3);
+    assert!(rendered(&ctx).contains("instance=\"a\""), "last scores are kept while stale");
+
+    fake.with(|s| {
+        s.mode = Mode::Normal;
+        s.requests.clear();
+    });
+    let (r, result) = runner.run_cycle(&ctx, t0 + 4 * 30_000).await;
+    runner = r;
+    assert_eq!(result, CycleResult::Ok);
+    assert_eq!(m.entities_stale.with_label_values(&["node"]).get(), 0);
+    // The missed 3 cycles (6 points) plus the new 2 are fetched in one go.
+    let requests = fake.with(|s| s.requests.clone());
+    assert_eq!(requests[0].samples_per_series, 8);
+    let e = runner.store().entity("instance=\"a\"").unwrap();
+    assert!(e.rows[0].as_ref().unwrap().as_slice().iter().all(|v| v.is_finite()), "no gap left behind");
+}
+
+#[tokio::test]
+async fn nan_values_are_filled_and_scores_stay_finite() {
+    let fake = FakePrometheus::start(&["a"]).await;
+    fake.with(|s| s.value = |_, ts| if (ts / 15_000) % 4 == 0 { f64::NAN } else { 1.0 + ((ts / 15_000) % 3) as f64 });
+    let cfg = load(&fake.url(), "");
+    let (runner, ctx) = setup(&cfg);
+    let (runner, result) = runner.run_cycle(&ctx, 1_700_000_000_000).await;
+    assert_eq!(result, CycleResult::Ok);
+    let out = rendered(&ctx);
+    let line = out.lines().find(|l| l.starts_with("kpiwatch_anomaly_score{")).unwrap();
+    let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(v.is_finite(), "{line}");
+    drop(runner);
+}

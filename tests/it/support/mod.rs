@@ -1,0 +1,20 @@
+//! Test helpers: an in-process fake Prometheus and small utilities.
+
+pub mod fake_prometheus;
+
+use std::path::Path;
+
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// The value of the first line of `/metrics` text that starts with `prefix`.
+pub fn metric_value(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
