@@ -88,10 +88,20 @@ fn dirs(path: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn anomaly_datasets_match_the_documented_format() {
-    let recordings = dirs(&data().join("anomaly"));
+    let (entities, windows, kinds) = check_anomaly_root(&data().join("anomaly"), 100);
+    assert!(entities >= 8, "{entities} entities (want >= 8)");
+    assert!(windows >= 20, "{windows} fault windows (want >= 20)");
+    assert!(kinds.len() >= 4, "fault kinds {kinds:?} (want >= 4)");
+}
+
+/// Checks every recording under `root` (`<root>/<scenario>/`) against the anomaly
+/// format; returns the number of entities, of fault windows, and the kinds seen.
+fn check_anomaly_root(root: &Path, min_rows: usize) -> (usize, usize, BTreeSet<String>) {
+    let recordings = dirs(root);
     assert!(
         !recordings.is_empty(),
-        "no recording under tests/data/lab/anomaly"
+        "no recording under {}",
+        root.display()
     );
     let (mut entities, mut windows, mut kinds) = (0usize, 0usize, BTreeSet::new());
     for dir in recordings {
@@ -159,7 +169,7 @@ fn anomaly_datasets_match_the_documented_format() {
                 "{ctx}"
             );
             assert_eq!(rows.len(), rows_expected, "{ctx}: rows");
-            assert!(rows.len() >= 100, "{ctx}: too short to be useful");
+            assert!(rows.len() >= min_rows, "{ctx}: too short to be useful");
             // Regular time grid.
             for pair in rows.windows(2) {
                 assert!(
@@ -209,14 +219,24 @@ fn anomaly_datasets_match_the_documented_format() {
             entities += 1;
         }
     }
-    assert!(entities >= 8, "{entities} entities (want >= 8)");
-    assert!(windows >= 20, "{windows} fault windows (want >= 20)");
-    assert!(kinds.len() >= 4, "fault kinds {kinds:?} (want >= 4)");
+    (entities, windows, kinds)
 }
 
 #[test]
 fn regression_dataset_matches_the_documented_format() {
-    let dir = data().join("regress");
+    let (pairs, regressions, profiles) = check_regress_dir(&data().join("regress"), 10);
+    assert!(pairs >= 60, "{pairs} pairs (want >= 60)");
+    assert!(regressions >= 20, "{regressions} regressions (want >= 20)");
+    assert!(pairs - regressions >= 20, "too few normal pairs");
+    assert!(
+        profiles.len() >= 3,
+        "load profiles {profiles:?} (want >= 3)"
+    );
+}
+
+/// Checks a regression dataset directory; returns pairs, regressions and the load
+/// profiles of the runs used in pairs.
+fn check_regress_dir(dir: &Path, min_rows: usize) -> (usize, usize, BTreeSet<String>) {
     let m: Value =
         serde_json::from_str(&read(&dir.join("manifest.json"))).expect("manifest is JSON");
     assert_eq!(m["format"], REGRESSION_FORMAT);
@@ -269,26 +289,20 @@ fn regression_dataset_matches_the_documented_format() {
                     .unwrap_or_else(|| panic!("run {run} not in manifest")),
             );
             if checked_files.insert(stem.to_string()) {
-                check_run_file(&dir.join(format!("{stem}.csv")));
+                check_run_file(&dir.join(format!("{stem}.csv")), min_rows);
             }
         }
         pairs += 1;
         regressions += usize::from(flags[0]);
     }
-    assert!(pairs >= 60, "{pairs} pairs (want >= 60)");
-    assert!(regressions >= 20, "{regressions} regressions (want >= 20)");
-    assert!(pairs - regressions >= 20, "too few normal pairs");
-    assert!(
-        profiles.len() >= 3,
-        "load profiles {profiles:?} (want >= 3)"
-    );
+    (pairs, regressions, profiles)
 }
 
-fn check_run_file(path: &Path) {
+fn check_run_file(path: &Path, min_rows: usize) {
     let ctx = path.display().to_string();
     assert_eq!(read(path).lines().next(), Some(RUN_HEADER), "{ctx}");
     let (_, rows) = read_csv(path);
-    assert!(rows.len() >= 10, "{ctx}: {} rows", rows.len());
+    assert!(rows.len() >= min_rows, "{ctx}: {} rows", rows.len());
     for pair in rows.windows(2) {
         assert!(pair[1][0] > pair[0][0], "{ctx}: timestamps not increasing");
     }
@@ -642,4 +656,62 @@ fn a_missing_program_is_a_clear_error() {
             .starts_with("cannot start prometheus (/nonexistent/prometheus)"),
         "{err}"
     );
+}
+
+/// The whole lab end to end with a real Prometheus and node_exporter (about a minute):
+/// `cargo test --test lab -- --ignored`. Needs `/usr/bin/prometheus` and
+/// `/usr/bin/prometheus-node-exporter` (or `KPIWATCH_PROMETHEUS` /
+/// `KPIWATCH_NODE_EXPORTER`), so it is not part of the default run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "starts a real Prometheus and node_exporter"]
+async fn a_short_scenario_records_datasets_in_the_documented_formats() {
+    use kpiwatch::lab::runner::{self, RunOptions};
+    let out = tempfile::tempdir().expect("tempdir");
+    let opts = RunOptions {
+        out: out.path().to_path_buf(),
+        keep_tmp: false,
+        service_program: Some(PathBuf::from(env!("CARGO_BIN_EXE_kpiwatch-lab"))),
+    };
+    let anomaly = scenario::parse(
+        r#"
+name: short
+load: {mode: closed, think_time: 200ms}
+phases:
+  - {name: warm, duration: 12s, profile: {kind: linear_ramp, from: 2, to: 8}}
+  - name: broken
+    duration: 8s
+    profile: {kind: constant, level: 8}
+    faults: [{routes: [search], latency_ms: 50}, {routes: [checkout], error_rate: 0.5}]
+  - {name: after, duration: 6s, profile: {kind: constant, level: 8}, version: v2}
+"#,
+    )
+    .expect("valid");
+    let s = runner::run(&anomaly, &opts).await.expect("anomaly run");
+    assert_eq!(s.labeled, 2);
+    let (entities, windows, kinds) = check_anomaly_root(&out.path().join("anomaly"), 20);
+    assert_eq!((entities, windows), (4, 2));
+    assert_eq!(kinds.into_iter().collect::<Vec<_>>(), ["errors", "latency"]);
+
+    let campaign = scenario::parse(
+        r#"
+name: campaign
+load: {mode: open}
+regression:
+  cooldown: 2s
+  runs:
+    - {id: b, profile: {kind: constant, level: 20}, duration: 16s}
+    - id: r
+      version: v2
+      profile: {kind: steps, levels: [10, 25]}
+      duration: 16s
+      faults: [{routes: [item], latency_ms: 40}]
+      regressed: [rt]
+  pairs: [[b, r]]
+"#,
+    )
+    .expect("valid");
+    runner::run(&campaign, &opts).await.expect("campaign run");
+    let (pairs, regressions, profiles) = check_regress_dir(&out.path().join("regress"), 8);
+    assert_eq!((pairs, regressions), (4, 1));
+    assert_eq!(profiles.len(), 2);
 }
