@@ -118,59 +118,51 @@ fn iterate(s: &[f64], n: usize, params: &ApParams) -> (Vec<usize>, Vec<usize>, b
     let conv = params.convergence_iter.max(1);
     let mut a = vec![0.0f64; n * n];
     let mut r = vec![0.0f64; n * n];
-    let mut tmp = vec![0.0f64; n * n];
     let mut col = vec![0.0f64; n];
     let mut e = vec![false; n * conv];
     let mut exemplar = vec![false; n];
     let mut converged = false;
 
     for it in 0..params.max_iter {
-        // Responsibilities.
-        for i in 0..n {
-            let row = i * n;
-            let (mut best, mut arg) = (f64::NEG_INFINITY, 0usize);
-            for k in 0..n {
-                let v = a[row + k] + s[row + k];
-                tmp[row + k] = v;
-                if k == 0 || v > best {
-                    best = v;
-                    arg = k;
-                }
-            }
-            let mut second = f64::NEG_INFINITY;
-            for k in 0..n {
-                if k != arg && tmp[row + k] > second {
-                    second = tmp[row + k];
-                }
-            }
-            for k in 0..n {
-                let rnew = if k == arg {
-                    s[row + k] - second
-                } else {
-                    s[row + k] - best
-                };
-                r[row + k] = r[row + k] * damping + rnew * keep;
-            }
-        }
-        // Availabilities: column sums of max(R, 0) with R's own diagonal, row by row.
+        // Responsibilities, row by row, fused with the column sums the availabilities
+        // need (`max(R, 0)` with R's own diagonal), accumulated in row order as numpy's
+        // `sum(axis=0)` does.
         col.iter_mut().for_each(|c| *c = 0.0);
         for i in 0..n {
+            let row = i * n;
+            // max(A + S) (first index on ties) and the max of the others.
+            let (mut best, mut arg, mut second) = (f64::NEG_INFINITY, 0usize, f64::NEG_INFINITY);
             for k in 0..n {
-                let v = if i == k {
-                    r[i * n + k]
-                } else {
-                    r[i * n + k].max(0.0)
-                };
-                tmp[i * n + k] = v;
-                col[k] += v;
+                let v = a[row + k] + s[row + k];
+                if k == 0 || v > best {
+                    second = best;
+                    best = v;
+                    arg = k;
+                } else if v > second {
+                    second = v;
+                }
+            }
+            let (rrow, srow) = (&mut r[row..row + n], &s[row..row + n]);
+            for (k, (rr, &sv)) in rrow.iter_mut().zip(srow).enumerate() {
+                let sub = if k == arg { second } else { best };
+                *rr = *rr * damping + (sv - sub) * keep;
+            }
+            for (k, (c, &rv)) in col.iter_mut().zip(rrow.iter()).enumerate() {
+                *c += if k == i { rv } else { rv.max(0.0) };
             }
         }
+        // Availabilities: A = min(0, col − max(R, 0)) off the diagonal, col − R on it.
         for i in 0..n {
+            let row = i * n;
+            let (arow, rrow) = (&mut a[row..row + n], &r[row..row + n]);
             for k in 0..n {
-                let idx = i * n + k;
-                let neg = tmp[idx] - col[k];
-                let neg = if i == k { neg } else { neg.max(0.0) };
-                a[idx] = a[idx] * damping - neg * keep;
+                let rv = rrow[k];
+                let neg = if k == i {
+                    rv - col[k]
+                } else {
+                    (rv.max(0.0) - col[k]).max(0.0)
+                };
+                arow[k] = arow[k] * damping - neg * keep;
             }
         }
         // Convergence: the exemplar set unchanged for `conv` iterations.
