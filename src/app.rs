@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::config::{self, Config, DetectorsConfig, GroupConfig};
 use crate::cycle::{CycleContext, GroupRunner};
+use crate::detect::adsketch::AdsketchDetector;
 use crate::detect::zscore::ZscoreDetector;
 use crate::detect::{Detector, Snapshot};
 use crate::export::{Admin, AdminServer, ReloadRequest, ScoreBoard};
@@ -38,6 +39,10 @@ pub fn build_detectors(cfg: &DetectorsConfig) -> anyhow::Result<Vec<Box<dyn Dete
     let mut out: Vec<Box<dyn Detector>> = Vec::new();
     if let Some(z) = &cfg.zscore {
         out.push(Box::new(ZscoreDetector::new(z.clone())));
+    }
+    if let Some(a) = &cfg.adsketch {
+        let d = AdsketchDetector::new(a.clone()).map_err(|e| anyhow::anyhow!("detectors.adsketch: {e}"))?;
+        out.push(Box::new(d));
     }
     Ok(out)
 }

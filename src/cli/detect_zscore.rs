@@ -117,7 +117,7 @@ fn score_rows(columns: &[Vec<f64>], idx: &[usize], names: &[&str], options: Zsco
 }
 
 /// Point-wise precision, recall and F1 (labels > 0.5 are positives).
-pub fn precision_recall_f1(flags: &[bool], labels: &[f64]) -> (f64, f64, f64) {
+pub(crate) fn precision_recall_f1(flags: &[bool], labels: &[f64]) -> (f64, f64, f64) {
     let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
     for (&f, &l) in flags.iter().zip(labels) {
         match (f, l > 0.5) {

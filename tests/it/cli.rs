@@ -77,7 +77,7 @@ fn run_refuses_a_bad_config_before_binding() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("groups[0]: unknown field `intervall`"), "{err}");
+    assert!(err.contains("misspelt_key.yaml: groups[0].intervall: unknown field `intervall`, expected one of"), "{err}");
 }
 
 #[test]

@@ -85,8 +85,8 @@ async fn entities_appear_and_expire_with_their_series() {
     let (r, _) = runner.run_cycle(&ctx, t0 + 30_000).await;
     runner = r;
     assert_eq!(runner.store().entity_count(), 3, "b is absent but not expired yet");
-    assert!(rendered(&ctx).contains("instance=\"c\""), "a new entity is scored from its first cycle");
-    // expire_after is 2m.
+    assert!(runner.store().entity("instance=\"c\"").is_some(), "c is tracked from its first cycle");
+    // expire_after is 2m; c warms up with the points of later cycles (2 per cycle, 16 needed).
     let mut t = t0 + 30_000;
     for _ in 0..4 {
         t += 30_000;
@@ -97,6 +97,13 @@ async fn entities_appear_and_expire_with_their_series() {
     let out = rendered(&ctx);
     assert!(!out.contains("instance=\"b\""), "expired series leave /metrics:\n{out}");
     assert!(out.contains("instance=\"a\""));
+    assert!(!out.contains("instance=\"c\""), "c is still warming up (10 of 16 points)");
+    for _ in 0..3 {
+        t += 30_000;
+        let (r, _) = runner.run_cycle(&ctx, t).await;
+        runner = r;
+    }
+    assert!(rendered(&ctx).contains("instance=\"c\""), "c is scored once it has min_points");
     assert_eq!(ctx.telemetry.metrics.entities_expired.with_label_values(&["node"]).get(), 1);
 }
 

@@ -1,3 +1,4 @@
+#![allow(unreachable_pub)]
 //! The integration tests (one binary, `cargo test --test it`).
 
 mod support;

@@ -1,0 +1,129 @@
+//! Cycle cost at scale: 1,000 entities × 8 metrics, window 64, served by the fake
+//! Prometheus running in a *separate process* (this binary re-executed), so that the
+//! CPU time and peak RSS measured here are the agent's alone.
+//!
+//! Run: `cargo bench --bench cycle` (release profile). Prints the warm-up cycle and the
+//! mean/max of 20 steady-state cycles: wall time, process CPU time, peak RSS.
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/it/support/fake_prometheus.rs"]
+mod fake_prometheus;
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kpiwatch::app::build_detectors;
+use kpiwatch::cycle::{CycleContext, CycleResult, GroupRunner};
+use kpiwatch::export::ScoreBoard;
+use kpiwatch::reader::Client;
+use kpiwatch::store::ShardFilter;
+use kpiwatch::telemetry::{SelfMetrics, Telemetry};
+
+const ENTITIES: usize = 1000;
+const METRICS: usize = 8;
+const CYCLES: i64 = 20;
+
+fn serve_fake() -> ! {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    rt.block_on(async {
+        let names: Vec<String> = (0..ENTITIES).map(|i| format!("host-{i:04}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let fake = fake_prometheus::FakePrometheus::start(&refs).await;
+        fake.with(|s| {
+            s.value = |inst, ts| {
+                let h = inst.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
+                ((ts / 15_000) as u64 ^ h) as f64 % 97.0
+            }
+        });
+        println!("{}", fake.addr.port());
+        std::future::pending::<()>().await;
+    });
+    std::process::exit(0)
+}
+
+/// (user + system CPU seconds, peak RSS bytes) of this process, from /proc.
+fn usage() -> (f64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+    (ticks / 100.0, hwm_kb * 1024)
+}
+
+fn main() {
+    if std::env::var_os("KPIWATCH_BENCH_FAKE").is_some() {
+        serve_fake();
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a list; nothing to list.
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap()).env("KPIWATCH_BENCH_FAKE", "1").stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().parse().expect("fake Prometheus port");
+
+    let metrics: String = (0..METRICS).map(|i| format!("      m{i}: q{i}\n")).collect();
+    let yaml = format!(
+        "prometheus: {{url: 'http://127.0.0.1:{port}', timeout: 30s, max_concurrency: 8, max_response_bytes: 536870912}}\ngroups:\n  - name: bench\n    interval: 30s\n    step: 15s\n    window: 64\n    entity_labels: [instance]\n    metrics:\n{metrics}    detectors: {{zscore: {{}}}}\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let cfg = kpiwatch::config::load(&path).unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).max_blocking_threads(1).enable_all().build().unwrap();
+    let registry = prometheus::Registry::new();
+    let telemetry = Telemetry::new(SelfMetrics::new(&registry).unwrap());
+    let ctx = CycleContext {
+        client: Arc::new(Client::new(&cfg.prometheus, telemetry.clone()).unwrap()),
+        scores: Arc::new(ScoreBoard::new()),
+        telemetry,
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    let g = cfg.groups[0].clone();
+    let mut runner = GroupRunner::new(g.clone(), ShardFilter(cfg.shard.clone()), build_detectors(&g.detectors).unwrap());
+    let t0 = 1_700_000_000_000i64;
+
+    let (cpu0, _) = usage();
+    let start = Instant::now();
+    let (r, result) = rt.block_on(runner.run_cycle(&ctx, t0));
+    runner = r;
+    assert_eq!(result, CycleResult::Ok);
+    let (cpu1, _) = usage();
+    println!(
+        "warm-up cycle (history {} points/series): wall {:.3} s, cpu {:.2} s, entities {}, series {}",
+        g.history_points,
+        start.elapsed().as_secs_f64(),
+        cpu1 - cpu0,
+        runner.store().entity_count(),
+        runner.store().series_count()
+    );
+
+    let mut walls = Vec::new();
+    let cpu_start = usage().0;
+    for i in 1..=CYCLES {
+        let start = Instant::now();
+        let (r, result) = rt.block_on(runner.run_cycle(&ctx, t0 + i * 30_000));
+        runner = r;
+        assert_eq!(result, CycleResult::Ok);
+        walls.push(start.elapsed());
+    }
+    let cpu = (usage().0 - cpu_start) / CYCLES as f64;
+    let mean = walls.iter().sum::<Duration>().as_secs_f64() / walls.len() as f64;
+    let max = walls.iter().max().unwrap().as_secs_f64();
+    let mut text = String::new();
+    ctx.scores.render(&mut text);
+    let (_, peak_rss) = usage();
+    println!(
+        "steady cycle ({ENTITIES} entities x {METRICS} metrics, 2 new points/series): wall mean {mean:.3} s max {max:.3} s, cpu {cpu:.3} s/cycle, peak RSS {:.1} MB, /metrics {} KB",
+        peak_rss as f64 / 1e6,
+        text.len() / 1024
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
