@@ -50,7 +50,7 @@ fn online_step(c: &mut Criterion) {
         b.iter(|| {
             k = (k + 1) % (series.len() - M);
             // Keep the set at 200 patterns so every iteration measures the same work.
-            if adaptive.patterns.len() > PATTERNS {
+            if adaptive.patterns().len() > PATTERNS {
                 adaptive = set.clone();
             }
             black_box(adaptive.adapt(black_box(&series[k..k + M]), Some(k as i64)))

@@ -122,7 +122,7 @@ fn execute(args: &Args) -> Result<ExitCode, String> {
                 .set
                 .detect(&scaled[s..s + m])
                 .map_or(f64::NAN, |x| x.score());
-            (score, offline.set.patterns[offline.test_pattern[s]].id)
+            (score, offline.set.patterns()[offline.test_pattern[s]].id)
         })
         .collect();
     let mut parts = vec![(

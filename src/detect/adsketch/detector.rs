@@ -410,13 +410,19 @@ impl Detector for AdsketchDetector {
         for metrics in doc.entities.values() {
             for s in metrics.values() {
                 if let Series::Ready { set, tail, .. } = s {
-                    if tail.len() != set.m || set.patterns.iter().any(|p| p.mean.len() != set.m) {
+                    if tail.len() != set.m || set.patterns().iter().any(|p| p.mean.len() != set.m) {
                         return Err("adsketch snapshot: a series' lengths do not match m".into());
                     }
                 }
             }
         }
-        self.entities = doc.entities;
+        let mut entities = doc.entities;
+        for s in entities.values_mut().flat_map(|m| m.values_mut()) {
+            if let Series::Ready { set, .. } = s {
+                set.reindex();
+            }
+        }
+        self.entities = entities;
         Ok(())
     }
 }

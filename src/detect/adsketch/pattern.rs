@@ -31,6 +31,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::offline::Scaler;
+use super::online::MeanIndex;
 use super::AdsketchError;
 
 /// Version of the serialised [`PatternSet`].
@@ -112,8 +113,9 @@ pub struct PatternSet {
     pub m: usize,
     /// Min-max scaler fitted on `T_n`; new values go through it before matching.
     pub scaler: Scaler,
-    /// The patterns, in creation order (the order ties resolve in).
-    pub patterns: Vec<Pattern>,
+    /// The patterns, in creation order (the order ties resolve in). Private so that
+    /// every change goes through a method that keeps [`MeanIndex`] in step.
+    pub(super) patterns: Vec<Pattern>,
     /// Next id to hand out.
     pub next_id: u64,
     /// `d_n`: largest radius of a normal pattern (Algorithm 3, line 7).
@@ -128,6 +130,9 @@ pub struct PatternSet {
     /// Subsequences that needed a new pattern when none could be made (store full).
     #[serde(default)]
     pub dropped: u64,
+    /// Contiguous copy of the means and kinds for the online scan (not serialised).
+    #[serde(skip)]
+    pub(super) index: MeanIndex,
 }
 
 impl PatternSet {
@@ -194,7 +199,29 @@ impl PatternSet {
             promote_size: promote,
             capacity: DEFAULT_CAPACITY.max(1),
             dropped: 0,
+            index: MeanIndex::default(),
         }
+        .reindexed()
+    }
+
+    /// The patterns, in creation order.
+    pub fn patterns(&self) -> &[Pattern] {
+        &self.patterns
+    }
+
+    /// `true` when the scan index mirrors `patterns`.
+    pub(super) fn index_fresh(&self) -> bool {
+        self.index.covers(self.patterns.len(), self.m)
+    }
+
+    /// Rebuilds the scan index from `patterns`.
+    pub(super) fn reindex(&mut self) {
+        self.index = MeanIndex::build(&self.patterns, self.m);
+    }
+
+    fn reindexed(mut self) -> Self {
+        self.reindex();
+        self
     }
 
     /// Number of patterns of each kind: `(normal, abnormal)`.
@@ -251,7 +278,14 @@ impl PatternSet {
         pattern.id = self.next_id;
         self.next_id += 1;
         let id = pattern.id;
+        let k = self.patterns.len();
         self.patterns.push(pattern);
+        if self.index.covers(k, self.m) {
+            self.index.set(k, &self.patterns[k]);
+        } else {
+            // After an eviction the rows shift: rebuild (only when the store is full).
+            self.reindex();
+        }
         Some(id)
     }
 
@@ -276,7 +310,7 @@ impl PatternSet {
                 set.m
             )));
         }
-        Ok(set)
+        Ok(set.reindexed())
     }
 }
 
