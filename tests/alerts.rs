@@ -118,17 +118,25 @@ fn shipped_rule_fires_through_alertmanager_when_the_gauge_jumps() {
     });
 
     // Warm-up: wait until Prometheus holds a score for the entity, below threshold.
-    let score_query = r#"kpiwatch_anomaly_score{detector="zscore",group="synthetic",job="synthetic"}"#;
+    let score_query =
+        r#"kpiwatch_anomaly_score{detector="zscore",group="synthetic",job="synthetic"}"#;
     let mut before = None;
-    procs.wait_for("a warmed-up score in Prometheus", Duration::from_secs(120), || {
-        before = instant_query(&prom, score_query)
-            .into_iter()
-            .find(|(labels, _)| labels.get("instance") == Some(&target))
-            .map(|(_, v)| v);
-        before.is_some()
-    });
+    procs.wait_for(
+        "a warmed-up score in Prometheus",
+        Duration::from_secs(120),
+        || {
+            before = instant_query(&prom, score_query)
+                .into_iter()
+                .find(|(labels, _)| labels.get("instance") == Some(&target))
+                .map(|(_, v)| v);
+            before.is_some()
+        },
+    );
     let before = before.unwrap_or(f64::NAN);
-    assert!(before < 1.0, "score before the jump is {before}, expected below the threshold 1.0");
+    assert!(
+        before < 1.0,
+        "score before the jump is {before}, expected below the threshold 1.0"
+    );
     assert!(
         fixture.alerts("KpiwatchZscoreAnomaly").is_empty(),
         "an anomaly alert arrived before the gauge jumped"
@@ -136,10 +144,14 @@ fn shipped_rule_fires_through_alertmanager_when_the_gauge_jumps() {
 
     fixture.jump.store(true, Ordering::SeqCst);
     let mut alerts = Vec::new();
-    procs.wait_for("the anomaly alert at the webhook", Duration::from_secs(90), || {
-        alerts = fixture.alerts("KpiwatchZscoreAnomaly");
-        !alerts.is_empty()
-    });
+    procs.wait_for(
+        "the anomaly alert at the webhook",
+        Duration::from_secs(90),
+        || {
+            alerts = fixture.alerts("KpiwatchZscoreAnomaly");
+            !alerts.is_empty()
+        },
+    );
 
     let alert = &alerts[0];
     assert_eq!(alert["status"], "firing");
@@ -154,7 +166,10 @@ fn shipped_rule_fires_through_alertmanager_when_the_gauge_jumps() {
     ]
     .into_iter()
     .collect();
-    let got: BTreeMap<&str, &str> = labels.iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap_or("?"))).collect();
+    let got: BTreeMap<&str, &str> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or("?")))
+        .collect();
     assert_eq!(got, expected, "alert labels");
 
     let annotations = &alert["annotations"];
@@ -165,7 +180,10 @@ fn shipped_rule_fires_through_alertmanager_when_the_gauge_jumps() {
         .unwrap_or_else(|| panic!("summary {summary:?} does not have the expected form"))
         .parse()
         .expect("score in the summary");
-    assert!(score > 1.0, "the summary's score {score} is not above the threshold");
+    assert!(
+        score > 1.0,
+        "the summary's score {score} is not above the threshold"
+    );
     let description = annotations["description"].as_str().expect("description");
     assert!(
         description.starts_with("kpiwatch's zscore detector has scored this entity of group synthetic above its threshold"),
@@ -180,11 +198,16 @@ fn shipped_rule_fires_through_alertmanager_when_the_gauge_jumps() {
 
 /// The binaries, or `None` (test skipped) when one is missing outside CI.
 fn tools() -> Option<(PathBuf, PathBuf)> {
-    let prometheus = PathBuf::from(std::env::var("KPIWATCH_PROMETHEUS").unwrap_or("/usr/bin/prometheus".into()));
-    let alertmanager =
-        PathBuf::from(std::env::var("KPIWATCH_ALERTMANAGER").unwrap_or("/usr/bin/prometheus-alertmanager".into()));
-    let missing: Vec<String> =
-        [&prometheus, &alertmanager].iter().filter(|p| !p.is_file()).map(|p| p.display().to_string()).collect();
+    let prometheus =
+        PathBuf::from(std::env::var("KPIWATCH_PROMETHEUS").unwrap_or("/usr/bin/prometheus".into()));
+    let alertmanager = PathBuf::from(
+        std::env::var("KPIWATCH_ALERTMANAGER").unwrap_or("/usr/bin/prometheus-alertmanager".into()),
+    );
+    let missing: Vec<String> = [&prometheus, &alertmanager]
+        .iter()
+        .filter(|p| !p.is_file())
+        .map(|p| p.display().to_string())
+        .collect();
     if missing.is_empty() {
         return Some((prometheus, alertmanager));
     }
@@ -222,7 +245,10 @@ fn shortened_rules() -> String {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// Child processes, killed on drop; their output goes to files shown on failure.
@@ -233,7 +259,10 @@ struct Procs {
 
 impl Procs {
     fn new(dir: &Path) -> Self {
-        Procs { dir: dir.to_path_buf(), children: Vec::new() }
+        Procs {
+            dir: dir.to_path_buf(),
+            children: Vec::new(),
+        }
     }
 
     fn spawn(&mut self, name: &str, cmd: &mut Command) {
@@ -255,13 +284,24 @@ impl Procs {
             if ok() {
                 return;
             }
-            for (name, child) in &mut self.children {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("{name} exited ({status}) while waiting for {what}\n{}", self.logs());
-                }
+            let exited = self.children.iter_mut().find_map(|(name, child)| {
+                child
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .map(|status| (name.clone(), status))
+            });
+            if let Some((name, status)) = exited {
+                panic!(
+                    "{name} exited ({status}) while waiting for {what}\n{}",
+                    self.logs()
+                );
             }
             if start.elapsed() > timeout {
-                panic!("timed out after {timeout:?} waiting for {what}\n{}", self.logs());
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n{}",
+                    self.logs()
+                );
             }
             thread::sleep(Duration::from_millis(250));
         }
@@ -321,7 +361,12 @@ impl Fixture {
                 });
             }
         });
-        Fixture { port, jump, received, stop }
+        Fixture {
+            port,
+            jump,
+            received,
+            stop,
+        }
     }
 
     /// Alerts received so far with the given alertname.
@@ -342,7 +387,12 @@ impl Drop for Fixture {
     }
 }
 
-fn serve(conn: TcpStream, jump: &AtomicBool, received: &Mutex<Vec<Value>>, scrapes: &AtomicU64) -> std::io::Result<()> {
+fn serve(
+    conn: TcpStream,
+    jump: &AtomicBool,
+    received: &Mutex<Vec<Value>>,
+    scrapes: &AtomicU64,
+) -> std::io::Result<()> {
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut request_line = String::new();
@@ -365,7 +415,11 @@ fn serve(conn: TcpStream, jump: &AtomicBool, received: &Mutex<Vec<Value>>, scrap
         // Noise of ±1.5 around the baseline, a fixed 8-step pattern.
         const NOISE: [f64; 8] = [0.0, 1.0, -0.5, 1.5, -1.0, 0.5, -1.5, 0.25];
         let n = scrapes.fetch_add(1, Ordering::SeqCst) as usize;
-        let value = if jump.load(Ordering::SeqCst) { JUMP } else { BASELINE + NOISE[n % NOISE.len()] };
+        let value = if jump.load(Ordering::SeqCst) {
+            JUMP
+        } else {
+            BASELINE + NOISE[n % NOISE.len()]
+        };
         let text = format!(
             "# HELP synthetic_value A gauge the test controls.\n# TYPE synthetic_value gauge\nsynthetic_value {value}\n"
         );
@@ -394,11 +448,21 @@ fn serve(conn: TcpStream, jump: &AtomicBool, received: &Mutex<Vec<Value>>, scrap
 fn http_get(addr: &str, path_and_query: &str) -> std::io::Result<(u16, String)> {
     let mut conn = TcpStream::connect(addr)?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(conn, "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    write!(
+        conn,
+        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n"
+    )?;
     let mut reply = String::new();
     conn.read_to_string(&mut reply)?;
-    let status = reply.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -407,7 +471,9 @@ fn instant_query(prom: &str, query: &str) -> Vec<(BTreeMap<String, String>, f64)
     let encoded: String = query
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect();
