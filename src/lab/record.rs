@@ -6,8 +6,7 @@
 //!   (`timestamp,workload,response_time,throughput,success_rate`), `pairs.csv` and
 //!   `manifest.json`.
 //!
-//! The Prometheus client here is a small private one (query and query_range only): the
-//! lab does not depend on the agent's reader.
+//! Prometheus is read through the agent's own reader (`crate::reader`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -44,67 +43,75 @@ pub struct Segment {
 /// Series labels and `(timestamp seconds, value)` points.
 pub type Series = (BTreeMap<String, String>, Vec<(f64, f64)>);
 
-/// A minimal Prometheus HTTP API client.
-#[derive(Debug, Clone)]
+/// The lab's Prometheus client: the agent's reader ([`crate::reader::Client`], with its
+/// retries, timeouts and response cap), set up for a loopback Prometheus without auth.
 pub struct PromClient {
-    client: reqwest::Client,
+    reader: crate::reader::Client,
     base: String,
+}
+
+impl std::fmt::Debug for PromClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PromClient")
+            .field("base", &self.base)
+            .finish()
+    }
 }
 
 impl PromClient {
     /// A client for the Prometheus at `base` (e.g. `http://127.0.0.1:9090`).
-    pub fn new(client: reqwest::Client, base: &str) -> Self {
-        Self {
-            client,
-            base: base.trim_end_matches('/').to_string(),
-        }
-    }
-
-    async fn get(&self, path: &str, params: &[(&str, String)]) -> Result<Value, LabError> {
-        let url = format!("{}{path}", self.base);
+    pub fn new(base: &str) -> Result<Self, LabError> {
         let err = |detail: String| LabError::Http {
-            url: url.clone(),
+            url: base.to_string(),
             detail,
         };
-        let resp = self
-            .client
-            .get(&url)
-            .query(params)
-            .send()
-            .await
+        let url = url::Url::parse(base).map_err(|e| err(e.to_string()))?;
+        let cfg = crate::config::PrometheusConfig {
+            url,
+            timeout: std::time::Duration::from_secs(30),
+            max_concurrency: 4,
+            max_response_bytes: 256 << 20,
+            retries: 3,
+            retry_backoff: std::time::Duration::from_millis(200),
+            auth: crate::config::Auth::None,
+            tls: crate::config::TlsConfig::default(),
+            headers: Vec::new(),
+        };
+        // The reader reports to self-metrics; the lab keeps them in a private registry.
+        let metrics = crate::telemetry::SelfMetrics::new(&prometheus::Registry::new())?;
+        let reader = crate::reader::Client::new(&cfg, crate::telemetry::Telemetry::new(metrics))
             .map_err(|e| err(e.to_string()))?;
-        let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| err(format!("{status}: {e}")))?;
-        if body["status"] != "success" {
-            return Err(err(format!("{status}: {}", body["error"])));
-        }
-        Ok(body["data"]["result"].clone())
+        Ok(Self {
+            reader,
+            base: base.to_string(),
+        })
     }
 
-    /// Instant query: labels and value of each result.
+    fn error(&self, e: crate::reader::Error) -> LabError {
+        LabError::Http {
+            url: self.base.clone(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Instant query now: labels and value of each result.
     pub async fn query(
         &self,
         expr: &str,
     ) -> Result<Vec<(BTreeMap<String, String>, f64)>, LabError> {
-        let result = self
-            .get("/api/v1/query", &[("query", expr.to_string())])
-            .await?;
-        Ok(result
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|s| {
-                        (
-                            labels(&s["metric"]),
-                            s["value"][1].as_str().map(parse_value).unwrap_or(f64::NAN),
-                        )
-                    })
-                    .collect()
+        let now = chrono::Utc::now().timestamp_millis();
+        let r = self
+            .reader
+            .query(expr, now)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(r.series
+            .into_iter()
+            .map(|s| {
+                let v = s.samples.last().map_or(f64::NAN, |p| p.1);
+                (s.labels.into_iter().collect(), v)
             })
-            .unwrap_or_default())
+            .collect())
     }
 
     /// Range query over `[start, end]` seconds with `step` seconds.
@@ -115,44 +122,32 @@ impl PromClient {
         end: f64,
         step: f64,
     ) -> Result<Vec<Series>, LabError> {
-        let params = [
-            ("query", expr.to_string()),
-            ("start", format!("{start:.3}")),
-            ("end", format!("{end:.3}")),
-            ("step", format!("{step}")),
-        ];
-        let result = self.get("/api/v1/query_range", &params).await?;
-        Ok(result
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|s| {
-                        let points = s["values"]
-                            .as_array()
-                            .map(|vs| {
-                                vs.iter()
-                                    .filter_map(|p| {
-                                        Some((p[0].as_f64()?, parse_value(p[1].as_str()?)))
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default();
-                        (labels(&s["metric"]), points)
-                    })
-                    .collect()
+        let (start_ms, end_ms) = (
+            (start * 1000.0).round() as i64,
+            (end * 1000.0).round() as i64,
+        );
+        let r = self
+            .reader
+            .query_range(
+                expr,
+                start_ms,
+                end_ms,
+                std::time::Duration::from_secs_f64(step),
+            )
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(r.series
+            .into_iter()
+            .map(|s| {
+                let points = s
+                    .samples
+                    .into_iter()
+                    .map(|(t, v)| (t as f64 / 1000.0, v))
+                    .collect();
+                (s.labels.into_iter().collect(), points)
             })
-            .unwrap_or_default())
+            .collect())
     }
-}
-
-fn labels(v: &Value) -> BTreeMap<String, String> {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Parses a Prometheus sample value (`"1.5"`, `"NaN"`, `"+Inf"`, `"-Inf"`).

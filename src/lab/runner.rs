@@ -68,10 +68,7 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunSummary, LabErro
             detail: e.to_string(),
         })?;
     let service_url = format!("http://127.0.0.1:{}", ports.service);
-    let prom = PromClient::new(
-        client.clone(),
-        &format!("http://127.0.0.1:{}", ports.prometheus),
-    );
+    let prom = PromClient::new(&format!("http://127.0.0.1:{}", ports.prometheus))?;
 
     start_children(&mut sup, sc, opts, ports)?;
 
