@@ -715,3 +715,38 @@ regression:
     assert_eq!((pairs, regressions), (4, 1));
     assert_eq!(profiles.len(), 2);
 }
+
+/// The lab is never linked into the agent's code paths: no module outside `src/lab/`
+/// and the lab binary refers to it.
+#[test]
+fn no_agent_module_uses_the_lab() {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).expect("src").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let src = root().join("src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    let lab_dir = src.join("lab");
+    let lab_bin = src.join("bin/kpiwatch-lab.rs");
+    let offenders: Vec<String> = files
+        .iter()
+        .filter(|p| !p.starts_with(&lab_dir) && **p != lab_bin)
+        .filter(|p| {
+            let text = read(p);
+            text.contains("crate::lab") || text.contains("kpiwatch::lab") || text.contains("lab::")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "agent modules using the lab: {offenders:?}"
+    );
+    assert!(files.len() > 10, "walked too few files");
+}
