@@ -47,6 +47,8 @@ scrape_configs:
   - job_name: node
     static_configs: [{targets: ['127.0.0.1:$NODE_PORT']}]
   - job_name: kpiwatch
+    # kpiwatch re-exports its entities' labels (instance, job, ...): keep them.
+    honor_labels: true
     static_configs: [{targets: ['127.0.0.1:$KPIWATCH_PORT']}]
 YAML
 

@@ -112,7 +112,7 @@ fn scores_reach_prometheus_survive_an_outage_and_pass_promtool() {
     std::fs::write(
         dir.path().join("prometheus.yml"),
         format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{node}']}}]\n  - job_name: kpiwatch\n    static_configs: [{{targets: ['127.0.0.1:{agent}']}}]\n"
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{node}']}}]\n  - job_name: kpiwatch\n    honor_labels: true\n    static_configs: [{{targets: ['127.0.0.1:{agent}']}}]\n"
         ),
     )
     .unwrap();
