@@ -296,12 +296,12 @@ mod tests {
     fn flags_a_spike_writes_csv_and_svg() {
         let dir = tempfile::tempdir().unwrap();
         let wave = |k: usize| ((k % 20) as f64 / 20.0 * std::f64::consts::TAU).sin();
-        let train: Vec<f64> = (0..300).map(wave).collect();
-        let mut test: Vec<f64> = (300..600).map(wave).collect();
-        test[150] += 20.0;
-        let mut labels = vec![0u8; 300];
-        labels[150] = 1;
-        let mut online: Vec<f64> = (600..800).map(wave).collect();
+        let train: Vec<f64> = (0..400).map(wave).collect();
+        let mut test: Vec<f64> = (400..800).map(wave).collect();
+        test[200] += 20.0;
+        let mut labels = vec![0u8; 400];
+        labels[200] = 1;
+        let mut online: Vec<f64> = (800..1000).map(wave).collect();
         online[100] += 20.0;
         let args = Args {
             train: write(dir.path(), "train.csv", &train, None),
@@ -325,13 +325,19 @@ mod tests {
             out.lines().next(),
             Some("timestamp,value,anomaly,score,pattern")
         );
-        assert_eq!(rows.len(), 500);
-        assert_eq!(rows[150][2], "1", "the spike is flagged");
+        assert_eq!(rows.len(), 600);
+        assert_eq!(rows[200][2], "1", "the spike is flagged");
         assert_eq!(rows[10][2], "0");
         assert_eq!(rows[0][3], "", "no subsequence ends at the first row");
         assert!(rows[10][3].parse::<f64>().unwrap() < 1.0);
-        // The spike subsequence's score crosses the threshold.
-        assert!(rows[150][3].parse::<f64>().unwrap() > 1.0);
+        // The flagged subsequence covers the spike and its score crosses the threshold.
+        let flagged: Vec<usize> = (0..400).filter(|&k| rows[k][2] == "1").collect();
+        assert!(flagged.contains(&200));
+        let last = *flagged.last().unwrap();
+        assert!(rows[last][3].parse::<f64>().unwrap() > 1.0);
+        // The online spike (row 400 + 100) is flagged and scored too.
+        assert!((500..505).any(|k| rows[k][2] == "1"));
+        assert!((500..505).any(|k| rows[k][3].parse::<f64>().unwrap() > 1.0));
         let svg = std::fs::read_to_string(dir.path().join("plot.svg")).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("#cc3311") && svg.contains("polyline"));
     }

@@ -17,11 +17,12 @@
 //! # Score (1.0 = threshold)
 //!
 //! [`Match::score`] turns a verdict into kpiwatch's convention:
-//! `score = max(d_N / d_A, d_N / d_n)`, where `d_N` and `d_A` are the distances to the
-//! nearest normal and nearest abnormal pattern and `d_n` the largest normal radius.
-//! `score > 1` exactly when Algorithm 2 flags `t` (an abnormal pattern is nearer than
-//! every normal one) or when `t` is farther from every normal pattern than the largest
-//! normal radius (Algorithm 3 would open a new pattern for it: an unseen shape).
+//! `score = max(2·d_N / (d_N + d_A), d_N / d_n)`, where `d_N` and `d_A` are the distances
+//! to the nearest normal and nearest abnormal pattern and `d_n` the largest normal
+//! radius. `score > 1` exactly when Algorithm 2 flags `t` (an abnormal pattern is nearer
+//! than every normal one; this term is at most 2) or when `t` is farther from every
+//! normal pattern than the largest normal radius (Algorithm 3 would open a new pattern
+//! for it: an unseen shape; this term grows with the distance).
 
 use super::pattern::{Kind, Origin, Pattern, PatternSet};
 
@@ -109,8 +110,15 @@ const SCORE_FLOOR: f64 = 1e-9;
 impl Match {
     /// The anomaly score, 1.0 = threshold (see the module doc).
     pub fn score(&self) -> f64 {
-        let by_abnormal = self.nearest_normal / self.nearest_abnormal.max(SCORE_FLOOR);
-        let by_radius = self.nearest_normal / self.max_radius_normal.max(SCORE_FLOOR);
+        let (n, a) = (self.nearest_normal, self.nearest_abnormal);
+        // 1 when equidistant, 2 on an abnormal pattern, 0 on a normal one; with no
+        // abnormal pattern (a = inf) it is 0.
+        let by_abnormal = if a.is_infinite() {
+            0.0
+        } else {
+            2.0 * n / (n + a).max(SCORE_FLOOR)
+        };
+        let by_radius = n / self.max_radius_normal.max(SCORE_FLOOR);
         let s = by_abnormal.max(by_radius);
         if s.is_nan() {
             0.0
