@@ -13,11 +13,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin kpiwatch \
  && install -D -m 0755 target/release/kpiwatch /out/usr/bin/kpiwatch \
  && strip /out/usr/bin/kpiwatch
-# Models (repo models/, may be empty), the default config, an empty state directory
-# owned by the runtime user (distroless has no shell to create it later).
+# Models (repo models/ without the training code and the test fixtures: *.onnx and the
+# model cards), the default config, an empty state directory owned by the runtime user
+# (distroless has no shell to create it later).
 RUN mkdir -p /out/usr/share/kpiwatch/models /out/etc/kpiwatch /out/var/lib/kpiwatch \
  && if [ -d models ]; then cp -r models/. /out/usr/share/kpiwatch/models/; fi \
- && find /out/usr/share/kpiwatch/models \( -name '*.py' -o -name 'train' -o -name '__pycache__' \) -prune -exec rm -rf {} + \
+ && find /out/usr/share/kpiwatch/models -mindepth 1 -maxdepth 1 \( -name train -o -name golden \) -exec rm -rf {} + \
+ && find /out/usr/share/kpiwatch/models \( -name '*.py' -o -name '__pycache__' -o -name '.gitignore' \) -exec rm -rf {} + \
  && cp config/kpiwatch.example.yaml /out/etc/kpiwatch/kpiwatch.yaml \
  && chown -R 65532:65532 /out/var/lib/kpiwatch
 
