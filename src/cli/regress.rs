@@ -50,10 +50,15 @@ pub struct RegressArgs {
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
     /// Fewest usable points per window and KPI; fewer gives insufficient_data.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 20)]
     pub min_points: usize,
     /// Directory with regress_encoder.onnx and regress_head.onnx.
-    #[arg(long, value_name = "DIR", env = "KPIWATCH_REGRESS_MODEL", default_value = "models")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "KPIWATCH_REGRESS_MODEL",
+        default_value = "models"
+    )]
     pub model: PathBuf,
     /// Also draw each KPI against workload for both windows into this SVG file.
     #[arg(long, value_name = "FILE.svg")]
@@ -106,18 +111,36 @@ impl RegressCliError {
 impl RegressArgs {
     fn options(&self) -> Result<Options, RegressCliError> {
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
-            return Err(RegressCliError::Usage(format!("--alpha must be in (0, 1), got {}", self.alpha)));
+            return Err(RegressCliError::Usage(format!(
+                "--alpha must be in (0, 1), got {}",
+                self.alpha
+            )));
         }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
-            return Err(RegressCliError::Usage(format!("--threshold must be in (0, 1), got {}", self.threshold)));
+            return Err(RegressCliError::Usage(format!(
+                "--threshold must be in (0, 1), got {}",
+                self.threshold
+            )));
         }
         if self.min_points < 2 {
-            return Err(RegressCliError::Usage("--min-points must be at least 2".into()));
+            return Err(RegressCliError::Usage(
+                "--min-points must be at least 2".into(),
+            ));
         }
-        let mut kpis = if self.kpi.is_empty() { Kpi::ALL.to_vec() } else { self.kpi.clone() };
+        let mut kpis = if self.kpi.is_empty() {
+            Kpi::ALL.to_vec()
+        } else {
+            self.kpi.clone()
+        };
         kpis.sort();
         kpis.dedup();
-        let mut opts = Options { method: self.method, kpis, alpha: self.alpha, threshold: self.threshold, ..Default::default() };
+        let mut opts = Options {
+            method: self.method,
+            kpis,
+            alpha: self.alpha,
+            threshold: self.threshold,
+            ..Default::default()
+        };
         opts.limits.min_points = self.min_points;
         Ok(opts)
     }
@@ -135,7 +158,10 @@ pub fn evaluate(args: &RegressArgs) -> Result<Report, RegressCliError> {
     let report = regress::compare(&baseline, &current, &opts, model.as_ref())?;
     if let Some(path) = &args.plot {
         let svg = plot_svg(&baseline, &current, &opts.kpis, &report);
-        std::fs::write(path, svg).map_err(|source| RegressCliError::Plot { path: path.clone(), source })?;
+        std::fs::write(path, svg).map_err(|source| RegressCliError::Plot {
+            path: path.clone(),
+            source,
+        })?;
     }
     Ok(report)
 }
@@ -185,8 +211,15 @@ pub fn plot_svg(baseline: &LoadTest, current: &LoadTest, kpis: &[Kpi], report: &
 }
 
 fn points(t: &LoadTest, kpi: Kpi) -> Vec<(f64, f64)> {
-    let Some(k) = t.kpi(kpi) else { return Vec::new() };
-    t.workload.iter().zip(k).filter(|(w, v)| w.is_finite() && v.is_finite()).map(|(&w, &v)| (w, v)).collect()
+    let Some(k) = t.kpi(kpi) else {
+        return Vec::new();
+    };
+    t.workload
+        .iter()
+        .zip(k)
+        .filter(|(w, v)| w.is_finite() && v.is_finite())
+        .map(|(&w, &v)| (w, v))
+        .collect()
 }
 
 fn panel(s: &mut String, x0: f64, kpi: Kpi, b: &LoadTest, c: &LoadTest, report: &Report) {
@@ -221,7 +254,12 @@ fn panel(s: &mut String, x0: f64, kpi: Kpi, b: &LoadTest, c: &LoadTest, report: 
     );
     for (pts, color) in [(&pb, "#1f77b4"), (&pc, "#ff7f0e")] {
         for &(x, y) in pts.iter() {
-            let _ = write!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="1.6" fill="{color}" fill-opacity="0.6"/>"#, px(x), py(y));
+            let _ = write!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="1.6" fill="{color}" fill-opacity="0.6"/>"#,
+                px(x),
+                py(y)
+            );
         }
     }
     s.push_str("</g>");
@@ -257,7 +295,7 @@ mod tests {
             kpi: vec![],
             alpha: 0.05,
             threshold: 0.5,
-            min_points: 30,
+            min_points: 20,
             model: repo_path("models"),
             plot: None,
         }

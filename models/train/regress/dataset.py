@@ -58,16 +58,8 @@ def save(samples, path: pathlib.Path):
 def load(path: pathlib.Path):
     z = np.load(path)
     n = len(z["label"])
-    # Recompute the KPI channel from the raw values, so a change of features.py needs
-    # no new simulation (the workload channel is stored already scaled).
-    b, c = [], []
-    for j in range(n):
-        kpi, rb, rc = simulate.KPIS[int(z["kpi"][j])], z[f"rb{j}"], z[f"rc{j}"]
-        bj, cj = z[f"b{j}"].copy(), z[f"c{j}"].copy()
-        bj[:, 1] = features.scale_kpi(kpi, rb, rb)
-        cj[:, 1] = features.scale_kpi(kpi, rc, rb)
-        b.append(bj)
-        c.append(cj)
+    b = [z[f"b{j}"] for j in range(n)]
+    c = [z[f"c{j}"] for j in range(n)]
     return {
         "b": b,
         "c": c,

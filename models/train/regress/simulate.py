@@ -173,7 +173,8 @@ def make_pair(rng: np.random.Generator, regression: bool, svc: Service | None = 
     knee = svc.knee()
 
     def one_profile():
-        n = int(rng.integers(60, 401))
+        # 20..400 samples, log-uniform: short smoke tests (the lab's are 25-45 s) to long soaks
+        n = int(np.exp(rng.uniform(np.log(20), np.log(401))))
         dt = float(rng.choice([1.0, 1.0, 2.0, 5.0]))
         peak = knee * float(np.exp(rng.uniform(np.log(0.15), np.log(2.0))))
         return load_profile(rng, n, peak), dt

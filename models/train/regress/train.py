@@ -125,6 +125,8 @@ def main():
     ap.add_argument("--no-weight", action="store_true")
     ap.add_argument("--no-pseudo", action="store_true")
     ap.add_argument("--baselines", action="store_true", help="also evaluate KS and MWU")
+    ap.add_argument("--max-minutes", type=float, default=0,
+                    help="wall-clock budget: the supervised phase ends at 60%% of it, training at 100%%")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,8 +149,16 @@ def main():
     log = []
     t0 = time.time()
     total = args.epochs1 + (0 if args.no_pseudo else args.epochs2)
+    budget = args.max_minutes * 60
+    phase2_at = args.epochs1
     for epoch in range(total):
-        if epoch == args.epochs1 and not args.no_pseudo:
+        elapsed = time.time() - t0
+        if budget and elapsed > budget:
+            log.append({"stopped_by_budget_after_epochs": epoch})
+            break
+        if budget and epoch < args.epochs1 and elapsed > 0.6 * budget and not args.no_pseudo and best[1]:
+            phase2_at = epoch
+        if epoch == phase2_at and not args.no_pseudo:
             model.load_state_dict(best[1])
             p = predict(model, un["b"], un["c"], nw)
             conf = np.maximum(p, 1 - p) >= 0.7
@@ -177,6 +187,7 @@ def main():
         print(log[-1], flush=True)
         if f1 > best[0]:
             best = (f1, {k: v.clone() for k, v in model.state_dict().items()})
+            torch.save({"state": best[1], "hidden": args.hidden, "no_workload": nw}, out / "model.pt")
     model.load_state_dict(best[1])
     pt = predict(model, te["b"], te["c"], nw)
     result = {"args": vars(args), "train_seconds": round(time.time() - t0, 1), "best_val_f1": best[0],
@@ -185,7 +196,7 @@ def main():
     if args.baselines:
         result["baselines"] = stat_baselines(te)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
-    torch.save({"state": model.state_dict(), "hidden": args.hidden}, out / "model.pt")
+    torch.save({"state": model.state_dict(), "hidden": args.hidden, "no_workload": nw}, out / "model.pt")
     print(json.dumps({k: result[k] for k in ("test", "train_seconds")}, indent=1))
     if args.baselines:
         print(json.dumps(result["baselines"], indent=1))

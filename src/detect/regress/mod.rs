@@ -1,0 +1,208 @@
+//! Performance-regression detection: did an interface get slower, once load is accounted for?
+//!
+//! This module owns the comparison of a **current** window of an interface (API route)
+//! with a **baseline** window, KPI by KPI (response time, throughput, success rate), with
+//! the workload as context:
+//!
+//! * [`Method::Siamese`]: DynamicRegress (papers/dynamicregress-siamese-regression.md), a
+//!   shared LSTM encoder over `(workload, kpi)` sequences of any length, `|Z₁ − Z₂|`,
+//!   linear, softmax. [`model::RegressModel`] runs the ONNX export with tract (the only
+//!   tract import here) and splits encoder and head so baseline embeddings can be cached.
+//!   [`features`] is the input normalisation the model was trained with.
+//! * [`Method::Ks`] / [`Method::Mwu`]: two-sample tests on the KPI values alone
+//!   ([`stats`]), cheap and model-free, blind to the workload.
+//!
+//! [`window`] reads the lab's CSV format and applies the insufficient-data rules;
+//! [`verdict`] holds the per-KPI outcomes, the "any KPI ⇒ interface" rule and the JSON.
+//!
+//! Must not: query Prometheus, serve HTTP (the canary API lives in `export/`), or train.
+
+pub mod features;
+pub mod model;
+pub mod stats;
+pub mod verdict;
+pub mod window;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+pub use model::RegressModel;
+pub use verdict::{KpiOutcome, Report, Verdict};
+pub use window::{Insufficient, KpiPair, Limits, LoadTest, Series, WindowError};
+
+/// A key performance indicator of an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kpi {
+    /// Mean response time (seconds or any unit, consistently in both windows).
+    ResponseTime,
+    /// Successful requests per second.
+    Throughput,
+    /// Fraction of successful requests, in `[0, 1]`.
+    SuccessRate,
+}
+
+impl Kpi {
+    /// All KPIs, in CSV column order.
+    pub const ALL: [Kpi; 3] = [Kpi::ResponseTime, Kpi::Throughput, Kpi::SuccessRate];
+
+    /// Column name and JSON key.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kpi::ResponseTime => "response_time",
+            Kpi::Throughput => "throughput",
+            Kpi::SuccessRate => "success_rate",
+        }
+    }
+
+    /// Position in [`Kpi::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Kpi {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kpi {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Kpi::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            format!("unknown KPI `{s}` (expected response_time, throughput or success_rate)")
+        })
+    }
+}
+
+/// How a KPI pair is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// DynamicRegress Siamese LSTM (needs the model).
+    Siamese,
+    /// Two-sample Kolmogorov–Smirnov test on the KPI values.
+    Ks,
+    /// Mann–Whitney U test on the KPI values.
+    Mwu,
+}
+
+impl Method {
+    /// The JSON / CLI spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Siamese => "siamese",
+            Method::Ks => "ks",
+            Method::Mwu => "mwu",
+        }
+    }
+}
+
+impl FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "siamese" => Ok(Method::Siamese),
+            "ks" => Ok(Method::Ks),
+            "mwu" => Ok(Method::Mwu),
+            _ => Err(format!(
+                "unknown method `{s}` (expected siamese, ks or mwu)"
+            )),
+        }
+    }
+}
+
+/// Settings of one comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    /// Method.
+    pub method: Method,
+    /// KPIs to judge (the interface verdict covers exactly these).
+    pub kpis: Vec<Kpi>,
+    /// Significance level of KS / MWU: `p < alpha` is a regression.
+    pub alpha: f64,
+    /// Siamese decision threshold: `probability >= threshold` is a regression.
+    pub threshold: f64,
+    /// Insufficient-data rules.
+    pub limits: Limits,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            method: Method::Siamese,
+            kpis: Kpi::ALL.to_vec(),
+            alpha: 0.05,
+            threshold: 0.5,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A comparison that could not be carried out at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RegressError {
+    /// The Siamese method was asked for without a model.
+    #[error("the siamese method needs a model (--model DIR with regress_encoder.onnx and regress_head.onnx)")]
+    NoModel,
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] model::ModelError),
+}
+
+/// Judges one prepared KPI pair with a statistical test (`Ks` or `Mwu`).
+pub fn judge_stat(method: Method, pair: &KpiPair, alpha: f64) -> KpiOutcome {
+    let test = match method {
+        Method::Mwu => stats::mann_whitney_u,
+        _ => stats::ks_2samp,
+    };
+    match test(&pair.baseline.kpi, &pair.current.kpi) {
+        Ok(r) => KpiOutcome {
+            regression: Some(r.p_value < alpha),
+            p_value: Some(r.p_value),
+            statistic: Some(r.statistic),
+            ..Default::default()
+        },
+        Err(e) => KpiOutcome::insufficient(e.to_string()),
+    }
+}
+
+/// Compares two windows KPI by KPI and applies the any-KPI rule.
+pub fn compare(
+    baseline: &LoadTest,
+    current: &LoadTest,
+    opts: &Options,
+    model: Option<&RegressModel>,
+) -> Result<Report, RegressError> {
+    if opts.method == Method::Siamese && model.is_none() {
+        return Err(RegressError::NoModel);
+    }
+    let mut outcomes = Vec::with_capacity(opts.kpis.len());
+    for &kpi in &opts.kpis {
+        let outcome = match window::prepare(kpi, baseline, current, &opts.limits) {
+            Err(why) => KpiOutcome::insufficient(why.0),
+            Ok(pair) => match (opts.method, model) {
+                (Method::Siamese, Some(m)) => {
+                    let (b, c) = features::pair_features(&pair);
+                    let p = m.pair_probability(&b, &c)?;
+                    KpiOutcome {
+                        regression: Some(f64::from(p) >= opts.threshold),
+                        probability: Some(f64::from(p)),
+                        ..Default::default()
+                    }
+                }
+                (method, _) => judge_stat(method, &pair, opts.alpha),
+            },
+        };
+        outcomes.push((kpi, outcome));
+    }
+    Ok(Report::new(opts.method, outcomes))
+}
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;
