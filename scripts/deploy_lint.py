@@ -87,6 +87,11 @@ EXPORTED = {
     "kpiwatch_state_last_save_timestamp_seconds",
     "kpiwatch_config_reloads_total",
     "kpiwatch_config_last_reload_successful",
+    # Beyond the design brief's list: self-metrics the agent also exports.
+    "kpiwatch_query_retries_total",
+    "kpiwatch_prometheus_warnings_total",
+    "kpiwatch_detector_skipped_total",
+    "kpiwatch_entities_expired_total",
 } | HISTOGRAMS
 STANDARD = {
     "up",

@@ -567,6 +567,26 @@ def agent() -> dict:
         w=8,
         h=8,
     )
+    lay.add(
+        timeseries(
+            "Detector skips by reason",
+            "Entities a detector could not score: warming_up, no_data, inference.",
+            [target(f"sum by (detector, reason) (rate(kpiwatch_detector_skipped_total{{{s}}}[{ri}]))", legend="{{detector}} {{reason}}")],
+            unit="ops",
+            stack=True,
+        ),
+        w=12,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Entities expired",
+            "Entities dropped after being absent for expire_after, per group.",
+            [target(f"sum by (group) (increase(kpiwatch_entities_expired_total{{{s}}}[{ri}]))", legend="{{group}}")],
+        ),
+        w=12,
+        h=8,
+    )
     lay.row("Prometheus queries")
     lay.add(
         timeseries(
@@ -602,6 +622,27 @@ def agent() -> dict:
             unit="ops",
         ),
         w=8,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Query retries by cause",
+            "Failed attempts that were retried (errors counts only queries that failed after retries).",
+            [target(f"sum by (cause) (rate(kpiwatch_query_retries_total{{{s}}}[{ri}]))", legend="{{cause}}")],
+            unit="ops",
+            stack=True,
+        ),
+        w=12,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Prometheus warnings",
+            "Warnings Prometheus returned with query results (also logged by the agent).",
+            [target(f"sum by (instance) (rate(kpiwatch_prometheus_warnings_total{{{s}}}[{ri}]))", legend="{{instance}}")],
+            unit="ops",
+        ),
+        w=12,
         h=8,
     )
     lay.row("State and configuration")
