@@ -5,7 +5,8 @@
 #   promtool check rules / test rules     deploy/rules/
 #   kubectl kustomize (offline)           deploy/, deploy/prometheus-operator/
 #   deploy_lint.py                        kubernetes-validate, Helm v4 render/lint/schema,
-#                                         dashboards, PromQL metric names, copies in sync
+#                                         dashboards, PromQL metric names, copies in sync,
+#                                         and a self-test that known-bad changes are caught
 #   check-jsonschema                      values.yaml passes, every bad values file fails
 #   hadolint                              Dockerfile
 #   kpiwatch check-config                 the configs the manifests and the chart ship
@@ -77,6 +78,9 @@ grep -c '^kind:' "$WORK/deploy.yaml" "$WORK/deploy-operator.yaml" || true
 step "deploy_lint.py (schemas, Helm, dashboards, PromQL, copies)"
 "$PY" scripts/deploy_lint.py check "$WORK/deploy.yaml" "$WORK/deploy-operator.yaml" \
   --configs-out "$WORK/configs" --bad-values-out "$WORK/bad-values" || fail "deploy_lint.py"
+
+step "deploy_lint.py selftest (each known-bad change must be caught)"
+"$PY" scripts/deploy_lint.py selftest || fail "deploy_lint.py selftest"
 
 step "check-jsonschema: values.yaml passes"
 "$VENV/bin/check-jsonschema" --schemafile helm/kpiwatch/values.schema.json helm/kpiwatch/values.yaml \

@@ -5,6 +5,7 @@ Usage (scripts/check-deploy.sh runs all of it inside .venv-deploy):
 
     deploy_lint.py sync                      rewrite the copies from their sources
     deploy_lint.py kustomize DIR             render DIR's kustomization (no kubectl)
+    deploy_lint.py selftest                  prove that `check` fails on known-bad changes
     deploy_lint.py check MANIFESTS... [--configs-out DIR] [--bad-values-out DIR]
 
 `check` exits 1 with one line per problem. It checks that
@@ -661,10 +662,61 @@ def kustomize(directory: Path) -> list[dict]:
     return docs
 
 
+# --- self-test --------------------------------------------------------------------------
+
+# (file, old text, new text, a problem `check` must then report)
+MUTATIONS = [
+    ("deploy/grafana/kpiwatch-agent.json", '"expr": "sum(up{', '"expr": "sum(node_load1{', "metric 'node_load1' is neither"),
+    ("deploy/grafana/kpiwatch-anomalies.json", '"uid": "${datasource}"', '"uid": "P1809F7CD0C75ACF3"', "hard-coded datasource"),
+    ("deploy/grafana/kpiwatch-regressions.json", '"uid": "kpiwatch-regressions"', '"uid": "kpiwatch-regressions", "id": 7', "numeric id"),
+    ("deploy/rules/kpiwatch.rules.yml", "kpiwatch_regression == 1", "kpiwatch_regresion == 1", "'kpiwatch_regresion' is neither"),
+    ("deploy/rules/kpiwatch.rules.yml", "docs/deploy.md#kpiwatchdown", "docs/deploy.md#nowhere", "#nowhere is not a heading"),
+    ("deploy/rules/kpiwatch.rules.yml", "          severity: critical", "          severity: page", "severity label"),
+    ("helm/kpiwatch/templates/daemonset.yaml", "path: /-/ready", "path: /-/healthy", "readinessProbe must GET /-/ready"),
+    ("helm/kpiwatch/templates/daemonset.yaml", "- --config=/etc/kpiwatch/kpiwatch.yaml", "- --config=/kpiwatch.yaml", "args must be"),
+    ("helm/kpiwatch/values.yaml", "  readOnlyRootFilesystem: true", "  readOnlyRootFilesystem: false", "root filesystem must be read-only"),
+    ("helm/kpiwatch/values.yaml", "  honorLabels: true", "  honorLabels: false", "honorLabels must be true"),
+    ("helm/kpiwatch/values.schema.json", '"enum": [\n        "text",', '"enum": [\n        "xml",\n        "text",', "log-format.yaml: Helm's schema validation accepts it"),
+    ("helm/kpiwatch/templates/service.yaml", "port: {{ .Values.port }}", "port: {{ .Values.port | quote }}", "invalid for Kubernetes"),
+    ("docs/deploy.md", "| Anomaly flags |", "| Flags |", "not listed in docs/deploy.md's panel tables"),
+]
+
+
+def selftest() -> int:
+    """Applies each mutation to a copy of the tree and expects `check` to report it."""
+    failures = 0
+    for rel, old, new, expect in MUTATIONS:
+        with tempfile.TemporaryDirectory() as tmp:
+            for part in ("deploy", "helm", "docs", "scripts"):
+                shutil.copytree(ROOT / part, Path(tmp) / part, ignore=shutil.ignore_patterns("__pycache__"))
+            target = Path(tmp) / rel
+            text = target.read_text()
+            if old not in text:
+                print(f"FAIL selftest: {rel} no longer contains {old!r}; update MUTATIONS")
+                failures += 1
+                continue
+            target.write_text(text.replace(old, new, 1))
+            if rel.startswith("deploy/grafana/"):  # keep the generator in step
+                shutil.copyfile(target, Path(tmp) / "helm/kpiwatch/dashboards" / target.name)
+            res = subprocess.run(
+                [sys.executable, str(Path(tmp) / "scripts/deploy_lint.py"), "check"],
+                capture_output=True,
+                text=True,
+            )
+            if res.returncode == 0 or expect not in res.stdout:
+                print(f"FAIL selftest: {rel}: {old!r} -> {new!r} was not reported as {expect!r}")
+                failures += 1
+            else:
+                print(f"ok: {rel}: {new!r} reported ({expect})")
+    print(f"deploy_lint selftest: {len(MUTATIONS)} mutations, {failures} not caught")
+    return 1 if failures else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("sync")
+    sub.add_parser("selftest", help="check that `check` catches known-bad mutations")
     kus = sub.add_parser("kustomize", help="render a kustomization without kubectl")
     kus.add_argument("directory", type=Path)
     chk = sub.add_parser("check")
@@ -675,6 +727,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.cmd == "sync":
         return sync()
+    if args.cmd == "selftest":
+        return selftest()
     if args.cmd == "kustomize":
         print(yaml.safe_dump_all(kustomize(args.directory), sort_keys=False), end="")
         return 0
