@@ -6,6 +6,7 @@
 //! Exit codes: 0 success, 1 runtime error, 2 invalid config or usage.
 
 mod check;
+pub mod regress;
 mod detect_adsketch;
 mod detect_zscore;
 
@@ -73,6 +74,8 @@ pub enum Command {
     /// Run a detector offline on a CSV file (tuning, evaluation, reproduction).
     #[command(subcommand)]
     Detect(DetectCommand),
+    /// Compare a current load test with a baseline per KPI (exit 0 normal, 3 regression, 4 insufficient data).
+    Regress(regress::RegressArgs),
 }
 
 /// Offline detectors.
@@ -117,6 +120,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Detect(DetectCommand::Zscore(args)) => detect_zscore::run(&args),
         Command::Detect(DetectCommand::Adsketch(args)) => detect_adsketch::run(&args),
+        Command::Regress(args) => regress::run(&args),
     }
 }
 
