@@ -335,9 +335,11 @@ fn advance(state: &mut Series, fresh: &[f64], end_ms: i64, step_ms: i64, o: &Ads
                 };
             }
             Err(_) => {
-                // Too little variety to learn from (e.g. all points equal within the
-                // exclusion zone): slide the window by one step and retry later.
-                buffer.remove(0);
+                // Algorithm 1 refused the window (validated options make this rare):
+                // drop the oldest tenth and learn again once the buffer refills, so a
+                // bad series costs one attempt per `need / 10` points, not one per step.
+                let drop = (need / 10).max(1).min(buffer.len());
+                buffer.drain(..drop);
                 return;
             }
         }

@@ -354,6 +354,33 @@ mod tests {
         assert_eq!(s.patterns[1].kind, Kind::Abnormal);
     }
 
+    /// The kpiwatch convention: exactly 1.0 at each threshold, above it beyond.
+    #[test]
+    fn score_is_one_at_the_threshold() {
+        let at = |n: f64, a: f64, r: f64| {
+            Match {
+                id: 0,
+                kind: Kind::Normal,
+                distance: n.min(a),
+                anomalous: a < n,
+                nearest_normal: n,
+                nearest_abnormal: a,
+                max_radius_normal: r,
+                created: None,
+            }
+            .score()
+        };
+        // Equidistant from the nearest normal and abnormal pattern, inside the radius.
+        assert_eq!(at(0.3, 0.3, 1.0), 1.0);
+        assert!(at(0.3, 0.29, 1.0) > 1.0 && at(0.3, 0.31, 1.0) < 1.0);
+        // On the largest normal radius, no abnormal pattern.
+        assert_eq!(at(0.5, f64::INFINITY, 0.5), 1.0);
+        assert!(at(0.51, f64::INFINITY, 0.5) > 1.0);
+        assert_eq!(at(0.0, f64::INFINITY, 0.5), 0.0);
+        // The Algorithm-2 term is bounded by 2.
+        assert_eq!(at(0.4, 0.0, 1.0), 2.0);
+    }
+
     /// The blocked scan finds what a naive scan finds, and so does the fallback path
     /// of a set deserialised without an index.
     #[test]
