@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use crate::config::{self, Config, DetectorsConfig, GroupConfig};
 use crate::cycle::{CycleContext, GroupRunner};
 use crate::detect::adsketch::AdsketchDetector;
+use crate::detect::uniad::UniadDetector;
 use crate::detect::zscore::ZscoreDetector;
 use crate::detect::{Detector, Snapshot};
 use crate::export::{Admin, AdminServer, ReloadRequest, ScoreBoard};
@@ -42,6 +43,10 @@ pub fn build_detectors(cfg: &DetectorsConfig) -> anyhow::Result<Vec<Box<dyn Dete
     }
     if let Some(a) = &cfg.adsketch {
         let d = AdsketchDetector::new(a.clone()).map_err(|e| anyhow::anyhow!("detectors.adsketch: {e}"))?;
+        out.push(Box::new(d));
+    }
+    if let Some(u) = &cfg.uniad {
+        let d = UniadDetector::new(u.clone()).map_err(|e| anyhow::anyhow!("detectors.uniad: {e}"))?;
         out.push(Box::new(d));
     }
     Ok(out)

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use crate::detect::adsketch::AdsketchOptions;
+use crate::detect::uniad::UniadOptions;
 use crate::detect::zscore::ZscoreOptions;
 
 /// The whole file.
@@ -138,4 +139,6 @@ pub struct RawDetectors {
     pub zscore: Option<ZscoreOptions>,
     /// ADSketch: interpretable patterns per metric series, learned online.
     pub adsketch: Option<AdsketchOptions>,
+    /// Uni-AD: the shared Transformer autoencoder over each entity's metrics.
+    pub uniad: Option<UniadOptions>,
 }

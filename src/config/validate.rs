@@ -12,6 +12,7 @@ use super::duration::parse_duration;
 use super::error::{ConfigError, ConfigErrors};
 use super::raw::{RawConfig, RawDetectors, RawGroup, RawPrometheus, RawShard};
 use crate::detect::adsketch::AdsketchOptions;
+use crate::detect::uniad::UniadOptions;
 use crate::detect::zscore::ZscoreOptions;
 
 /// A validated configuration.
@@ -150,12 +151,14 @@ pub struct DetectorsConfig {
     pub zscore: Option<ZscoreOptions>,
     /// ADSketch detector.
     pub adsketch: Option<AdsketchOptions>,
+    /// Uni-AD detector; its model path is resolved against the config file's directory.
+    pub uniad: Option<UniadOptions>,
 }
 
 impl DetectorsConfig {
     /// `true` when no detector is enabled.
     pub fn is_empty(&self) -> bool {
-        self.zscore.is_none() && self.adsketch.is_none()
+        self.zscore.is_none() && self.adsketch.is_none() && self.uniad.is_none()
     }
 }
 
@@ -268,7 +271,7 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
                     format!("{:?} is used twice (expected unique group names)", g.name),
                 );
             }
-            validate_group(g, &format!("groups[{i}]"), &mut errs)
+            validate_group(g, &format!("groups[{i}]"), &mut errs, base)
         })
         .collect();
     if errs.list.is_empty() {
@@ -399,7 +402,7 @@ fn validate_shard(raw: Option<RawShard>, errs: &mut Errors<'_>) -> Shard {
     }
 }
 
-fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>) -> GroupConfig {
+fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>, base: &Path) -> GroupConfig {
     if g.name.is_empty() {
         errs.push(&format!("{key}.name"), "is empty");
     }
@@ -469,7 +472,7 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>) -> GroupConfig 
             MetricQuery { name, promql }
         })
         .collect();
-    let detectors = validate_detectors(g.detectors, &format!("{key}.detectors"), history_points, errs);
+    let detectors = validate_detectors(g.detectors, &format!("{key}.detectors"), history_points, errs, base);
     GroupConfig {
         name: g.name,
         interval,
@@ -484,7 +487,20 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>) -> GroupConfig 
     }
 }
 
-fn validate_detectors(raw: RawDetectors, key: &str, history_points: usize, errs: &mut Errors<'_>) -> DetectorsConfig {
+fn validate_detectors(
+    mut raw: RawDetectors,
+    key: &str,
+    history_points: usize,
+    errs: &mut Errors<'_>,
+    base: &Path,
+) -> DetectorsConfig {
+    if let Some(u) = &mut raw.uniad {
+        if let Err(e) = u.validate() {
+            errs.push(&format!("{key}.uniad"), e);
+        }
+        let model = u.model.display().to_string();
+        u.model = errs.readable_file(&format!("{key}.uniad.model"), &model, base);
+    }
     if let Some(z) = &raw.zscore {
         if let Err(e) = z.validate() {
             errs.push(&format!("{key}.zscore"), e);
@@ -503,7 +519,7 @@ fn validate_detectors(raw: RawDetectors, key: &str, history_points: usize, errs:
             );
         }
     }
-    let d = DetectorsConfig { zscore: raw.zscore, adsketch: raw.adsketch };
+    let d = DetectorsConfig { zscore: raw.zscore, adsketch: raw.adsketch, uniad: raw.uniad };
     if d.is_empty() {
         errs.push(key, "no detector enabled (expected at least one, e.g. zscore: {})");
     }
