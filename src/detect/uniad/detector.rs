@@ -1,0 +1,315 @@
+//! [`UniadDetector`]: the Uni-AD [`Detector`] (normalise, batch, score, threshold).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
+
+use super::model::{ModelError, PlanMode, UniadModel};
+use super::spot::{Spot, SpotOptions};
+use crate::detect::{DetectError, Detector, EntityView, MetricScore, Scores, Snapshot};
+
+/// Normalised inputs are clipped to this magnitude: a value 1000 robust sigmas away is
+/// anomalous enough, and the bound keeps the model's arithmetic finite.
+const Z_CLIP: f32 = 1000.0;
+/// Version of the snapshot format.
+const SNAPSHOT_VERSION: u64 = 1;
+
+/// Options of the Uni-AD detector (`detectors.uniad` in the config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UniadOptions {
+    /// The ONNX model (input `[batch, n, W]`, output its reconstruction), e.g.
+    /// `models/uniad.onnx`.
+    pub model: PathBuf,
+    /// How shapes map to execution plans: `bucketed` (default: a plan per batch
+    /// bucket and metric count, cached) or `symbolic` (one plan for every shape).
+    #[serde(default)]
+    pub plan: PlanMode,
+    /// Most entity windows per model call (default 512).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Points of history a metric's robust statistics need before the entity is
+    /// scored (default 16).
+    #[serde(default = "default_min_points")]
+    pub min_points: usize,
+    /// The per-entity SPOT threshold.
+    #[serde(default)]
+    pub threshold: SpotOptions,
+}
+
+fn default_max_batch() -> usize {
+    512
+}
+
+fn default_min_points() -> usize {
+    16
+}
+
+impl UniadOptions {
+    /// Options with defaults for everything but the model path.
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        UniadOptions {
+            model: model.into(),
+            plan: PlanMode::default(),
+            max_batch: default_max_batch(),
+            min_points: default_min_points(),
+            threshold: SpotOptions::default(),
+        }
+    }
+
+    /// Checks the values serde cannot check.
+    pub fn validate(&self) -> Result<(), String> {
+        let t = &self.threshold;
+        if self.max_batch == 0 {
+            return Err("max_batch must be at least 1".into());
+        }
+        if !(t.risk > 0.0 && t.risk < 1.0) {
+            return Err(format!(
+                "threshold.risk {} is invalid (expected 0 < risk < 1, e.g. 0.001)",
+                t.risk
+            ));
+        }
+        if !(t.level > 0.0 && t.level < 1.0) {
+            return Err(format!(
+                "threshold.level {} is invalid (expected 0 < level < 1, e.g. 0.98)",
+                t.level
+            ));
+        }
+        if t.calibration < 8 {
+            return Err(format!(
+                "threshold.calibration {} is too small (expected at least 8)",
+                t.calibration
+            ));
+        }
+        if !(t.initial_threshold.is_finite() && t.initial_threshold > 0.0) {
+            return Err(format!(
+                "threshold.initial_threshold {} must be a positive number",
+                t.initial_threshold
+            ));
+        }
+        if !(t.floor.is_finite() && t.floor > 0.0) {
+            return Err(format!(
+                "threshold.floor {} must be a positive number",
+                t.floor
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The Uni-AD detector of one entity group. The model may be shared between groups.
+#[derive(Debug)]
+pub struct UniadDetector {
+    model: Arc<UniadModel>,
+    options: UniadOptions,
+    thresholds: HashMap<String, Spot>,
+}
+
+/// One entity prepared for the model: which metrics go in, and their window.
+struct Prepared {
+    /// Index in the batch given to `score`.
+    index: usize,
+    /// Metric positions (in the view) that went into the model.
+    metrics: SmallVec<[usize; 8]>,
+    /// `metrics.len() * W` normalised values.
+    input: Vec<f32>,
+}
+
+impl UniadDetector {
+    /// Loads the model named in `options` and builds the detector.
+    pub fn new(options: UniadOptions) -> Result<Self, ModelError> {
+        let model = UniadModel::load(&options.model, options.plan)?;
+        Ok(Self::with_model(Arc::new(model), options))
+    }
+
+    /// A detector around an already loaded model (to share one model between groups).
+    pub fn with_model(model: Arc<UniadModel>, options: UniadOptions) -> Self {
+        UniadDetector {
+            model,
+            options,
+            thresholds: HashMap::new(),
+        }
+    }
+
+    /// The model this detector runs.
+    pub fn model(&self) -> &Arc<UniadModel> {
+        &self.model
+    }
+
+    /// Normalises the last `W` points of each usable metric of `view`.
+    fn prepare(&self, index: usize, view: &EntityView<'_>) -> Result<Prepared, DetectError> {
+        let w = self.model.window();
+        if view.len() < w {
+            return Err(DetectError::WarmingUp {
+                have: view.len(),
+                need: w,
+            });
+        }
+        let mut metrics = SmallVec::new();
+        let mut input = Vec::with_capacity(view.metric_count() * w);
+        let mut most_history = 0;
+        for i in 0..view.metric_count() {
+            let stats = view
+                .stats
+                .get(i)
+                .copied()
+                .unwrap_or(crate::detect::RobustStats::IDENTITY);
+            most_history = most_history.max(stats.count);
+            let tail = view.tail(i, w);
+            // Metrics without statistics yet or without a point in the window are left
+            // out (Uni-AD accepts any subset of metrics: they are positions).
+            if stats.count < self.options.min_points || !tail.iter().any(|v| v.is_finite()) {
+                continue;
+            }
+            // Gaps: carry the last value forward; leading gaps take the first value.
+            let first = tail
+                .iter()
+                .copied()
+                .find(|v| v.is_finite())
+                .unwrap_or(stats.median);
+            let mut last = first;
+            for &v in tail {
+                if v.is_finite() {
+                    last = v;
+                }
+                let z = stats.z(last) as f32;
+                input.push(z.clamp(-Z_CLIP, Z_CLIP));
+            }
+            metrics.push(i);
+        }
+        if metrics.is_empty() {
+            return Err(if most_history < self.options.min_points {
+                DetectError::WarmingUp {
+                    have: most_history,
+                    need: self.options.min_points,
+                }
+            } else {
+                DetectError::NoData
+            });
+        }
+        Ok(Prepared {
+            index,
+            metrics,
+            input,
+        })
+    }
+
+    /// Runs the model on entities of equal metric count, `max_batch` at a time, and
+    /// returns eq. 7 terms per entity (squared error of each metric at the last step).
+    fn last_step_errors(
+        &self,
+        group: &[&Prepared],
+        n: usize,
+    ) -> Result<Vec<Vec<f64>>, DetectError> {
+        let w = self.model.window();
+        let mut out = Vec::with_capacity(group.len());
+        for chunk in group.chunks(self.options.max_batch.max(1)) {
+            let mut batch = Vec::with_capacity(chunk.len() * n * w);
+            for p in chunk {
+                batch.extend_from_slice(&p.input);
+            }
+            let recon = self
+                .model
+                .infer(&batch, chunk.len(), n)
+                .map_err(|e| DetectError::Inference(e.to_string()))?;
+            for b in 0..chunk.len() {
+                let errs = (0..n)
+                    .map(|i| {
+                        let at = (b * n + i) * w + (w - 1);
+                        let d = f64::from(batch[at]) - f64::from(recon[at]);
+                        d * d
+                    })
+                    .collect();
+                out.push(errs);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Detector for UniadDetector {
+    fn name(&self) -> &'static str {
+        "uniad"
+    }
+
+    fn score(&mut self, batch: &[EntityView<'_>]) -> Vec<Result<Scores, DetectError>> {
+        let mut results: Vec<Result<Scores, DetectError>> =
+            (0..batch.len()).map(|_| Err(DetectError::NoData)).collect();
+        let mut by_n: HashMap<usize, Vec<Prepared>> = HashMap::new();
+        for (i, view) in batch.iter().enumerate() {
+            match self.prepare(i, view) {
+                Ok(p) => by_n.entry(p.metrics.len()).or_default().push(p),
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        let mut groups: Vec<_> = by_n.into_iter().collect();
+        groups.sort_by_key(|(n, _)| *n);
+        for (n, prepared) in groups {
+            let refs: Vec<&Prepared> = prepared.iter().collect();
+            let errors = match self.last_step_errors(&refs, n) {
+                Ok(e) => e,
+                Err(e) => {
+                    for p in &prepared {
+                        results[p.index] = Err(e.clone());
+                    }
+                    continue;
+                }
+            };
+            for (p, errs) in prepared.iter().zip(errors) {
+                let view = &batch[p.index];
+                let count = errs.len() as f64;
+                let raw = errs.iter().sum::<f64>() / count;
+                let mut metrics: SmallVec<[MetricScore; 8]> = (0..view.metric_count())
+                    .map(|_| MetricScore {
+                        contribution: f64::NAN,
+                        ..MetricScore::default()
+                    })
+                    .collect();
+                for (&m, e) in p.metrics.iter().zip(&errs) {
+                    metrics[m].contribution = e / count;
+                }
+                let spot = self.thresholds.entry(view.key.to_string()).or_default();
+                let threshold = spot.observe(raw, &self.options.threshold);
+                results[p.index] = Ok(Scores {
+                    anomaly_score: raw / threshold,
+                    raw,
+                    threshold,
+                    metrics,
+                });
+            }
+        }
+        results
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.thresholds.remove(key);
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        serde_json::json!({
+            "version": SNAPSHOT_VERSION,
+            "thresholds": self.thresholds,
+        })
+    }
+
+    fn restore(&mut self, snapshot: Snapshot) -> Result<(), String> {
+        #[derive(Deserialize)]
+        struct Stored {
+            version: u64,
+            thresholds: HashMap<String, Spot>,
+        }
+        let stored: Stored =
+            serde_json::from_value(snapshot).map_err(|e| format!("uniad snapshot: {e}"))?;
+        if stored.version != SNAPSHOT_VERSION {
+            return Err(format!(
+                "uniad snapshot version {} is not supported (expected {SNAPSHOT_VERSION})",
+                stored.version
+            ));
+        }
+        self.thresholds = stored.thresholds;
+        Ok(())
+    }
+}

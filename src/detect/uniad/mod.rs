@@ -1,0 +1,30 @@
+//! Uni-AD: one shared Transformer autoencoder for every entity of a group.
+//!
+//! Uni-AD (He, Chen, Huang; `papers/uniad-model-sharing.md`) reconstructs an entity's
+//! last `W` points of each metric, one token per metric, with no positional encoding:
+//! the same model serves every entity, whatever its number of metrics, including
+//! entities created after training. The score at the last step is eq. 7 of the paper,
+//! `s_t = 1/|M| Σ_i (X[i,t] − X'[i,t])²`, and its terms are the per-metric
+//! contributions ("which metric"). Each entity's score is compared with its own
+//! streaming peaks-over-threshold threshold (SPOT, 3-sigma during warm-up), and
+//! `anomaly_score = s_t / threshold`.
+//!
+//! | file | owns |
+//! |---|---|
+//! | `detector.rs` | [`UniadDetector`], [`UniadOptions`]: normalisation, batching entities by metric count, eq. 7, thresholds, snapshot |
+//! | `model.rs` | [`UniadModel`]: loading, checking and running the ONNX model with tract (the only tract import) |
+//! | `spot.rs` | [`Spot`]: the per-entity streaming threshold |
+//!
+//! Training, export and golden vectors live in `models/train/uniad/` (Python); the
+//! shipped model is `models/uniad.onnx` with its card `models/uniad.md`.
+//! Nothing here does I/O except reading the model file at construction.
+
+mod detector;
+mod model;
+mod spot;
+#[cfg(test)]
+mod tests;
+
+pub use detector::{UniadDetector, UniadOptions};
+pub use model::{ModelError, PlanMode, UniadModel};
+pub use spot::{Spot, SpotOptions};

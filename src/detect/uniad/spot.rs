@@ -1,0 +1,278 @@
+//! Streaming peaks-over-threshold (SPOT, Siffer et al., KDD'17) for one entity.
+//!
+//! During warm-up (the first [`SpotOptions::calibration`] scores) the threshold is
+//! the 3-sigma rule of the paper (`mean + 3 sd` of the scores seen so far, never
+//! below [`SpotOptions::initial_threshold`] until two scores exist). Once the
+//! calibration set is full, SPOT takes over: an initial threshold `t` is the
+//! [`SpotOptions::level`] quantile of the calibration scores, the excesses over `t`
+//! are fitted with a generalised Pareto distribution (GPD), and the alarm
+//! threshold is the quantile `z_q` with tail probability [`SpotOptions::risk`]:
+//!
+//! `z_q = t + σ/γ · ((q·n / N_t)^(−γ) − 1)` (γ ≠ 0), `z_q = t − σ·ln(q·n / N_t)` (γ = 0).
+//!
+//! A score above `z_q` is an anomaly and is not learned; a score between `t` and
+//! `z_q` is a new peak: the GPD is refitted. The GPD is fitted by the method of
+//! moments (closed form, no iterations), which is what DSPOT-style streaming
+//! implementations use when Grimshaw's likelihood fit is too costly per step.
+//! Peaks are kept in a bounded queue (oldest dropped), so memory is bounded and the
+//! tail follows slow drift.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+/// Tuning of the per-entity threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpotOptions {
+    /// Tail probability of the alarm threshold (SPOT's `q`).
+    pub risk: f64,
+    /// Quantile of the calibration scores used as the peaks threshold `t`.
+    pub level: f64,
+    /// Scores collected (3-sigma threshold meanwhile) before SPOT is calibrated.
+    pub calibration: usize,
+    /// Most peaks kept for the GPD fit.
+    pub max_peaks: usize,
+    /// Threshold used before two scores exist (raw units of the detector).
+    pub initial_threshold: f64,
+    /// Lower bound of every threshold, so a perfectly reconstructed (flat) entity
+    /// does not turn rounding noise into huge `anomaly_score`s.
+    pub floor: f64,
+}
+
+impl Default for SpotOptions {
+    fn default() -> Self {
+        SpotOptions {
+            risk: 1e-3,
+            level: 0.98,
+            calibration: 128,
+            max_peaks: 512,
+            initial_threshold: 1.0,
+            floor: 1e-3,
+        }
+    }
+}
+
+/// Threshold state of one entity (serialisable for the state file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Spot {
+    /// Collecting calibration scores; 3-sigma threshold.
+    Warmup {
+        /// Scores seen so far (at most `calibration`).
+        values: Vec<f64>,
+    },
+    /// Calibrated SPOT.
+    Running {
+        /// Peaks threshold `t`.
+        t: f64,
+        /// Scores observed since calibration began (SPOT's `n`).
+        n: u64,
+        /// Excesses over `t`, oldest first.
+        peaks: VecDeque<f64>,
+        /// Alarm threshold `z_q`.
+        zq: f64,
+    },
+}
+
+impl Default for Spot {
+    fn default() -> Self {
+        Spot::Warmup { values: Vec::new() }
+    }
+}
+
+impl Spot {
+    /// The threshold the next score is compared with.
+    pub fn threshold(&self, opts: &SpotOptions) -> f64 {
+        let raw = match self {
+            Spot::Warmup { values } => three_sigma(values).unwrap_or(opts.initial_threshold),
+            Spot::Running { zq, .. } => *zq,
+        };
+        if raw.is_finite() {
+            raw.max(opts.floor)
+        } else {
+            opts.initial_threshold.max(opts.floor)
+        }
+    }
+
+    /// `true` while the 3-sigma warm-up rule is in force.
+    pub fn warming_up(&self) -> bool {
+        matches!(self, Spot::Warmup { .. })
+    }
+
+    /// Compares `x` with the current threshold, then learns from it. Returns the
+    /// threshold `x` was compared with. Non-finite scores are not learned.
+    pub fn observe(&mut self, x: f64, opts: &SpotOptions) -> f64 {
+        let threshold = self.threshold(opts);
+        if !x.is_finite() {
+            return threshold;
+        }
+        match self {
+            Spot::Warmup { values } => {
+                // Every score is kept, flagged or not: SPOT's calibration needs the
+                // untruncated distribution (dropping scores above the 3-sigma line
+                // would cut off the very tail the GPD is fitted to).
+                values.push(x);
+                if values.len() >= opts.calibration.max(8) {
+                    *self = calibrate(values, opts);
+                }
+            }
+            Spot::Running { t, n, peaks, zq } => {
+                if x > *zq {
+                    return threshold;
+                }
+                *n += 1;
+                if x > *t {
+                    peaks.push_back(x - *t);
+                    let cap = opts.max_peaks.max(1);
+                    while peaks.len() > cap {
+                        // Forget the oldest peak and the share of `n` it stood for,
+                        // so the tail rate `N_t / n` stays unbiased.
+                        peaks.pop_front();
+                        *n = (*n as f64 * cap as f64 / (cap as f64 + 1.0)).round() as u64;
+                    }
+                    *zq = quantile_gpd(*t, peaks, *n, opts.risk);
+                }
+            }
+        }
+        threshold
+    }
+}
+
+fn three_sigma(values: &[f64]) -> Option<f64> {
+    if values.len() < 2 {
+        return None;
+    }
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
+    Some(mean + 3.0 * var.sqrt())
+}
+
+fn calibrate(values: &[f64], opts: &SpotOptions) -> Spot {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let idx = ((sorted.len() as f64 - 1.0) * opts.level.clamp(0.0, 1.0)).round() as usize;
+    let t = sorted[idx.min(sorted.len() - 1)];
+    let peaks: VecDeque<f64> = values.iter().filter(|&&v| v > t).map(|v| v - t).collect();
+    let n = values.len() as u64;
+    let zq = quantile_gpd(t, &peaks, n, opts.risk);
+    Spot::Running { t, n, peaks, zq }
+}
+
+/// SPOT's alarm quantile from a method-of-moments GPD fit of the excesses.
+fn quantile_gpd(t: f64, peaks: &VecDeque<f64>, n: u64, risk: f64) -> f64 {
+    let k = peaks.len() as f64;
+    if k < 2.0 {
+        // Too few peaks for a tail fit: fall back to a margin over `t` proportional
+        // to the one excess seen (or to `t` itself).
+        let m = peaks.front().copied().unwrap_or(t.abs().max(1e-12));
+        return t + 3.0 * m;
+    }
+    let mean = peaks.iter().sum::<f64>() / k;
+    let var = peaks.iter().map(|p| (p - mean) * (p - mean)).sum::<f64>() / (k - 1.0);
+    let (gamma, sigma) = if var > 0.0 && mean > 0.0 {
+        let r = mean * mean / var;
+        // Moments exist only for γ < 1/2; clamp to keep the quantile finite.
+        ((0.5 * (1.0 - r)).clamp(-0.5, 0.45), 0.5 * mean * (r + 1.0))
+    } else {
+        (0.0, mean.max(1e-12))
+    };
+    let ratio = (risk * n as f64 / k).clamp(1e-12, 1.0);
+    if gamma.abs() < 1e-9 {
+        t - sigma * ratio.ln()
+    } else {
+        t + sigma / gamma * (ratio.powf(-gamma) - 1.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{rngs::SmallRng, Rng, SeedableRng};
+
+    fn opts() -> SpotOptions {
+        SpotOptions::default()
+    }
+
+    #[test]
+    fn warmup_uses_initial_then_three_sigma() {
+        let o = opts();
+        let mut s = Spot::default();
+        assert_eq!(s.threshold(&o), o.initial_threshold);
+        s.observe(1.0, &o);
+        s.observe(3.0, &o);
+        // mean 2, sample sd sqrt(2): 2 + 3 sqrt(2)
+        let want = 2.0 + 3.0 * 2f64.sqrt();
+        assert!((s.threshold(&o) - want).abs() < 1e-12);
+        assert!(s.warming_up());
+    }
+
+    #[test]
+    fn calibrates_after_the_calibration_count_and_thresholds_exponential_tail() {
+        let o = SpotOptions {
+            calibration: 2000,
+            risk: 1e-3,
+            ..opts()
+        };
+        let mut rng = SmallRng::seed_from_u64(3);
+        let mut s = Spot::default();
+        for _ in 0..20_000 {
+            let u: f64 = rng.gen_range(1e-12..1.0);
+            s.observe(-u.ln(), &o); // Exp(1)
+        }
+        assert!(!s.warming_up());
+        // True 1e-3 quantile of Exp(1) is ln(1000) = 6.91.
+        let th = s.threshold(&o);
+        assert!((5.5..9.0).contains(&th), "threshold {th}");
+    }
+
+    #[test]
+    fn anomalies_are_not_learned() {
+        let o = SpotOptions {
+            calibration: 200,
+            ..opts()
+        };
+        let mut rng = SmallRng::seed_from_u64(5);
+        let mut s = Spot::default();
+        for _ in 0..1000 {
+            s.observe(rng.gen_range(0.0..1.0), &o);
+        }
+        let before = s.clone();
+        let th = s.observe(1e6, &o);
+        assert!(1e6 > th);
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn floor_and_non_finite() {
+        let o = SpotOptions {
+            calibration: 16,
+            ..opts()
+        };
+        let mut s = Spot::default();
+        for _ in 0..100 {
+            s.observe(0.0, &o);
+        }
+        assert_eq!(s.threshold(&o), o.floor);
+        let before = s.clone();
+        s.observe(f64::NAN, &o);
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let o = SpotOptions {
+            calibration: 32,
+            ..opts()
+        };
+        let mut s = Spot::default();
+        for i in 0..100 {
+            s.observe((i % 7) as f64 * 0.1, &o);
+        }
+        let json = serde_json::to_string(&s).expect("serialise");
+        let back: Spot = serde_json::from_str(&json).expect("deserialise");
+        assert_eq!(back.threshold(&o), s.threshold(&o));
+        assert_eq!(back, s);
+    }
+}

@@ -1,0 +1,440 @@
+//! Tests of the shipped model (`models/uniad.onnx`) through tract and of the detector.
+//!
+//! The golden vectors (`models/golden/uniad_golden.json`) come from PyTorch
+//! (`models/train/uniad/export.py`), checked there against onnxruntime.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use serde::Deserialize;
+
+use super::*;
+use crate::detect::{DetectError, Detector, EntityView, RobustStats, Scores};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn model_path() -> PathBuf {
+    repo().join("models/uniad.onnx")
+}
+
+fn load(mode: PlanMode) -> UniadModel {
+    UniadModel::load(&model_path(), mode).expect("shipped model loads")
+}
+
+#[derive(Deserialize)]
+struct Golden {
+    w: usize,
+    tolerance: f32,
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    n: usize,
+    batch: usize,
+    input: Vec<f32>,
+    output: Vec<f32>,
+    score: Vec<f64>,
+}
+
+fn golden() -> Golden {
+    let path = repo().join("models/golden/uniad_golden.json");
+    let text = std::fs::read_to_string(&path).expect("golden file exists");
+    serde_json::from_str(&text).expect("golden file parses")
+}
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn tract_reproduces_golden_vectors_in_both_plan_modes() {
+    let g = golden();
+    assert!(g.tolerance <= TOLERANCE);
+    let ns: Vec<usize> = g.cases.iter().map(|c| c.n).collect();
+    assert_eq!(ns, [1, 3, 8, 38]);
+    for mode in [PlanMode::Symbolic, PlanMode::Bucketed] {
+        let model = load(mode);
+        assert_eq!(model.window(), g.w);
+        for case in &g.cases {
+            let got = model
+                .infer(&case.input, case.batch, case.n)
+                .expect("inference");
+            let err = max_abs(&got, &case.output);
+            assert!(
+                err <= TOLERANCE,
+                "{mode:?} n={}: max abs error {err}",
+                case.n
+            );
+            // Eq. 7 from tract's output matches PyTorch's score.
+            for b in 0..case.batch {
+                let s: f64 = (0..case.n)
+                    .map(|i| {
+                        let at = (b * case.n + i) * g.w + g.w - 1;
+                        let d = f64::from(case.input[at] - got[at]);
+                        d * d
+                    })
+                    .sum::<f64>()
+                    / case.n as f64;
+                assert!(
+                    (s - case.score[b]).abs() <= 1e-3 * case.score[b].max(1.0),
+                    "score {s} vs {}",
+                    case.score[b]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn permuting_metrics_permutes_the_reconstruction() {
+    let g = golden();
+    let case = g.cases.iter().find(|c| c.n == 8).expect("n = 8 case");
+    let (n, w) = (case.n, g.w);
+    let model = load(PlanMode::Bucketed);
+    let base = model.infer(&case.input, case.batch, n).expect("inference");
+    let perm = [5, 2, 7, 0, 3, 1, 6, 4];
+    let mut permuted = vec![0.0; case.input.len()];
+    for b in 0..case.batch {
+        for (to, &from) in perm.iter().enumerate() {
+            let src = (b * n + from) * w;
+            permuted[(b * n + to) * w..][..w].copy_from_slice(&case.input[src..src + w]);
+        }
+    }
+    let out = model.infer(&permuted, case.batch, n).expect("inference");
+    for b in 0..case.batch {
+        for (to, &from) in perm.iter().enumerate() {
+            let a = &out[(b * n + to) * w..][..w];
+            let e = &base[(b * n + from) * w..][..w];
+            assert!(max_abs(a, e) <= 1e-4, "metric {from} -> {to}");
+        }
+    }
+}
+
+#[test]
+fn any_metric_count_from_1_to_64_runs() {
+    let mut rng = SmallRng::seed_from_u64(1);
+    for mode in [PlanMode::Symbolic, PlanMode::Bucketed] {
+        let model = load(mode);
+        let w = model.window();
+        for n in 1..=64 {
+            let batch = 1 + n % 3;
+            let input: Vec<f32> = (0..batch * n * w)
+                .map(|_| rng.gen_range(-3.0..3.0))
+                .collect();
+            let out = model.infer(&input, batch, n).expect("inference");
+            assert_eq!(out.len(), input.len());
+            assert!(out.iter().all(|v| v.is_finite()), "{mode:?} n={n}");
+        }
+    }
+}
+
+#[test]
+fn bucketed_padding_does_not_change_results() {
+    let mut rng = SmallRng::seed_from_u64(2);
+    let sym = load(PlanMode::Symbolic);
+    let buck = load(PlanMode::Bucketed);
+    let w = sym.window();
+    let (batch, n) = (5, 4); // padded to 8 in bucketed mode
+    let input: Vec<f32> = (0..batch * n * w)
+        .map(|_| rng.gen_range(-3.0..3.0))
+        .collect();
+    let a = sym.infer(&input, batch, n).expect("symbolic");
+    let b = buck.infer(&input, batch, n).expect("bucketed");
+    assert!(max_abs(&a, &b) <= 1e-4);
+}
+
+#[test]
+fn wrong_input_size_is_an_error() {
+    let model = load(PlanMode::Symbolic);
+    let err = model.infer(&[0.0; 10], 1, 1).expect_err("size mismatch");
+    assert!(
+        matches!(err, ModelError::InputSize { got: 10, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_corrupt_and_wrong_shape_models_fail_at_load_with_a_clear_message() {
+    let missing = UniadModel::load(Path::new("/nonexistent/uniad.onnx"), PlanMode::Symbolic)
+        .expect_err("missing file");
+    assert!(matches!(missing, ModelError::Io { .. }));
+    assert!(
+        missing.to_string().contains("/nonexistent/uniad.onnx"),
+        "{missing}"
+    );
+
+    let bytes = std::fs::read(model_path()).expect("model bytes");
+    let name = Path::new("truncated.onnx");
+    let truncated = UniadModel::from_bytes(&bytes[..bytes.len() / 2], name, PlanMode::Symbolic)
+        .expect_err("truncated model");
+    assert!(
+        matches!(truncated, ModelError::Invalid { .. }),
+        "{truncated}"
+    );
+    assert!(truncated.to_string().contains("truncated.onnx"));
+    let garbage = UniadModel::from_bytes(b"this is not a model", name, PlanMode::Symbolic)
+        .expect_err("garbage");
+    assert!(matches!(garbage, ModelError::Invalid { .. }), "{garbage}");
+
+    // A valid ONNX model whose output is [batch, n, 32] instead of [batch, n, 64].
+    let wrong = repo().join("models/golden/uniad_wrong_shape.onnx");
+    let err = UniadModel::load(&wrong, PlanMode::Symbolic).expect_err("wrong signature");
+    assert!(matches!(err, ModelError::Signature { .. }), "{err}");
+    assert!(
+        err.to_string().contains("expected one input [batch, n, W]"),
+        "{err}"
+    );
+}
+
+// ---- the detector ----
+
+/// Owns the buffers an [`EntityView`] borrows.
+struct Entity {
+    key: String,
+    names: Vec<String>,
+    rows: Vec<Vec<f64>>,
+    stats: Vec<RobustStats>,
+}
+
+impl Entity {
+    /// `n` noisy sine metrics with different phases, `len` points.
+    fn new(key: &str, n: usize, len: usize, seed: u64) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let rows: Vec<Vec<f64>> = (0..n)
+            .map(|i| {
+                (0..len)
+                    .map(|t| {
+                        let phase = i as f64 * 0.7;
+                        10.0 + 3.0 * (t as f64 * std::f64::consts::TAU / 48.0 + phase).sin()
+                            + rng.gen_range(-0.2..0.2)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut e = Entity {
+            key: key.into(),
+            names: (0..n).map(|i| format!("m{i}")).collect(),
+            rows,
+            stats: vec![],
+        };
+        e.refit();
+        e
+    }
+
+    fn refit(&mut self) {
+        let mut scratch = Vec::new();
+        self.stats = self
+            .rows
+            .iter()
+            .map(|r| RobustStats::fit(r, &mut scratch).unwrap_or(RobustStats::IDENTITY))
+            .collect();
+    }
+
+    fn with<R>(&self, f: impl FnOnce(EntityView<'_>) -> R) -> R {
+        let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
+        let rows: Vec<&[f64]> = self.rows.iter().map(Vec::as_slice).collect();
+        f(EntityView {
+            key: &self.key,
+            metric_names: &names,
+            rows: &rows,
+            stats: &self.stats,
+            end_ms: 0,
+            step_ms: 15_000,
+        })
+    }
+}
+
+fn detector() -> UniadDetector {
+    UniadDetector::new(UniadOptions::new(model_path())).expect("detector")
+}
+
+fn score_one(d: &mut UniadDetector, e: &Entity) -> Result<Scores, DetectError> {
+    e.with(|v| d.score(&[v]).remove(0))
+}
+
+#[test]
+fn options_deserialise_strictly_and_validate() {
+    let ok: UniadOptions = serde_json::from_str(
+        r#"{"model": "m.onnx", "plan": "symbolic", "threshold": {"risk": 0.01}}"#,
+    )
+    .expect("valid options");
+    assert_eq!(ok.plan, PlanMode::Symbolic);
+    assert_eq!(ok.threshold.risk, 0.01);
+    assert_eq!(ok.max_batch, 512);
+    assert!(ok.validate().is_ok());
+    assert!(serde_json::from_str::<UniadOptions>(r#"{"model": "m.onnx", "bogus": 1}"#).is_err());
+    let mut bad = ok.clone();
+    bad.threshold.risk = 2.0;
+    assert!(bad.validate().unwrap_err().contains("risk"));
+}
+
+#[test]
+fn score_contract_threshold_and_contributions() {
+    let mut d = detector();
+    let e = Entity::new("a", 5, 200, 1);
+    let s = score_one(&mut d, &e).expect("scores");
+    assert_eq!(s.metrics.len(), 5);
+    assert!(s.threshold > 0.0);
+    assert!((s.anomaly_score * s.threshold - s.raw).abs() <= 1e-12 * s.raw.max(1.0));
+    let sum: f64 = s.metrics.iter().map(|m| m.contribution).sum();
+    assert!(
+        (sum - s.raw).abs() <= 1e-9,
+        "contributions sum {sum} vs raw {}",
+        s.raw
+    );
+    // Same input, fresh detector: same output.
+    let again = score_one(&mut detector(), &e).expect("scores");
+    assert_eq!(again, s);
+}
+
+#[test]
+fn a_spike_on_one_metric_raises_the_score_and_points_at_it() {
+    let mut d = detector();
+    let normal = Entity::new("b", 6, 300, 2);
+    let calm = score_one(&mut d, &normal).expect("scores");
+    let mut spiked = Entity::new("b", 6, 300, 2);
+    let last = spiked.rows[3].len() - 1;
+    spiked.rows[3][last] += 30.0; // ~14 robust sigmas
+    let hot = score_one(&mut detector(), &spiked).expect("scores");
+    assert!(
+        hot.raw > 10.0 * calm.raw,
+        "spike raw {} vs calm {}",
+        hot.raw,
+        calm.raw
+    );
+    let top = hot
+        .metrics
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.contribution.total_cmp(&b.1.contribution))
+        .map(|(i, _)| i);
+    assert_eq!(top, Some(3));
+    assert!(hot.is_anomalous());
+}
+
+#[test]
+fn permuting_an_entitys_metrics_permutes_contributions_and_keeps_the_score() {
+    let e = Entity::new("c", 7, 200, 3);
+    let mut p = Entity::new("c", 7, 200, 3);
+    let perm = [6, 0, 5, 1, 4, 2, 3];
+    p.rows = perm.iter().map(|&i| e.rows[i].clone()).collect();
+    p.refit();
+    let a = score_one(&mut detector(), &e).expect("scores");
+    let b = score_one(&mut detector(), &p).expect("scores");
+    assert!(
+        (a.raw - b.raw).abs() <= 1e-5 * a.raw.max(1e-3),
+        "{} vs {}",
+        a.raw,
+        b.raw
+    );
+    for (to, &from) in perm.iter().enumerate() {
+        let (x, y) = (b.metrics[to].contribution, a.metrics[from].contribution);
+        assert!(
+            (x - y).abs() <= 1e-5 * a.raw.max(1e-3),
+            "metric {from}->{to}: {x} vs {y}"
+        );
+    }
+}
+
+#[test]
+fn new_entities_of_any_metric_count_score_in_one_batch_once_they_have_a_window() {
+    let mut d = detector();
+    let w = d.model().window();
+    let short = Entity::new("short", 3, w - 1, 4);
+    let entities = [
+        Entity::new("one", 1, w, 5),
+        Entity::new("three", 3, 100, 6),
+        Entity::new("forty", 40, w, 7),
+        short,
+    ];
+    let names: Vec<Vec<&str>> = entities
+        .iter()
+        .map(|e| e.names.iter().map(String::as_str).collect())
+        .collect();
+    let rows: Vec<Vec<&[f64]>> = entities
+        .iter()
+        .map(|e| e.rows.iter().map(Vec::as_slice).collect())
+        .collect();
+    let views: Vec<EntityView<'_>> = entities
+        .iter()
+        .enumerate()
+        .map(|(i, e)| EntityView {
+            key: &e.key,
+            metric_names: &names[i],
+            rows: &rows[i],
+            stats: &e.stats,
+            end_ms: 0,
+            step_ms: 1,
+        })
+        .collect();
+    let out = d.score(&views);
+    assert_eq!(out.len(), 4);
+    for (r, n) in out.iter().zip([1, 3, 40]) {
+        let s = r.as_ref().expect("scored");
+        assert_eq!(s.metrics.len(), n);
+        assert!(s.raw.is_finite());
+    }
+    assert!(
+        matches!(out[3], Err(DetectError::WarmingUp { have, need }) if have == w - 1 && need == w)
+    );
+}
+
+#[test]
+fn metrics_without_data_are_left_out() {
+    let mut e = Entity::new("gaps", 4, 100, 8);
+    let len = e.rows[2].len();
+    for v in &mut e.rows[2][len - 70..] {
+        *v = f64::NAN;
+    }
+    e.rows[1][len - 5] = f64::NAN; // a gap, carried forward
+    let s = score_one(&mut detector(), &e).expect("scores");
+    assert!(s.metrics[2].contribution.is_nan());
+    assert!(s
+        .metrics
+        .iter()
+        .enumerate()
+        .all(|(i, m)| i == 2 || m.contribution.is_finite()));
+    for v in e.rows.iter_mut().flatten() {
+        *v = f64::NAN;
+    }
+    assert!(matches!(
+        score_one(&mut detector(), &e),
+        Err(DetectError::NoData)
+    ));
+}
+
+#[test]
+fn snapshot_restore_keeps_thresholds_and_forget_drops_them() {
+    let mut d = detector();
+    let e = Entity::new("d", 4, 300, 9);
+    for t in 0..40 {
+        let mut s = Entity::new("d", 4, 200 + t, 9);
+        s.key = e.key.clone();
+        score_one(&mut d, &s).expect("scores");
+    }
+    let snap = d.snapshot();
+    let mut restored =
+        UniadDetector::with_model(Arc::clone(d.model()), UniadOptions::new(model_path()));
+    restored.restore(snap.clone()).expect("restore");
+    let a = score_one(&mut d, &e).expect("scores");
+    let b = score_one(&mut restored, &e).expect("scores");
+    assert_eq!(a, b);
+    // A fresh detector has another (initial) threshold for the same input.
+    let fresh = score_one(&mut detector(), &e).expect("scores");
+    assert_ne!(fresh.threshold, a.threshold);
+    d.forget("d");
+    assert_eq!(d.snapshot()["thresholds"], serde_json::json!({}));
+    let mut bad = snap;
+    bad["version"] = serde_json::json!(99);
+    assert!(restored.restore(bad).unwrap_err().contains("version 99"));
+}
