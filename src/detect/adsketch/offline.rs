@@ -18,9 +18,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::affinity::{affinity_propagation, ApParams};
-use super::graph::components;
+use super::graph::{components, UnionFind};
 use super::matrix_profile::{ab_join, self_join, MatrixProfile};
-use super::pattern::PatternSet;
+use super::pattern::{Kind, PatternSet};
 use super::AdsketchError;
 
 /// Min-max scaler fitted on `T_n`, with scikit-learn's `MinMaxScaler` arithmetic
@@ -245,12 +245,46 @@ pub fn discover_scaled(
         summaries.push((mu, members.len() as u64, radius, *abnormal));
     }
     anomalous_starts.sort_unstable();
+    let mut set = PatternSet::from_clusters(m, scaler, summaries);
+    group_overlapping_abnormal(&mut set, &test_pattern, m);
     Ok(OfflineResult {
-        set: PatternSet::from_clusters(m, scaler, summaries),
+        set,
         anomalous_starts,
         test_pattern,
         candidates,
     })
+}
+
+/// Paper §3.2.2: abnormal clusters whose `T_a` members overlap in time (starts less
+/// than `m` apart) describe one issue; they get a common [`super::Pattern::group`].
+/// (Only abnormal patterns: consecutive normal subsequences overlap all the time.)
+fn group_overlapping_abnormal(set: &mut PatternSet, test_pattern: &[usize], m: usize) {
+    let abnormal = |k: usize| k < set.patterns.len() && set.patterns[k].kind == Kind::Abnormal;
+    let mut uf = UnionFind::new(set.patterns.len());
+    for (p, &a) in test_pattern.iter().enumerate() {
+        if !abnormal(a) {
+            continue;
+        }
+        for &b in test_pattern.iter().skip(p + 1).take(m.saturating_sub(1)) {
+            if b != a && abnormal(b) {
+                uf.union(a, b);
+            }
+        }
+    }
+    let n = set.patterns.len();
+    let mut smallest = vec![u64::MAX; n];
+    let mut size = vec![0usize; n];
+    for k in 0..n {
+        let r = uf.find(k);
+        smallest[r] = smallest[r].min(set.patterns[k].id);
+        size[r] += 1;
+    }
+    for k in 0..n {
+        let r = uf.find(k);
+        if size[r] > 1 {
+            set.patterns[k].group = Some(smallest[r]);
+        }
+    }
 }
 
 /// The two matrix profiles, computed on both cores when large.
@@ -323,8 +357,46 @@ mod tests {
         }
         let (_, abnormal) = r.set.counts();
         assert!(abnormal >= 1);
+        // Overlapping abnormal patterns form one issue group, and share labels.
+        let ab: Vec<u64> = r
+            .set
+            .patterns()
+            .iter()
+            .filter(|p| p.kind == Kind::Abnormal)
+            .map(|p| p.id)
+            .collect();
+        if ab.len() > 1 {
+            let mut set = r.set.clone();
+            set.set_labels(ab[0], vec!["spike".into()]).unwrap();
+            for id in &ab {
+                assert_eq!(set.get(*id).unwrap().labels, vec!["spike".to_string()]);
+            }
+        }
         // Every test subsequence has a pattern.
         assert!(r.test_pattern.iter().all(|&p| p < r.set.patterns.len()));
+    }
+
+    #[test]
+    fn overlapping_abnormal_patterns_share_an_issue_group() {
+        let mut set = PatternSet::from_clusters(
+            3,
+            Scaler::fit(&[0.0, 1.0]),
+            vec![
+                (vec![0.0; 3], 20, 0.1, false),
+                (vec![1.0; 3], 1, 0.0, true),
+                (vec![2.0; 3], 1, 0.0, true),
+                (vec![3.0; 3], 1, 0.0, true),
+            ],
+        );
+        // Starts 2 and 3 (patterns 1 and 2) overlap; pattern 3 at start 9 is 6 away.
+        let test_pattern = [0, 0, 1, 2, 0, 0, 0, 0, 0, 3, 0, 0];
+        group_overlapping_abnormal(&mut set, &test_pattern, 3);
+        let groups: Vec<Option<u64>> = set.patterns().iter().map(|p| p.group).collect();
+        assert_eq!(groups, vec![None, Some(1), Some(1), None]);
+        set.set_labels(2, vec!["disk-full".into()]).unwrap();
+        assert_eq!(set.get(1).unwrap().labels, vec!["disk-full".to_string()]);
+        assert!(set.get(0).unwrap().labels.is_empty());
+        assert!(set.get(3).unwrap().labels.is_empty());
     }
 
     #[test]

@@ -214,6 +214,7 @@ impl PatternSet {
                 labels: Vec::new(),
                 first_match_ms: now_ms,
                 last_match_ms: now_ms,
+                group: None,
             });
             return Some(found);
         }

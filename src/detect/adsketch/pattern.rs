@@ -101,6 +101,11 @@ pub struct Pattern {
     /// Last time a subsequence matched it online (ms since the epoch).
     #[serde(default)]
     pub last_match_ms: Option<i64>,
+    /// Issue group (paper §3.2.2): abnormal patterns whose member subsequences overlap
+    /// in time describe one issue and share their labels. The smallest id of the group;
+    /// `None` when the pattern stands alone.
+    #[serde(default)]
+    pub group: Option<u64>,
 }
 
 /// All patterns of one series and the state Algorithm 3 needs.
@@ -159,6 +164,7 @@ impl PatternSet {
                 labels: Vec::new(),
                 first_match_ms: None,
                 last_match_ms: None,
+                group: None,
             });
         }
         let max_of = |kind: Option<Kind>| {
@@ -239,18 +245,24 @@ impl PatternSet {
         self.patterns.iter().find(|p| p.id == id)
     }
 
-    /// Replaces the issue labels of pattern `id` after validating them.
+    /// Replaces the issue labels of pattern `id` after validating them; the other
+    /// patterns of its issue group (see [`Pattern::group`]) get the same labels.
     pub fn set_labels(&mut self, id: u64, labels: Vec<String>) -> Result<(), AdsketchError> {
         validate_labels(&labels)?;
         let p = self
             .patterns
-            .iter_mut()
+            .iter()
             .find(|p| p.id == id)
             .ok_or_else(|| AdsketchError::Param {
                 name: "pattern",
                 reason: format!("no pattern with id {id}"),
             })?;
-        p.labels = labels;
+        let group = p.group;
+        for q in &mut self.patterns {
+            if q.id == id || (group.is_some() && q.group == group) {
+                q.labels.clone_from(&labels);
+            }
+        }
         Ok(())
     }
 
@@ -430,6 +442,7 @@ mod tests {
             labels: vec![],
             first_match_ms: Some(t),
             last_match_ms: Some(t),
+            group: None,
         };
         let a = s.push(online(100)).unwrap();
         assert_eq!(a, 3);
