@@ -69,12 +69,22 @@ pub(super) fn run(args: &Args) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let labels = table.first_of(&["label", "is_anomaly"]).map(<[f64]>::to_vec);
+    let labels = table
+        .first_of(&["label", "is_anomaly"])
+        .map(<[f64]>::to_vec);
     let metric_idx: Vec<usize> = (0..table.names.len())
-        .filter(|&i| !matches!(table.names[i].as_str(), "timestamp" | "label" | "is_anomaly"))
+        .filter(|&i| {
+            !matches!(
+                table.names[i].as_str(),
+                "timestamp" | "label" | "is_anomaly"
+            )
+        })
         .collect();
     if metric_idx.is_empty() {
-        eprintln!("kpiwatch: {}: no metric column besides timestamp and label", args.input.display());
+        eprintln!(
+            "kpiwatch: {}: no metric column besides timestamp and label",
+            args.input.display()
+        );
         return ExitCode::from(EXIT_CONFIG);
     }
     let mut options = UniadOptions::new(&args.model);
@@ -92,8 +102,14 @@ pub(super) fn run(args: &Args) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let names: Vec<&str> = metric_idx.iter().map(|&i| table.names[i].as_str()).collect();
-    let columns: Vec<&[f64]> = metric_idx.iter().map(|&i| table.columns[i].as_slice()).collect();
+    let names: Vec<&str> = metric_idx
+        .iter()
+        .map(|&i| table.names[i].as_str())
+        .collect();
+    let columns: Vec<&[f64]> = metric_idx
+        .iter()
+        .map(|&i| table.columns[i].as_slice())
+        .collect();
     let rows = score_rows(&mut detector, &columns, &names, args.history.max(2));
 
     let mut out = String::from("timestamp,score,raw,threshold,flag,top_metric\n");
@@ -101,7 +117,14 @@ pub(super) fn run(args: &Args) -> ExitCode {
         match r {
             Some(r) => {
                 let score = r.raw / r.threshold;
-                let _ = writeln!(out, "{t},{score},{},{},{},{}", r.raw, r.threshold, u8::from(score > 1.0), names[r.top]);
+                let _ = writeln!(
+                    out,
+                    "{t},{score},{},{},{},{}",
+                    r.raw,
+                    r.threshold,
+                    u8::from(score > 1.0),
+                    names[r.top]
+                );
             }
             None => {
                 let _ = writeln!(out, "{t},,,,0,");
@@ -109,7 +132,11 @@ pub(super) fn run(args: &Args) -> ExitCode {
         }
     }
     print!("{out}");
-    let scored: Vec<(usize, Row)> = rows.iter().enumerate().filter_map(|(i, r)| r.map(|r| (i, r))).collect();
+    let scored: Vec<(usize, Row)> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.map(|r| (i, r)))
+        .collect();
     let flagged = scored.iter().filter(|(_, r)| r.raw > r.threshold).count();
     eprintln!(
         "{}: {} rows, {} metrics, {} scored, {} flagged",
@@ -144,14 +171,22 @@ pub(super) fn run(args: &Args) -> ExitCode {
         }
     }
     if scored.is_empty() {
-        eprintln!("kpiwatch: no row scored (the model needs {} rows)", detector.model().window());
+        eprintln!(
+            "kpiwatch: no row scored (the model needs {} rows)",
+            detector.model().window()
+        );
         return ExitCode::from(EXIT_FAILURE);
     }
     ExitCode::SUCCESS
 }
 
 /// Scores every row with the rows up to it; `None` while warming up.
-fn score_rows(detector: &mut UniadDetector, columns: &[&[f64]], names: &[&str], history: usize) -> Vec<Option<Row>> {
+fn score_rows(
+    detector: &mut UniadDetector,
+    columns: &[&[f64]],
+    names: &[&str],
+    history: usize,
+) -> Vec<Option<Row>> {
     let w = detector.model().window();
     let mut normalizers = vec![Normalizer::new(); columns.len()];
     let mut scratch = Vec::new();
@@ -172,7 +207,14 @@ fn score_rows(detector: &mut UniadDetector, columns: &[&[f64]], names: &[&str], 
                 n.stats()
             })
             .collect();
-        let view = EntityView { key: "csv", metric_names: names, rows: &slices, stats: &stats, end_ms: 0, step_ms: 1 };
+        let view = EntityView {
+            key: "csv",
+            metric_names: names,
+            rows: &slices,
+            stats: &stats,
+            end_ms: 0,
+            step_ms: 1,
+        };
         out.push(detector.score(&[view]).remove(0).ok().map(|s| {
             let top = s
                 .metrics
@@ -181,7 +223,11 @@ fn score_rows(detector: &mut UniadDetector, columns: &[&[f64]], names: &[&str], 
                 .filter(|(_, m)| m.contribution.is_finite())
                 .max_by(|a, b| a.1.contribution.total_cmp(&b.1.contribution))
                 .map_or(0, |(i, _)| i);
-            Row { raw: s.raw, threshold: s.threshold, top }
+            Row {
+                raw: s.raw,
+                threshold: s.threshold,
+                top,
+            }
         }));
     }
     out
@@ -190,11 +236,19 @@ fn score_rows(detector: &mut UniadDetector, columns: &[&[f64]], names: &[&str], 
 /// Point-wise precision, recall and F1 of flags against labels.
 fn prf(flags: &[bool], labels: &[bool]) -> (f64, f64, f64) {
     let tp = flags.iter().zip(labels).filter(|(f, l)| **f && **l).count() as f64;
-    let fp = flags.iter().zip(labels).filter(|(f, l)| **f && !**l).count() as f64;
+    let fp = flags
+        .iter()
+        .zip(labels)
+        .filter(|(f, l)| **f && !**l)
+        .count() as f64;
     let pos = labels.iter().filter(|l| **l).count() as f64;
     let p = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
     let r = if pos > 0.0 { tp / pos } else { 0.0 };
-    let f = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+    let f = if p + r > 0.0 {
+        2.0 * p * r / (p + r)
+    } else {
+        0.0
+    };
     (p, r, f)
 }
 
@@ -242,7 +296,10 @@ fn best_f1(scores: &[f64], labels: &[bool], point_adjusted: bool) -> f64 {
             i += 1;
         }
         if point_adjusted {
-            let max = scores[start..i].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let max = scores[start..i]
+                .iter()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
             events.push((max, (i - start) as f64, 0.0));
         } else {
             events.extend(scores[start..i].iter().map(|&s| (s, 1.0, 0.0)));
@@ -271,16 +328,26 @@ fn best_f1(scores: &[f64], labels: &[bool], point_adjusted: bool) -> f64 {
 
 /// An SVG with the metrics (robust-z-scored, clipped) above and the anomaly score
 /// (raw / threshold, log scale, line at 1.0) below; labels shaded, flags in red.
-fn plot_svg(names: &[&str], columns: &[&[f64]], labels: Option<&[f64]>, rows: &[Option<Row>]) -> String {
+fn plot_svg(
+    names: &[&str],
+    columns: &[&[f64]],
+    labels: Option<&[f64]>,
+    rows: &[Option<Row>],
+) -> String {
     const WIDTH: f64 = 1200.0;
     const PANEL: f64 = 220.0;
     const PAD: f64 = 40.0;
-    const COLORS: [&str; 8] = ["#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
+    const COLORS: [&str; 8] = [
+        "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    ];
     let len = rows.len().max(2);
     let x = |i: usize| PAD + (WIDTH - 2.0 * PAD) * i as f64 / (len - 1) as f64;
     let height = 2.0 * PANEL + 3.0 * PAD;
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     if let Some(labels) = labels {
         let mut i = 0;
@@ -291,31 +358,70 @@ fn plot_svg(names: &[&str], columns: &[&[f64]], labels: Option<&[f64]>, rows: &[
                     i += 1;
                 }
                 let (a, b) = (x(start), x(i.saturating_sub(1)).max(x(start) + 1.0));
-                let _ = writeln!(s, r#"<rect x="{a:.1}" y="{PAD}" width="{:.1}" height="{:.1}" fill="#ffd8d8"/>"#, b - a, 2.0 * PANEL + PAD);
+                let _ = writeln!(s, r##"<rect x="{a:.1}" y="{PAD}" width="{:.1}" height="{:.1}" fill="#ffd8d8"/>"##, b - a, 2.0 * PANEL + PAD);
             }
             i += 1;
         }
     }
     // Metrics panel.
     let top = PAD;
-    let _ = writeln!(s, r#"<text x="{PAD}" y="{:.1}">metrics (robust z, clipped to ±8): {}</text>"#, top - 8.0, xml_escape(&names.join(", ")));
+    let _ = writeln!(
+        s,
+        r#"<text x="{PAD}" y="{:.1}">metrics (robust z, clipped to ±8): {}</text>"#,
+        top - 8.0,
+        xml_escape(&names.join(", "))
+    );
     let mut scratch = Vec::new();
     for (k, col) in columns.iter().enumerate().take(COLORS.len()) {
-        let stats = crate::normalize::RobustStats::fit(col, &mut scratch).unwrap_or(crate::normalize::RobustStats::IDENTITY);
+        let stats = crate::normalize::RobustStats::fit(col, &mut scratch)
+            .unwrap_or(crate::normalize::RobustStats::IDENTITY);
         let y = |v: f64| top + PANEL / 2.0 - stats.z(v).clamp(-8.0, 8.0) / 16.0 * PANEL;
-        let pts: Vec<String> = col.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| format!("{:.1},{:.1}", x(i), y(v))).collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{}" stroke-width="1" points="{}"/>"#, COLORS[k], pts.join(" "));
+        let pts: Vec<String> = col
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(i, &v)| format!("{:.1},{:.1}", x(i), y(v)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{}" stroke-width="1" points="{}"/>"#,
+            COLORS[k],
+            pts.join(" ")
+        );
     }
     // Score panel, log10 from 0.01 to 100.
     let top = 2.0 * PAD + PANEL;
     let y = |v: f64| top + PANEL - (v.max(1e-2).min(1e2).log10() + 2.0) / 4.0 * PANEL;
-    let _ = writeln!(s, r#"<text x="{PAD}" y="{:.1}">anomaly score = raw / threshold (log scale, 0.01 to 100); red = flagged</text>"#, top - 8.0);
-    let _ = writeln!(s, r#"<line x1="{PAD}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="black" stroke-dasharray="4 3"/>"#, WIDTH - PAD, y(1.0), y(1.0));
-    let pts: Vec<String> = rows.iter().enumerate().filter_map(|(i, r)| r.map(|r| format!("{:.1},{:.1}", x(i), y(r.raw / r.threshold)))).collect();
-    let _ = writeln!(s, r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1" points="{}"/>"##, pts.join(" "));
+    let _ = writeln!(
+        s,
+        r#"<text x="{PAD}" y="{:.1}">anomaly score = raw / threshold (log scale, 0.01 to 100); red = flagged</text>"#,
+        top - 8.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<line x1="{PAD}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="black" stroke-dasharray="4 3"/>"#,
+        WIDTH - PAD,
+        y(1.0),
+        y(1.0)
+    );
+    let pts: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.map(|r| format!("{:.1},{:.1}", x(i), y(r.raw / r.threshold))))
+        .collect();
+    let _ = writeln!(
+        s,
+        r##"<polyline fill="none" stroke="#1f77b4" stroke-width="1" points="{}"/>"##,
+        pts.join(" ")
+    );
     for (i, r) in rows.iter().enumerate() {
         if let Some(r) = r.filter(|r| r.raw > r.threshold) {
-            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="red"/>"#, x(i), y(r.raw / r.threshold));
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="2.5" fill="red"/>"#,
+                x(i),
+                y(r.raw / r.threshold)
+            );
         }
     }
     s.push_str("</svg>\n");
@@ -323,7 +429,9 @@ fn plot_svg(names: &[&str], columns: &[&[f64]], labels: Option<&[f64]>, rows: &[
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -363,8 +471,12 @@ mod tests {
     fn scores_a_csv_entity_and_flags_a_late_spike() {
         let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/uniad.onnx");
         let mut d = UniadDetector::new(UniadOptions::new(model)).expect("model");
-        let a: Vec<f64> = (0..400).map(|t| 50.0 + 10.0 * (t as f64 / 24.0 * std::f64::consts::TAU).sin()).collect();
-        let mut b: Vec<f64> = (0..400).map(|t| 5.0 + ((t * 7919) % 13) as f64 * 0.1).collect();
+        let a: Vec<f64> = (0..400)
+            .map(|t| 50.0 + 10.0 * (t as f64 / 24.0 * std::f64::consts::TAU).sin())
+            .collect();
+        let mut b: Vec<f64> = (0..400)
+            .map(|t| 5.0 + ((t * 7919) % 13) as f64 * 0.1)
+            .collect();
         b[350] = 40.0;
         let rows = score_rows(&mut d, &[&a, &b], &["a", "b"], 256);
         assert!(rows[..63].iter().all(Option::is_none));

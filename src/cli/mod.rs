@@ -8,6 +8,7 @@
 mod check;
 pub mod regress;
 mod detect_adsketch;
+mod detect_uniad;
 mod detect_zscore;
 
 use std::path::PathBuf;
@@ -85,6 +86,8 @@ pub enum DetectCommand {
     Zscore(detect_zscore::Args),
     /// ADSketch patterns: learn on --train/--test, match --online (see `detect adsketch --help`).
     Adsketch(detect_adsketch::Args),
+    /// Uni-AD (shared ONNX model) on a CSV entity (`timestamp` + metric columns [+ `label`]).
+    Uniad(detect_uniad::Args),
 }
 
 /// Initialises tracing; `Err` describes a bad filter.
@@ -120,6 +123,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Detect(DetectCommand::Zscore(args)) => detect_zscore::run(&args),
         Command::Detect(DetectCommand::Adsketch(args)) => detect_adsketch::run(&args),
+        Command::Detect(DetectCommand::Uniad(args)) => detect_uniad::run(&args),
         Command::Regress(args) => regress::run(&args),
     }
 }
