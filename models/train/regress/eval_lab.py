@@ -21,7 +21,8 @@ from scipy import stats
 
 import features
 from model import Siamese
-from train import KPIS, report
+import dataset
+from train import KPIS, predict, report
 
 torch.set_num_threads(1)
 COLS = {"response_time": "rt_regressed", "throughput": "tps_regressed", "success_rate": "sr_regressed"}
@@ -42,6 +43,7 @@ def main():
     ap.add_argument("--lab", default=str(pathlib.Path(__file__).resolve().parents[3] / "tests/data/lab/regress"))
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-workload", action="store_true")
+    ap.add_argument("--sim-test", default=None, help="also score this simulated split (e.g. data/test.npz)")
     args = ap.parse_args()
     lab = pathlib.Path(args.lab)
     ckpt = torch.load(pathlib.Path(args.run) / "model.pt")
@@ -76,6 +78,10 @@ def main():
     y, kpi_idx = np.array(y), np.array(kpi_idx)
     out = {"pairs": len(pairs), "kpi_pairs": len(y), "regressed": int(y.sum()), "skipped_insufficient": skipped,
            **{m: report(y, np.array(v), kpi_idx) for m, v in pred.items()}}
+    if args.sim_test:
+        te = dataset.load(pathlib.Path(args.sim_test))
+        pt = predict(model, te["b"], te["c"], nw)
+        out["simulated_test"] = report(te["label"], (pt >= 0.5).astype(int), te["kpi"])
     text = json.dumps(out, indent=1)
     print(text)
     if args.out:
