@@ -110,13 +110,13 @@ impl RegressCliError {
 
 impl RegressArgs {
     fn options(&self) -> Result<Options, RegressCliError> {
-        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+        if self.alpha.is_nan() || self.alpha <= 0.0 || self.alpha >= 1.0 {
             return Err(RegressCliError::Usage(format!(
                 "--alpha must be in (0, 1), got {}",
                 self.alpha
             )));
         }
-        if !(self.threshold > 0.0 && self.threshold < 1.0) {
+        if self.threshold.is_nan() || self.threshold <= 0.0 || self.threshold >= 1.0 {
             return Err(RegressCliError::Usage(format!(
                 "--threshold must be in (0, 1), got {}",
                 self.threshold
