@@ -52,6 +52,8 @@ def main() -> None:
     ap.add_argument("--ckpt", type=Path, default=Path(__file__).parent / "uniad.pt")
     ap.add_argument("--no-tract", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--cargo-profile", default="bench",
+                    help="cargo profile for the tract bench (bench = release; dev = quick indicative run)")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -77,13 +79,14 @@ def main() -> None:
 
     if not args.no_tract:
         env = dict(os.environ)
-        subprocess.run(["cargo", "bench", "--bench", "uniad", "--", "--warm-up-time", "1",
+        subprocess.run(["cargo", "bench", "--profile", args.cargo_profile, "--bench", "uniad", "--", "--warm-up-time", "1",
                         "--measurement-time", "3"], cwd=REPO, check=True, env=env)
         for n in NS:
             for b in BATCHES:
                 row = results[f"n{n}_b{b}"]
                 for mode in ("symbolic", "bucketed"):
-                    est = REPO / "target" / "criterion" / f"uniad_n{n}" / f"tract_{mode}" / str(b) / "new" / "estimates.json"
+                    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+                    est = target / "criterion" / f"uniad_n{n}" / f"tract_{mode}" / str(b) / "new" / "estimates.json"
                     mean_ns = json.loads(est.read_text())["mean"]["point_estimate"]
                     row[f"tract_{mode}_us"] = mean_ns / b / 1e3
         print("\n| N | batch | tract symbolic | tract bucketed | onnxruntime | torch eager | best tract / ort |")
