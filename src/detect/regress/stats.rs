@@ -64,13 +64,6 @@ fn sorted(x: &[f64]) -> Vec<f64> {
     v
 }
 
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
-}
-
 /// Two-sample, two-sided Kolmogorov–Smirnov test.
 pub fn ks_2samp(x: &[f64], y: &[f64]) -> Result<TestResult, StatsError> {
     check(x, y)?;
