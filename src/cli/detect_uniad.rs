@@ -391,7 +391,7 @@ fn plot_svg(
     }
     // Score panel, log10 from 0.01 to 100.
     let top = 2.0 * PAD + PANEL;
-    let y = |v: f64| top + PANEL - (v.max(1e-2).min(1e2).log10() + 2.0) / 4.0 * PANEL;
+    let y = |v: f64| top + PANEL - (v.clamp(1e-2, 1e2).log10() + 2.0) / 4.0 * PANEL;
     let _ = writeln!(
         s,
         r#"<text x="{PAD}" y="{:.1}">anomaly score = raw / threshold (log scale, 0.01 to 100); red = flagged</text>"#,
