@@ -27,14 +27,20 @@ const METRICS: usize = 8;
 const CYCLES: i64 = 20;
 
 fn serve_fake() -> ! {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let names: Vec<String> = (0..ENTITIES).map(|i| format!("host-{i:04}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let fake = fake_prometheus::FakePrometheus::start(&refs).await;
         fake.with(|s| {
             s.value = |inst, ts| {
-                let h = inst.bytes().fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
+                let h = inst
+                    .bytes()
+                    .fold(0u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
                 ((ts / 15_000) as u64 ^ h) as f64 % 97.0
             }
         });
@@ -47,11 +53,27 @@ fn serve_fake() -> ! {
 /// (user + system CPU seconds, peak RSS bytes) of this process, from /proc.
 fn usage() -> (f64, u64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name.
-    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = fields
+        .get(11)
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let hwm_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()).unwrap_or(0);
+    let hwm_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
     (ticks / 100.0, hwm_kb * 1024)
 }
 
@@ -62,12 +84,20 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list; nothing to list.
     }
-    let mut child = Command::new(std::env::current_exe().unwrap()).env("KPIWATCH_BENCH_FAKE", "1").stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env("KPIWATCH_BENCH_FAKE", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let port: u16 = line.trim().parse().expect("fake Prometheus port");
 
-    let metrics: String = (0..METRICS).map(|i| format!("      m{i}: q{i}\n")).collect();
+    let metrics: String = (0..METRICS)
+        .map(|i| format!("      m{i}: q{i}\n"))
+        .collect();
     let yaml = format!(
         "prometheus: {{url: 'http://127.0.0.1:{port}', timeout: 30s, max_concurrency: 8, max_response_bytes: 536870912}}\ngroups:\n  - name: bench\n    interval: 30s\n    step: 15s\n    window: 64\n    entity_labels: [instance]\n    metrics:\n{metrics}    detectors: {{zscore: {{}}}}\n"
     );
@@ -76,7 +106,12 @@ fn main() {
     std::fs::write(&path, yaml).unwrap();
     let cfg = kpiwatch::config::load(&path).unwrap();
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).max_blocking_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let registry = prometheus::Registry::new();
     let telemetry = Telemetry::new(SelfMetrics::new(&registry).unwrap());
     let ctx = CycleContext {
@@ -86,7 +121,11 @@ fn main() {
         ready: Arc::new(AtomicBool::new(false)),
     };
     let g = cfg.groups[0].clone();
-    let mut runner = GroupRunner::new(g.clone(), ShardFilter(cfg.shard.clone()), build_detectors(&g.detectors).unwrap());
+    let mut runner = GroupRunner::new(
+        g.clone(),
+        ShardFilter(cfg.shard.clone()),
+        build_detectors(&g.detectors).unwrap(),
+    );
     let t0 = 1_700_000_000_000i64;
 
     let (cpu0, _) = usage();

@@ -42,11 +42,13 @@ pub fn build_detectors(cfg: &DetectorsConfig) -> anyhow::Result<Vec<Box<dyn Dete
         out.push(Box::new(ZscoreDetector::new(z.clone())));
     }
     if let Some(a) = &cfg.adsketch {
-        let d = AdsketchDetector::new(a.clone()).map_err(|e| anyhow::anyhow!("detectors.adsketch: {e}"))?;
+        let d = AdsketchDetector::new(a.clone())
+            .map_err(|e| anyhow::anyhow!("detectors.adsketch: {e}"))?;
         out.push(Box::new(d));
     }
     if let Some(u) = &cfg.uniad {
-        let d = UniadDetector::new(u.clone()).map_err(|e| anyhow::anyhow!("detectors.uniad: {e}"))?;
+        let d =
+            UniadDetector::new(u.clone()).map_err(|e| anyhow::anyhow!("detectors.uniad: {e}"))?;
         out.push(Box::new(d));
     }
     Ok(out)
@@ -80,11 +82,18 @@ struct Agent {
 /// Runs the agent until SIGTERM/SIGINT. `config` was loaded from `config_path`.
 pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let registry = Registry::new();
-    let telemetry = Telemetry::new(SelfMetrics::new(&registry).context("registering self-metrics")?);
+    let telemetry =
+        Telemetry::new(SelfMetrics::new(&registry).context("registering self-metrics")?);
     let scores = Arc::new(ScoreBoard::new());
     let ready = Arc::new(AtomicBool::new(false));
-    let client = Client::new(&config.prometheus, telemetry.clone()).context("setting up the Prometheus client")?;
-    let ctx = CycleContext { client: Arc::new(client), scores: scores.clone(), telemetry: telemetry.clone(), ready: ready.clone() };
+    let client = Client::new(&config.prometheus, telemetry.clone())
+        .context("setting up the Prometheus client")?;
+    let ctx = CycleContext {
+        client: Arc::new(client),
+        scores: scores.clone(),
+        telemetry: telemetry.clone(),
+        ready: ready.clone(),
+    };
 
     let restored = restore_state(config.state_dir.as_deref());
     let mut runners = Vec::new();
@@ -97,9 +106,18 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     }
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
-    let admin = Admin { registry, scores, ready, reload: Some(reload_tx) };
-    let server = AdminServer::start(config.listen, admin)
-        .with_context(|| format!("cannot listen on {} (server.listen in {})", config.listen, config.source))?;
+    let admin = Admin {
+        registry,
+        scores,
+        ready,
+        reload: Some(reload_tx),
+    };
+    let server = AdminServer::start(config.listen, admin).with_context(|| {
+        format!(
+            "cannot listen on {} (server.listen in {})",
+            config.listen, config.source
+        )
+    })?;
     info!(
         listen = %server.local_addr(),
         prometheus = %config.prometheus.url,
@@ -111,12 +129,18 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         info!(group = %g.name, interval = %config::format_duration(g.interval), step = %config::format_duration(g.step), window = g.window, metrics = g.metrics.len(), "Group configured.");
     }
 
-    let mut agent = Agent { config_path, config, ctx, groups: Vec::new() };
+    let mut agent = Agent {
+        config_path,
+        config,
+        ctx,
+        groups: Vec::new(),
+    };
     for r in runners {
         agent.spawn(r);
     }
 
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let mut save_timer = tokio::time::interval(agent.config.state_save_interval);
     save_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
     save_timer.tick().await; // the first tick is immediate; nothing learned yet
@@ -159,7 +183,9 @@ async fn shutdown_signal() -> &'static str {
 }
 
 fn restore_state(dir: Option<&Path>) -> State {
-    let Some(dir) = dir else { return State::default() };
+    let Some(dir) = dir else {
+        return State::default();
+    };
     match state::load(dir) {
         Ok(Some(s)) => {
             info!(path = %state::path_in(dir).display(), groups = s.groups.len(), "State restored.");
@@ -181,8 +207,13 @@ fn restore_state(dir: Option<&Path>) -> State {
 }
 
 fn build_runner(g: &GroupConfig, config: &Config) -> anyhow::Result<GroupRunner> {
-    let detectors = build_detectors(&g.detectors).with_context(|| format!("group {:?} in {}", g.name, config.source))?;
-    Ok(GroupRunner::new(g.clone(), ShardFilter(config.shard.clone()), detectors))
+    let detectors = build_detectors(&g.detectors)
+        .with_context(|| format!("group {:?} in {}", g.name, config.source))?;
+    Ok(GroupRunner::new(
+        g.clone(),
+        ShardFilter(config.shard.clone()),
+        detectors,
+    ))
 }
 
 impl Agent {
@@ -191,7 +222,12 @@ impl Agent {
         let (snap_tx, snap_rx) = mpsc::channel(1);
         let name = runner.config().name.clone();
         let task = tokio::spawn(group_loop(runner, self.ctx.clone(), stop_rx, snap_rx));
-        self.groups.push(RunningGroup { name, stop: stop_tx, snapshot: snap_tx, task });
+        self.groups.push(RunningGroup {
+            name,
+            stop: stop_tx,
+            snapshot: snap_tx,
+            task,
+        });
     }
 
     /// Stops every group loop (after its current cycle) and returns the runners.
@@ -202,7 +238,9 @@ impl Agent {
             match tokio::time::timeout(SHUTDOWN_GRACE, g.task).await {
                 Ok(Ok(r)) => runners.push(r),
                 Ok(Err(e)) => warn!(group = %g.name, error = %e, "Group loop ended abnormally."),
-                Err(_) => warn!(group = %g.name, grace_s = SHUTDOWN_GRACE.as_secs(), "Group still busy after the grace period; its latest state is not saved."),
+                Err(_) => {
+                    warn!(group = %g.name, grace_s = SHUTDOWN_GRACE.as_secs(), "Group still busy after the grace period; its latest state is not saved.")
+                }
             }
         }
         runners
@@ -222,7 +260,9 @@ impl Agent {
     }
 
     async fn save_state(&self) {
-        let Some(dir) = self.config.state_dir.clone() else { return };
+        let Some(dir) = self.config.state_dir.clone() else {
+            return;
+        };
         let state = self.collect_state().await;
         write_state(&dir, state, &self.ctx.telemetry).await;
     }
@@ -267,7 +307,12 @@ impl Agent {
             warn!(old = %self.config.listen, new = %new.listen, "server.listen changes only on restart.");
         }
         let same_shard = new.shard == self.config.shard;
-        let old: HashMap<String, GroupRunner> = self.stop_groups().await.into_iter().map(|r| (r.config().name.clone(), r)).collect();
+        let old: HashMap<String, GroupRunner> = self
+            .stop_groups()
+            .await
+            .into_iter()
+            .map(|r| (r.config().name.clone(), r))
+            .collect();
         self.ctx.client = client;
         let mut old = old;
         for g in &new.groups {
@@ -291,7 +336,9 @@ impl Agent {
 
     async fn shutdown(&mut self) {
         let runners = self.stop_groups().await;
-        let Some(dir) = self.config.state_dir.clone() else { return };
+        let Some(dir) = self.config.state_dir.clone() else {
+            return;
+        };
         let mut state = State::default();
         for r in &runners {
             state.groups.insert(r.config().name.clone(), r.snapshots());
@@ -312,7 +359,12 @@ async fn write_state(dir: &Path, state: State, telemetry: &crate::telemetry::Tel
 
 /// A group's loop: one cycle per tick, never two at once. Ticks missed while a cycle
 /// runs are skipped and counted as overruns.
-async fn group_loop(mut runner: GroupRunner, ctx: CycleContext, mut stop: watch::Receiver<bool>, mut snapshots: mpsc::Receiver<SnapshotReply>) -> GroupRunner {
+async fn group_loop(
+    mut runner: GroupRunner,
+    ctx: CycleContext,
+    mut stop: watch::Receiver<bool>,
+    mut snapshots: mpsc::Receiver<SnapshotReply>,
+) -> GroupRunner {
     let interval = runner.config().interval;
     let name = runner.config().name.clone();
     let mut ticker = tokio::time::interval(interval);

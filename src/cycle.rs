@@ -48,7 +48,10 @@ impl std::fmt::Debug for GroupRunner {
         f.debug_struct("GroupRunner")
             .field("group", &self.cfg.name)
             .field("entities", &self.store.entity_count())
-            .field("detectors", &self.detectors.iter().map(|d| d.name()).collect::<Vec<_>>())
+            .field(
+                "detectors",
+                &self.detectors.iter().map(|d| d.name()).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -66,7 +69,12 @@ impl GroupRunner {
     /// A runner with an empty store.
     pub fn new(cfg: GroupConfig, shard: ShardFilter, detectors: Vec<Box<dyn Detector>>) -> Self {
         let store = GroupStore::new(StoreConfig::from_group(&cfg, shard));
-        GroupRunner { cfg, store, detectors, labels: HashMap::new() }
+        GroupRunner {
+            cfg,
+            store,
+            detectors,
+            labels: HashMap::new(),
+        }
     }
 
     /// The group's config.
@@ -112,7 +120,8 @@ impl GroupRunner {
         if !ok {
             self.store.abandon_cycle();
             counts.stale = counts.entities;
-            ctx.telemetry.cycle_finished(&self.cfg.name, started.elapsed(), false, counts);
+            ctx.telemetry
+                .cycle_finished(&self.cfg.name, started.elapsed(), false, counts);
             return (self, CycleResult::QueryFailed);
         }
         let end = self.store.aligned_end(now_ms);
@@ -143,7 +152,8 @@ impl GroupRunner {
         counts.stale = counts.entities.saturating_sub(fresh_count(&this, now_ms));
         counts.expired = outcome.expired.len();
         counts.anomalous = anomalous;
-        ctx.telemetry.cycle_finished(&this.cfg.name, started.elapsed(), true, counts);
+        ctx.telemetry
+            .cycle_finished(&this.cfg.name, started.elapsed(), true, counts);
         ctx.ready.store(true, Ordering::Release);
         (this, CycleResult::Ok)
     }
@@ -156,12 +166,22 @@ impl GroupRunner {
             .metrics
             .iter()
             .enumerate()
-            .filter_map(|(i, m)| self.store.next_range(i, now_ms).map(|r| (i, m.promql.clone(), r)))
+            .filter_map(|(i, m)| {
+                self.store
+                    .next_range(i, now_ms)
+                    .map(|r| (i, m.promql.clone(), r))
+            })
             .collect();
         let client = &ctx.client;
-        let results = futures_util::future::join_all(jobs.into_iter().map(|(i, promql, (start, end))| async move {
-            (i, end, fetch_chunked(client, &promql, start, end, step).await)
-        }))
+        let results = futures_util::future::join_all(jobs.into_iter().map(
+            |(i, promql, (start, end))| async move {
+                (
+                    i,
+                    end,
+                    fetch_chunked(client, &promql, start, end, step).await,
+                )
+            },
+        ))
         .await;
         let mut ok = true;
         for (i, end, result) in results {
@@ -174,7 +194,12 @@ impl GroupRunner {
                 }
                 Err(e) => {
                     ok = false;
-                    ctx.telemetry.query_failed(&self.cfg.name, &self.cfg.metrics[i].name, e.cause(), &e);
+                    ctx.telemetry.query_failed(
+                        &self.cfg.name,
+                        &self.cfg.metrics[i].name,
+                        e.cause(),
+                        &e,
+                    );
                 }
             }
         }
@@ -187,7 +212,8 @@ impl GroupRunner {
         for key in fresh {
             if !self.labels.contains_key(key) {
                 if let Some(e) = self.store.entity(key) {
-                    self.labels.insert(key.clone(), SeriesLabels::new(&self.cfg.name, &e.labels));
+                    self.labels
+                        .insert(key.clone(), SeriesLabels::new(&self.cfg.name, &e.labels));
                 }
             }
         }
@@ -205,7 +231,14 @@ impl GroupRunner {
                             anomalous.insert(view.key);
                         }
                         if let Some(labels) = self.labels.get(view.key) {
-                            board.publish(&self.cfg.name, view.key, labels, d.name(), view.metric_names, &s);
+                            board.publish(
+                                &self.cfg.name,
+                                view.key,
+                                labels,
+                                d.name(),
+                                view.metric_names,
+                                &s,
+                            );
                         }
                     }
                     Err(DetectError::WarmingUp { .. }) => warming += 1,
@@ -216,7 +249,15 @@ impl GroupRunner {
                     }
                 }
             }
-            telemetry.detector_ran(d.name(), started.elapsed(), &[("warming_up", warming), ("no_data", no_data), ("inference", failed)]);
+            telemetry.detector_ran(
+                d.name(),
+                started.elapsed(),
+                &[
+                    ("warming_up", warming),
+                    ("no_data", no_data),
+                    ("inference", failed),
+                ],
+            );
         }
         anomalous.len()
     }
@@ -225,11 +266,21 @@ impl GroupRunner {
 /// Entities whose last point is recent enough to count as fresh.
 fn fresh_count(runner: &GroupRunner, now_ms: i64) -> usize {
     let end = runner.store.aligned_end(now_ms);
-    runner.store.entities().filter(|(_, e)| e.end_ms == Some(end)).count()
+    runner
+        .store
+        .entities()
+        .filter(|(_, e)| e.end_ms == Some(end))
+        .count()
 }
 
 /// `query_range` split into chunks Prometheus accepts.
-async fn fetch_chunked(client: &Client, promql: &str, start: i64, end: i64, step: Duration) -> Result<Vec<QueryResult>, reader::Error> {
+async fn fetch_chunked(
+    client: &Client,
+    promql: &str,
+    start: i64,
+    end: i64,
+    step: Duration,
+) -> Result<Vec<QueryResult>, reader::Error> {
     let step_ms = step.as_millis() as i64;
     let mut parts = Vec::new();
     let mut from = start;

@@ -78,11 +78,12 @@ impl Table {
 
     /// The column named `name`, or an error naming the columns that exist.
     pub fn require(&self, name: &str) -> Result<&[f64], DatasetError> {
-        self.column(name).ok_or_else(|| DatasetError::MissingColumn {
-            path: self.path.clone(),
-            column: name.to_string(),
-            columns: self.names.join(","),
-        })
+        self.column(name)
+            .ok_or_else(|| DatasetError::MissingColumn {
+                path: self.path.clone(),
+                column: name.to_string(),
+                columns: self.names.join(","),
+            })
     }
 
     /// The first present column among `names` (e.g. `label` or `is_anomaly`).
@@ -102,7 +103,10 @@ pub fn read_csv(path: &Path) -> Result<Table, DatasetError> {
 
 /// Parses CSV text (see [`read_csv`]).
 pub fn parse_csv(text: &str, path: &Path) -> Result<Table, DatasetError> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let (_, header) = lines.next().ok_or_else(|| DatasetError::Empty {
         path: path.to_path_buf(),
     })?;
@@ -198,7 +202,10 @@ mod tests {
             &[1420070400.0, 1420070460.0, 1420070520.0]
         );
         assert!(t.column("value").unwrap()[1].is_nan());
-        assert_eq!(t.first_of(&["is_anomaly", "label"]).unwrap(), &[0.0, 1.0, 0.0]);
+        assert_eq!(
+            t.first_of(&["is_anomaly", "label"]).unwrap(),
+            &[0.0, 1.0, 0.0]
+        );
     }
 
     #[test]
@@ -208,6 +215,10 @@ mod tests {
         let e = parse_csv("a\nx\n", Path::new("d.csv")).unwrap_err();
         assert!(e.to_string().contains("\"x\" is not a number"));
         let t = parse_csv("a\n1\n", Path::new("d.csv")).unwrap();
-        assert!(t.require("b").unwrap_err().to_string().contains("columns: a"));
+        assert!(t
+            .require("b")
+            .unwrap_err()
+            .to_string()
+            .contains("columns: a"));
     }
 }

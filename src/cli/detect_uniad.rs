@@ -358,7 +358,12 @@ fn plot_svg(
                     i += 1;
                 }
                 let (a, b) = (x(start), x(i.saturating_sub(1)).max(x(start) + 1.0));
-                let _ = writeln!(s, r##"<rect x="{a:.1}" y="{PAD}" width="{:.1}" height="{:.1}" fill="#ffd8d8"/>"##, b - a, 2.0 * PANEL + PAD);
+                let _ = writeln!(
+                    s,
+                    r##"<rect x="{a:.1}" y="{PAD}" width="{:.1}" height="{:.1}" fill="#ffd8d8"/>"##,
+                    b - a,
+                    2.0 * PANEL + PAD
+                );
             }
             i += 1;
         }

@@ -38,7 +38,10 @@ pub(super) fn run(args: &Args) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let options = ZscoreOptions { threshold: args.threshold, ..ZscoreOptions::default() };
+    let options = ZscoreOptions {
+        threshold: args.threshold,
+        ..ZscoreOptions::default()
+    };
     if let Err(e) = options.validate() {
         eprintln!("kpiwatch: --threshold: {e}");
         return ExitCode::from(EXIT_CONFIG);
@@ -50,26 +53,52 @@ pub(super) fn run(args: &Args) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let labels = table.first_of(&["label", "is_anomaly"]).map(<[f64]>::to_vec);
+    let labels = table
+        .first_of(&["label", "is_anomaly"])
+        .map(<[f64]>::to_vec);
     let metric_idx: Vec<usize> = (0..table.names.len())
-        .filter(|&i| !matches!(table.names[i].as_str(), "timestamp" | "label" | "is_anomaly"))
+        .filter(|&i| {
+            !matches!(
+                table.names[i].as_str(),
+                "timestamp" | "label" | "is_anomaly"
+            )
+        })
         .collect();
     if metric_idx.is_empty() {
-        eprintln!("kpiwatch: {}: no metric column besides timestamp and label", args.input.display());
+        eprintln!(
+            "kpiwatch: {}: no metric column besides timestamp and label",
+            args.input.display()
+        );
         return ExitCode::from(EXIT_CONFIG);
     }
-    let names: Vec<&str> = metric_idx.iter().map(|&i| table.names[i].as_str()).collect();
-    let scores = score_rows(&table.columns, &metric_idx, &names, options, args.history.max(2));
+    let names: Vec<&str> = metric_idx
+        .iter()
+        .map(|&i| table.names[i].as_str())
+        .collect();
+    let scores = score_rows(
+        &table.columns,
+        &metric_idx,
+        &names,
+        options,
+        args.history.max(2),
+    );
     let mut out = String::from("timestamp,score,flag,top_metric\n");
     for (t, s) in ts.iter().zip(&scores) {
         match s {
-            Some((score, top)) => out.push_str(&format!("{t},{score},{},{}\n", u8::from(*score > 1.0), names[*top])),
+            Some((score, top)) => out.push_str(&format!(
+                "{t},{score},{},{}\n",
+                u8::from(*score > 1.0),
+                names[*top]
+            )),
             None => out.push_str(&format!("{t},NaN,0,\n")),
         }
     }
     print!("{out}");
     if let Some(labels) = labels {
-        let flags: Vec<bool> = scores.iter().map(|s| s.is_some_and(|(v, _)| v > 1.0)).collect();
+        let flags: Vec<bool> = scores
+            .iter()
+            .map(|s| s.is_some_and(|(v, _)| v > 1.0))
+            .collect();
         let (p, r, f) = precision_recall_f1(&flags, &labels);
         eprintln!("precision {p:.3} recall {r:.3} f1 {f:.3}");
     }
@@ -80,7 +109,13 @@ pub(super) fn run(args: &Args) -> ExitCode {
 }
 
 /// Scores every row with the history before it; `None` while warming up.
-fn score_rows(columns: &[Vec<f64>], idx: &[usize], names: &[&str], options: ZscoreOptions, history: usize) -> Vec<Option<(f64, usize)>> {
+fn score_rows(
+    columns: &[Vec<f64>],
+    idx: &[usize],
+    names: &[&str],
+    options: ZscoreOptions,
+    history: usize,
+) -> Vec<Option<(f64, usize)>> {
     let mut detector = ZscoreDetector::new(options);
     let mut normalizers = vec![Normalizer::new(); idx.len()];
     let mut scratch = Vec::new();
@@ -101,7 +136,14 @@ fn score_rows(columns: &[Vec<f64>], idx: &[usize], names: &[&str], options: Zsco
                 n.stats()
             })
             .collect();
-        let view = EntityView { key: "csv", metric_names: names, rows: &slices, stats: &stats, end_ms: 0, step_ms: 1 };
+        let view = EntityView {
+            key: "csv",
+            metric_names: names,
+            rows: &slices,
+            stats: &stats,
+            end_ms: 0,
+            step_ms: 1,
+        };
         out.push(detector.score(&[view]).remove(0).ok().map(|s| {
             let top = s
                 .metrics
@@ -127,9 +169,21 @@ pub(crate) fn precision_recall_f1(flags: &[bool], labels: &[f64]) -> (f64, f64, 
             _ => {}
         }
     }
-    let p = if tp + fp == 0 { 0.0 } else { tp as f64 / (tp + fp) as f64 };
-    let r = if tp + fneg == 0 { 0.0 } else { tp as f64 / (tp + fneg) as f64 };
-    let f = if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) };
+    let p = if tp + fp == 0 {
+        0.0
+    } else {
+        tp as f64 / (tp + fp) as f64
+    };
+    let r = if tp + fneg == 0 {
+        0.0
+    } else {
+        tp as f64 / (tp + fneg) as f64
+    };
+    let f = if p + r == 0.0 {
+        0.0
+    } else {
+        2.0 * p * r / (p + r)
+    };
     (p, r, f)
 }
 

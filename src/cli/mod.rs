@@ -6,10 +6,10 @@
 //! Exit codes: 0 success, 1 runtime error, 2 invalid config or usage.
 
 mod check;
-pub mod regress;
 mod detect_adsketch;
 mod detect_uniad;
 mod detect_zscore;
+pub mod regress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,12 +28,24 @@ pub const EXIT_CONFIG: u8 = 2;
 /// as kpiwatch_anomaly_score{detector,...}, where 1.0 is the threshold: alert on
 /// `kpiwatch_anomaly_score > 1`.
 #[derive(Debug, Parser)]
-#[command(name = "kpiwatch", version, propagate_version = true, max_term_width = 100)]
-#[command(after_help = "Examples:\n  kpiwatch check-config config/kpiwatch.example.yaml\n  kpiwatch run --config /etc/kpiwatch/kpiwatch.yaml\n  kpiwatch --log-format json run --config kpiwatch.yaml\n\nDocs: README.md (metrics, configuration reference, alerting).")]
+#[command(
+    name = "kpiwatch",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Examples:\n  kpiwatch check-config config/kpiwatch.example.yaml\n  kpiwatch run --config /etc/kpiwatch/kpiwatch.yaml\n  kpiwatch --log-format json run --config kpiwatch.yaml\n\nDocs: README.md (metrics, configuration reference, alerting)."
+)]
 pub struct Cli {
     /// Log level or tracing filter (error, warn, info, debug, trace, or e.g.
     /// `kpiwatch=debug,reqwest=warn`).
-    #[arg(long, global = true, default_value = "info", env = "KPIWATCH_LOG_LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "KPIWATCH_LOG_LEVEL"
+    )]
     pub log_level: String,
     /// Log format: human-readable text or one JSON object per line (for log shippers).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "KPIWATCH_LOG_FORMAT")]
@@ -92,9 +104,12 @@ pub enum DetectCommand {
 
 /// Initialises tracing; `Err` describes a bad filter.
 pub fn init_tracing(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .map_err(|e| format!("--log-level {level:?}: {e} (expected e.g. info or kpiwatch=debug)"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(level).map_err(|e| {
+        format!("--log-level {level:?}: {e} (expected e.g. info or kpiwatch=debug)")
+    })?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -133,11 +148,19 @@ fn run_agent(path: PathBuf) -> ExitCode {
         Ok(c) => c,
         Err(errs) => {
             eprintln!("{errs}");
-            eprintln!("kpiwatch: {} error(s) in {}; not starting.", errs.0.len(), path.display());
+            eprintln!(
+                "kpiwatch: {} error(s) in {}; not starting.",
+                errs.0.len(),
+                path.display()
+            );
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("kpiwatch-worker").build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kpiwatch-worker")
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kpiwatch: cannot start the runtime: {e}");

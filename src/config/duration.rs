@@ -91,15 +91,23 @@ mod tests {
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_duration("2w").unwrap(), Duration::from_secs(14 * 86_400));
+        assert_eq!(
+            parse_duration("2w").unwrap(),
+            Duration::from_secs(14 * 86_400)
+        );
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("1m500ms").unwrap(), Duration::from_millis(60_500));
+        assert_eq!(
+            parse_duration("1m500ms").unwrap(),
+            Duration::from_millis(60_500)
+        );
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
     }
 
     #[test]
     fn rejects_what_prometheus_rejects() {
-        for bad in ["", "30", "30x", "s", "1.5h", "30m1h", "1h1h", "-5s", " 5s", "5 s"] {
+        for bad in [
+            "", "30", "30x", "s", "1.5h", "30m1h", "1h1h", "-5s", " 5s", "5 s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(parse_duration("99999999999999999999s").is_err());

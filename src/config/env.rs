@@ -57,8 +57,8 @@ pub fn expand_env(text: &str, env: &dyn EnvLookup) -> Result<String, Vec<(usize,
                     Some((n, d)) => (n, Some(d)),
                     None => (inner, None),
                 };
-                let valid = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                let valid =
+                    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !valid {
                     errors.push((
                         line_no,
@@ -111,7 +111,10 @@ mod tests {
     fn keeps_promql_dollars_and_comments() {
         let e = env(&[]);
         let text = "q: 'x{a=\"$1\"}'\n# see ${UNSET}\ncost: $$5\n";
-        assert_eq!(expand_env(text, &e).unwrap(), "q: 'x{a=\"$1\"}'\n# see ${UNSET}\ncost: $5\n");
+        assert_eq!(
+            expand_env(text, &e).unwrap(),
+            "q: 'x{a=\"$1\"}'\n# see ${UNSET}\ncost: $5\n"
+        );
     }
 
     #[test]

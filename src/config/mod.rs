@@ -56,7 +56,11 @@ pub fn parse_str(text: &str, path: &Path, env: &dyn EnvLookup) -> Result<Config,
     let raw: raw::RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
-        ConfigErrors::one(ConfigError::new(&file, &key, strip_yaml_path(&e.into_inner().to_string())))
+        ConfigErrors::one(ConfigError::new(
+            &file,
+            &key,
+            strip_yaml_path(&e.into_inner().to_string()),
+        ))
     })?;
     let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
     validate::validate(raw, &file, base_dir)

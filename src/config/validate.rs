@@ -216,7 +216,10 @@ impl Errors<'_> {
         if let Err(e) = std::fs::File::open(&path) {
             self.push(
                 key,
-                format!("cannot read {}: {e} (expected a readable file)", path.display()),
+                format!(
+                    "cannot read {}: {e} (expected a readable file)",
+                    path.display()
+                ),
             );
         }
         path
@@ -292,21 +295,41 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
 fn validate_prometheus(raw: RawPrometheus, errs: &mut Errors<'_>, base: &Path) -> PrometheusConfig {
     let url = match Url::parse(&raw.url) {
         Ok(u) if !matches!(u.scheme(), "http" | "https") => {
-            errs.push("prometheus.url", format!("{:?} has scheme {:?} (expected http or https)", raw.url, u.scheme()));
+            errs.push(
+                "prometheus.url",
+                format!(
+                    "{:?} has scheme {:?} (expected http or https)",
+                    raw.url,
+                    u.scheme()
+                ),
+            );
             u
         }
         Ok(u) if !u.username().is_empty() || u.password().is_some() => {
             // Credentials in URLs end up in logs; keep them in files.
-            errs.push("prometheus.url", "contains credentials (use basic_auth with password_file instead)");
+            errs.push(
+                "prometheus.url",
+                "contains credentials (use basic_auth with password_file instead)",
+            );
             u
         }
         Ok(u) => u,
         Err(e) => {
-            errs.push("prometheus.url", format!("{:?} is not a URL: {e} (expected e.g. http://prometheus:9090)", raw.url));
+            errs.push(
+                "prometheus.url",
+                format!(
+                    "{:?} is not a URL: {e} (expected e.g. http://prometheus:9090)",
+                    raw.url
+                ),
+            );
             Url::parse("http://invalid.invalid").expect("static URL parses")
         }
     };
-    let timeout = errs.duration("prometheus.timeout", raw.timeout.as_deref(), Duration::from_secs(10));
+    let timeout = errs.duration(
+        "prometheus.timeout",
+        raw.timeout.as_deref(),
+        Duration::from_secs(10),
+    );
     if timeout.is_zero() {
         errs.push("prometheus.timeout", "must be greater than 0");
     }
@@ -316,25 +339,43 @@ fn validate_prometheus(raw: RawPrometheus, errs: &mut Errors<'_>, base: &Path) -
     }
     let max_response_bytes = raw.max_response_bytes.unwrap_or(64 << 20);
     if max_response_bytes < 1024 {
-        errs.push("prometheus.max_response_bytes", format!("{max_response_bytes} is too small (expected at least 1024 bytes)"));
+        errs.push(
+            "prometheus.max_response_bytes",
+            format!("{max_response_bytes} is too small (expected at least 1024 bytes)"),
+        );
     }
-    let retry_backoff = errs.duration("prometheus.retry_backoff", raw.retry_backoff.as_deref(), Duration::from_millis(200));
+    let retry_backoff = errs.duration(
+        "prometheus.retry_backoff",
+        raw.retry_backoff.as_deref(),
+        Duration::from_millis(200),
+    );
     let auth = match (raw.bearer_token_file, raw.basic_auth) {
         (Some(_), Some(_)) => {
-            errs.push("prometheus", "both bearer_token_file and basic_auth are set (expected at most one)");
+            errs.push(
+                "prometheus",
+                "both bearer_token_file and basic_auth are set (expected at most one)",
+            );
             Auth::None
         }
-        (Some(t), None) => Auth::BearerTokenFile(errs.readable_file("prometheus.bearer_token_file", &t, base)),
+        (Some(t), None) => {
+            Auth::BearerTokenFile(errs.readable_file("prometheus.bearer_token_file", &t, base))
+        }
         (None, Some(b)) => Auth::Basic {
             username: b.username,
-            password_file: errs.readable_file("prometheus.basic_auth.password_file", &b.password_file, base),
+            password_file: errs.readable_file(
+                "prometheus.basic_auth.password_file",
+                &b.password_file,
+                base,
+            ),
         },
         (None, None) => Auth::None,
     };
     let tls = match raw.tls {
         None => TlsConfig::default(),
         Some(t) => {
-            let ca_file = t.ca_file.map(|f| errs.readable_file("prometheus.tls.ca_file", &f, base));
+            let ca_file = t
+                .ca_file
+                .map(|f| errs.readable_file("prometheus.tls.ca_file", &f, base));
             let client_cert = match (t.cert_file, t.key_file) {
                 (Some(c), Some(k)) => Some((
                     errs.readable_file("prometheus.tls.cert_file", &c, base),
@@ -342,11 +383,18 @@ fn validate_prometheus(raw: RawPrometheus, errs: &mut Errors<'_>, base: &Path) -
                 )),
                 (None, None) => None,
                 _ => {
-                    errs.push("prometheus.tls", "cert_file and key_file go together (expected both or neither)");
+                    errs.push(
+                        "prometheus.tls",
+                        "cert_file and key_file go together (expected both or neither)",
+                    );
                     None
                 }
             };
-            TlsConfig { ca_file, client_cert, insecure_skip_verify: t.insecure_skip_verify }
+            TlsConfig {
+                ca_file,
+                client_cert,
+                insecure_skip_verify: t.insecure_skip_verify,
+            }
         }
     };
     let mut headers = Vec::new();
@@ -355,7 +403,10 @@ fn validate_prometheus(raw: RawPrometheus, errs: &mut Errors<'_>, base: &Path) -
         if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
             errs.push(&key, "is not a valid HTTP header name");
         } else if reqwest::header::HeaderValue::from_str(&value).is_err() {
-            errs.push(&key, "value is not a valid HTTP header value (no control characters)");
+            errs.push(
+                &key,
+                "value is not a valid HTTP header value (no control characters)",
+            );
         } else {
             headers.push((name, value));
         }
@@ -378,11 +429,17 @@ fn validate_shard(raw: Option<RawShard>, errs: &mut Errors<'_>) -> Shard {
     match (s.node_name, s.total, s.index) {
         (Some(name), None, None) => {
             if name.is_empty() {
-                errs.push("shard.node_name", "is empty (expected the node name, e.g. ${NODE_NAME} from the downward API)");
+                errs.push(
+                    "shard.node_name",
+                    "is empty (expected the node name, e.g. ${NODE_NAME} from the downward API)",
+                );
             }
             let label = s.node_label.unwrap_or_else(|| "node".to_string());
             if !is_label_name(&label) {
-                errs.push("shard.node_label", format!("{label:?} is not a Prometheus label name"));
+                errs.push(
+                    "shard.node_label",
+                    format!("{label:?} is not a Prometheus label name"),
+                );
             }
             Shard::Node { name, label }
         }
@@ -391,12 +448,18 @@ fn validate_shard(raw: Option<RawShard>, errs: &mut Errors<'_>) -> Shard {
                 errs.push("shard.node_label", "only applies with node_name");
             }
             if total == 0 || index >= total {
-                errs.push("shard.index", format!("{index} of {total} (expected 0 <= index < total)"));
+                errs.push(
+                    "shard.index",
+                    format!("{index} of {total} (expected 0 <= index < total)"),
+                );
             }
             Shard::Hash { total, index }
         }
         _ => {
-            errs.push("shard", "expected either node_name (DaemonSet mode) or total and index (hash mode)");
+            errs.push(
+                "shard",
+                "expected either node_name (DaemonSet mode) or total and index (hash mode)",
+            );
             Shard::All
         }
     }
@@ -406,17 +469,27 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>, base: &Path) ->
     if g.name.is_empty() {
         errs.push(&format!("{key}.name"), "is empty");
     }
-    let interval = errs.duration(&format!("{key}.interval"), g.interval.as_deref(), Duration::from_secs(30));
+    let interval = errs.duration(
+        &format!("{key}.interval"),
+        g.interval.as_deref(),
+        Duration::from_secs(30),
+    );
     if interval < Duration::from_secs(1) {
         errs.push(&format!("{key}.interval"), "must be at least 1s");
     }
     let step = errs.duration(&format!("{key}.step"), g.step.as_deref(), interval);
     if step < Duration::from_secs(1) || step.as_millis() % 1000 != 0 {
-        errs.push(&format!("{key}.step"), "must be a whole number of seconds, at least 1s");
+        errs.push(
+            &format!("{key}.step"),
+            "must be a whole number of seconds, at least 1s",
+        );
     }
     let window = g.window.unwrap_or(64);
     if !(2..=10_000).contains(&window) {
-        errs.push(&format!("{key}.window"), format!("{window} is out of range (expected 2 to 10000 steps)"));
+        errs.push(
+            &format!("{key}.window"),
+            format!("{window} is out of range (expected 2 to 10000 steps)"),
+        );
     }
     let step_ms = step.as_millis().max(1) as usize;
     let history_points = match g.history.as_deref() {
@@ -430,49 +503,83 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>, base: &Path) ->
         },
     };
     if history_points < window {
-        errs.push(&format!("{key}.history"), format!("covers {history_points} steps (expected at least window = {window} steps)"));
+        errs.push(
+            &format!("{key}.history"),
+            format!("covers {history_points} steps (expected at least window = {window} steps)"),
+        );
     }
     if history_points > 100_000 {
-        errs.push(&format!("{key}.history"), format!("covers {history_points} steps (expected at most 100000: raise step)"));
+        errs.push(
+            &format!("{key}.history"),
+            format!("covers {history_points} steps (expected at most 100000: raise step)"),
+        );
     }
     let mut entity_labels = g.entity_labels;
     entity_labels.sort();
     entity_labels.dedup();
     if entity_labels.is_empty() {
-        errs.push(&format!("{key}.entity_labels"), "is empty (expected the labels that identify an entity, e.g. [instance])");
+        errs.push(
+            &format!("{key}.entity_labels"),
+            "is empty (expected the labels that identify an entity, e.g. [instance])",
+        );
     }
     for l in &entity_labels {
         if !is_label_name(l) {
-            errs.push(&format!("{key}.entity_labels"), format!("{l:?} is not a Prometheus label name"));
+            errs.push(
+                &format!("{key}.entity_labels"),
+                format!("{l:?} is not a Prometheus label name"),
+            );
         }
     }
-    let expire_after = errs.duration(&format!("{key}.expire_after"), g.expire_after.as_deref(), interval * 10);
+    let expire_after = errs.duration(
+        &format!("{key}.expire_after"),
+        g.expire_after.as_deref(),
+        interval * 10,
+    );
     let fill = match g.fill.as_deref() {
         None | Some("previous") => Fill::Previous,
         Some("zero") => Fill::Zero,
         Some("none") => Fill::None,
         Some(other) => {
-            errs.push(&format!("{key}.fill"), format!("{other:?} is not a fill policy (expected previous, zero or none)"));
+            errs.push(
+                &format!("{key}.fill"),
+                format!("{other:?} is not a fill policy (expected previous, zero or none)"),
+            );
             Fill::Previous
         }
     };
     if g.metrics.is_empty() {
-        errs.push(&format!("{key}.metrics"), "is empty (expected name: PromQL pairs)");
+        errs.push(
+            &format!("{key}.metrics"),
+            "is empty (expected name: PromQL pairs)",
+        );
     }
     let metrics = g
         .metrics
         .into_iter()
         .map(|(name, promql)| {
             if !is_label_name(&name) {
-                errs.push(&format!("{key}.metrics.{name}"), "metric names must match [a-zA-Z_][a-zA-Z0-9_]*");
+                errs.push(
+                    &format!("{key}.metrics.{name}"),
+                    "metric names must match [a-zA-Z_][a-zA-Z0-9_]*",
+                );
             }
             if promql.trim().is_empty() {
-                errs.push(&format!("{key}.metrics.{name}"), "PromQL expression is empty");
+                errs.push(
+                    &format!("{key}.metrics.{name}"),
+                    "PromQL expression is empty",
+                );
             }
             MetricQuery { name, promql }
         })
         .collect();
-    let detectors = validate_detectors(g.detectors, &format!("{key}.detectors"), history_points, errs, base);
+    let detectors = validate_detectors(
+        g.detectors,
+        &format!("{key}.detectors"),
+        history_points,
+        errs,
+        base,
+    );
     GroupConfig {
         name: g.name,
         interval,
@@ -519,9 +626,16 @@ fn validate_detectors(
             );
         }
     }
-    let d = DetectorsConfig { zscore: raw.zscore, adsketch: raw.adsketch, uniad: raw.uniad };
+    let d = DetectorsConfig {
+        zscore: raw.zscore,
+        adsketch: raw.adsketch,
+        uniad: raw.uniad,
+    };
     if d.is_empty() {
-        errs.push(key, "no detector enabled (expected at least one, e.g. zscore: {})");
+        errs.push(
+            key,
+            "no detector enabled (expected at least one, e.g. zscore: {})",
+        );
     }
     d
 }

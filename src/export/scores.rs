@@ -135,7 +135,15 @@ impl ScoreBoard {
     }
 
     /// Replaces the series of `detector` for one entity.
-    pub fn publish(&self, group: &str, key: &str, labels: &SeriesLabels, detector: &'static str, metric_names: &[&str], scores: &Scores) {
+    pub fn publish(
+        &self,
+        group: &str,
+        key: &str,
+        labels: &SeriesLabels,
+        detector: &'static str,
+        metric_names: &[&str],
+        scores: &Scores,
+    ) {
         let lines = lines_for(labels, detector, metric_names, scores);
         let mut board = self.board.write().unwrap_or_else(|p| p.into_inner());
         board
@@ -171,7 +179,12 @@ impl ScoreBoard {
         let board = self.board.read().unwrap_or_else(|p| p.into_inner());
         for family in Family::ALL {
             let mut header_written = false;
-            for line in board.values().flat_map(|g| g.values()).flat_map(|d| d.values()).flatten() {
+            for line in board
+                .values()
+                .flat_map(|g| g.values())
+                .flat_map(|d| d.values())
+                .flatten()
+            {
                 if line.family != family {
                     continue;
                 }
@@ -191,12 +204,25 @@ impl ScoreBoard {
     }
 }
 
-fn lines_for(labels: &SeriesLabels, detector: &'static str, metric_names: &[&str], s: &Scores) -> Vec<Line> {
+fn lines_for(
+    labels: &SeriesLabels,
+    detector: &'static str,
+    metric_names: &[&str],
+    s: &Scores,
+) -> Vec<Line> {
     let mut base = labels.0.clone();
     push_label(&mut base, "detector", detector);
     let mut lines = vec![
-        Line { family: Family::AnomalyScore, labels: base.clone(), value: s.anomaly_score },
-        Line { family: Family::Anomaly, labels: base, value: if s.is_anomalous() { 1.0 } else { 0.0 } },
+        Line {
+            family: Family::AnomalyScore,
+            labels: base.clone(),
+            value: s.anomaly_score,
+        },
+        Line {
+            family: Family::Anomaly,
+            labels: base,
+            value: if s.is_anomalous() { 1.0 } else { 0.0 },
+        },
     ];
     let per_metric = |name: &str| {
         let mut l = labels.0.clone();
@@ -206,26 +232,50 @@ fn lines_for(labels: &SeriesLabels, detector: &'static str, metric_names: &[&str
     match detector {
         "zscore" => {
             for (m, name) in s.metrics.iter().zip(metric_names) {
-                lines.push(Line { family: Family::ZscoreValue, labels: per_metric(name), value: m.contribution });
+                lines.push(Line {
+                    family: Family::ZscoreValue,
+                    labels: per_metric(name),
+                    value: m.contribution,
+                });
             }
         }
         "uniad" => {
-            lines.push(Line { family: Family::UniadReconstructionError, labels: labels.0.clone(), value: s.raw });
+            lines.push(Line {
+                family: Family::UniadReconstructionError,
+                labels: labels.0.clone(),
+                value: s.raw,
+            });
             for (m, name) in s.metrics.iter().zip(metric_names) {
-                lines.push(Line { family: Family::UniadMetricContribution, labels: per_metric(name), value: m.contribution });
+                lines.push(Line {
+                    family: Family::UniadMetricContribution,
+                    labels: per_metric(name),
+                    value: m.contribution,
+                });
             }
         }
         "adsketch" => {
             for (m, name) in s.metrics.iter().zip(metric_names) {
                 if let Some(d) = m.distance {
-                    lines.push(Line { family: Family::AdsketchDistance, labels: per_metric(name), value: d });
+                    lines.push(Line {
+                        family: Family::AdsketchDistance,
+                        labels: per_metric(name),
+                        value: d,
+                    });
                 }
                 if let Some(p) = &m.pattern {
                     let mut l = per_metric(name);
                     push_label(&mut l, "pattern", &p.id.to_string());
-                    push_label(&mut l, "kind", if p.abnormal { "abnormal" } else { "normal" });
+                    push_label(
+                        &mut l,
+                        "kind",
+                        if p.abnormal { "abnormal" } else { "normal" },
+                    );
                     push_label(&mut l, "issue", &p.issues);
-                    lines.push(Line { family: Family::AdsketchMatch, labels: l, value: 1.0 });
+                    lines.push(Line {
+                        family: Family::AdsketchMatch,
+                        labels: l,
+                        value: 1.0,
+                    });
                 }
             }
         }
@@ -246,8 +296,14 @@ mod tests {
             raw: score * 4.0,
             threshold: 4.0,
             metrics: smallvec![
-                MetricScore { contribution: 1.0, ..Default::default() },
-                MetricScore { contribution: f64::NAN, ..Default::default() }
+                MetricScore {
+                    contribution: 1.0,
+                    ..Default::default()
+                },
+                MetricScore {
+                    contribution: f64::NAN,
+                    ..Default::default()
+                }
             ],
         }
     }
@@ -255,8 +311,21 @@ mod tests {
     #[test]
     fn renders_escaped_labels_and_special_values() {
         let b = ScoreBoard::new();
-        let labels = SeriesLabels::new("node", &[("instance".into(), "a\"b\\c".into()), ("metric".into(), "x".into())]);
-        b.publish("node", "k", &labels, "zscore", &["cpu", "mem"], &scores(1.5));
+        let labels = SeriesLabels::new(
+            "node",
+            &[
+                ("instance".into(), "a\"b\\c".into()),
+                ("metric".into(), "x".into()),
+            ],
+        );
+        b.publish(
+            "node",
+            "k",
+            &labels,
+            "zscore",
+            &["cpu", "mem"],
+            &scores(1.5),
+        );
         let mut out = String::new();
         b.render(&mut out);
         assert!(out.contains("# TYPE kpiwatch_anomaly_score gauge\n"));

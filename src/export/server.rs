@@ -53,7 +53,10 @@ pub async fn handle(method: &Method, path: &str, admin: &Admin) -> Response<Body
             if admin.ready.load(Ordering::Acquire) {
                 text(StatusCode::OK, "kpiwatch is ready.\n")
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "kpiwatch is not ready: no successful cycle yet.\n")
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "kpiwatch is not ready: no successful cycle yet.\n",
+                )
             }
         }
         (&Method::POST, "/-/reload") | (&Method::PUT, "/-/reload") => reload(admin).await,
@@ -68,14 +71,20 @@ pub async fn handle(method: &Method, path: &str, admin: &Admin) -> Response<Body
         (_, "/metrics" | "/-/healthy" | "/-/ready" | "/-/reload" | "/") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.\n")
         }
-        _ => text(StatusCode::NOT_FOUND, "Not found. Endpoints: /metrics, /-/healthy, /-/ready, POST /-/reload.\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "Not found. Endpoints: /metrics, /-/healthy, /-/ready, POST /-/reload.\n",
+        ),
     }
 }
 
 fn metrics(admin: &Admin) -> Response<Body> {
     let mut buf = Vec::with_capacity(64 * 1024);
     if let Err(e) = TextEncoder::new().encode(&admin.registry.gather(), &mut buf) {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding failed: {e}\n"));
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding failed: {e}\n"),
+        );
     }
     let mut out = String::from_utf8(buf).unwrap_or_default();
     admin.scores.render(&mut out);
@@ -89,11 +98,17 @@ fn metrics(admin: &Admin) -> Response<Body> {
 
 async fn reload(admin: &Admin) -> Response<Body> {
     let Some(tx) = &admin.reload else {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "Reload is not available.\n");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Reload is not available.\n",
+        );
     };
     let (answer_tx, answer_rx) = oneshot::channel();
     if tx.send(answer_tx).await.is_err() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, "The agent is shutting down.\n");
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The agent is shutting down.\n",
+        );
     }
     match answer_rx.await {
         Ok(Ok(source)) => text(StatusCode::OK, format!("Config reloaded from {source}.\n")),
@@ -101,7 +116,10 @@ async fn reload(admin: &Admin) -> Response<Body> {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("Config rejected; the previous config keeps running:\n{reasons}\n"),
         ),
-        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "The agent is shutting down.\n"),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The agent is shutting down.\n",
+        ),
     }
 }
 
@@ -120,11 +138,17 @@ impl AdminServer {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (stop_tx, stop_rx) = oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let thread = std::thread::Builder::new()
             .name("kpiwatch-admin".into())
             .spawn(move || runtime.block_on(serve(listener, admin, stop_rx)))?;
-        Ok(AdminServer { addr, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(AdminServer {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -178,12 +202,15 @@ async fn serve(listener: TcpListener, admin: Admin, mut stop: oneshot::Receiver<
         };
         let admin = admin.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let admin = admin.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(handle(req.method(), req.uri().path(), &admin).await)
-                }
-            });
+            let service =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let admin = admin.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            handle(req.method(), req.uri().path(), &admin).await,
+                        )
+                    }
+                });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -226,7 +253,10 @@ mod tests {
         assert_eq!(handle(&Method::POST, "/-/reload", &a).await.status(), 503);
         let r = handle(&Method::GET, "/metrics", &a).await;
         assert_eq!(r.status(), 200);
-        assert!(body(r).await.is_empty(), "nothing registered, nothing published");
+        assert!(
+            body(r).await.is_empty(),
+            "nothing registered, nothing published"
+        );
     }
 
     #[tokio::test]
@@ -236,7 +266,9 @@ mod tests {
         a.reload = Some(tx);
         tokio::spawn(async move {
             let first = rx.recv().await.unwrap();
-            first.send(Err("kpiwatch.yaml: groups[0].interval: bad".into())).unwrap();
+            first
+                .send(Err("kpiwatch.yaml: groups[0].interval: bad".into()))
+                .unwrap();
             let second = rx.recv().await.unwrap();
             second.send(Ok("kpiwatch.yaml".into())).unwrap();
         });

@@ -97,7 +97,8 @@ impl Client {
     pub fn new(cfg: &PrometheusConfig, telemetry: Telemetry) -> Result<Client, Error> {
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| Error::Setup(e.to_string()))?;
+            let name =
+                HeaderName::from_bytes(k.as_bytes()).map_err(|e| Error::Setup(e.to_string()))?;
             let mut value = HeaderValue::from_str(v).map_err(|e| Error::Setup(e.to_string()))?;
             value.set_sensitive(true);
             headers.insert(name, value);
@@ -109,7 +110,8 @@ impl Client {
             .user_agent(concat!("kpiwatch/", env!("CARGO_PKG_VERSION")))
             .danger_accept_invalid_certs(cfg.tls.insecure_skip_verify);
         if let Some(ca) = &cfg.tls.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| Error::Setup(format!("{}: {e}", ca.display())))?;
+            let pem =
+                std::fs::read(ca).map_err(|e| Error::Setup(format!("{}: {e}", ca.display())))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| Error::Setup(format!("{}: {e}", ca.display())))?;
             for c in certs {
@@ -117,8 +119,11 @@ impl Client {
             }
         }
         if let Some((cert, key)) = &cfg.tls.client_cert {
-            let mut pem = std::fs::read(cert).map_err(|e| Error::Setup(format!("{}: {e}", cert.display())))?;
-            pem.extend(std::fs::read(key).map_err(|e| Error::Setup(format!("{}: {e}", key.display())))?);
+            let mut pem = std::fs::read(cert)
+                .map_err(|e| Error::Setup(format!("{}: {e}", cert.display())))?;
+            pem.extend(
+                std::fs::read(key).map_err(|e| Error::Setup(format!("{}: {e}", key.display())))?,
+            );
             let id = reqwest::Identity::from_pem(&pem)
                 .map_err(|e| Error::Setup(format!("client certificate: {e}")))?;
             builder = builder.identity(id);
@@ -130,7 +135,10 @@ impl Client {
                 path: path.clone(),
                 cache: Mutex::new(None),
             },
-            Auth::Basic { username, password_file } => AuthState::Basic {
+            Auth::Basic {
+                username,
+                password_file,
+            } => AuthState::Basic {
                 username: username.clone(),
                 password: read_secret(password_file)?,
             },
@@ -155,7 +163,13 @@ impl Client {
     }
 
     /// `/api/v1/query_range` over `[start_ms, end_ms]` at `step`.
-    pub async fn query_range(&self, promql: &str, start_ms: i64, end_ms: i64, step: Duration) -> Result<QueryResult, Error> {
+    pub async fn query_range(
+        &self,
+        promql: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step: Duration,
+    ) -> Result<QueryResult, Error> {
         let params = [
             ("query", promql.to_string()),
             ("start", format_ts(start_ms)),
@@ -171,12 +185,18 @@ impl Client {
         self.call("query", &params, promql).await
     }
 
-    async fn call(&self, endpoint: &'static str, params: &[(&str, String)], promql: &str) -> Result<QueryResult, Error> {
+    async fn call(
+        &self,
+        endpoint: &'static str,
+        params: &[(&str, String)],
+        promql: &str,
+    ) -> Result<QueryResult, Error> {
         let mut attempt = 0;
         loop {
             match self.attempt(endpoint, params).await {
                 Ok(r) => {
-                    self.telemetry.query_succeeded(promql, r.sample_count(), &r.warnings);
+                    self.telemetry
+                        .query_succeeded(promql, r.sample_count(), &r.warnings);
                     return Ok(r);
                 }
                 Err(e) if e.is_retryable() && attempt < self.retries => {
@@ -197,30 +217,53 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .gen_range(0.5..1.5);
-        self.backoff.mul_f64(factor * f64::from(1u32 << attempt.min(10)))
+        self.backoff
+            .mul_f64(factor * f64::from(1u32 << attempt.min(10)))
     }
 
-    async fn attempt(&self, endpoint: &'static str, params: &[(&str, String)]) -> Result<QueryResult, Error> {
+    async fn attempt(
+        &self,
+        endpoint: &'static str,
+        params: &[(&str, String)],
+    ) -> Result<QueryResult, Error> {
         let path = format!("api/v1/{endpoint}");
-        let url = self.base.join(&path).map_err(|e| Error::Setup(e.to_string()))?;
-        let _permit = self.permits.acquire().await.map_err(|e| Error::Setup(e.to_string()))?;
+        let url = self
+            .base
+            .join(&path)
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| Error::Setup(e.to_string()))?;
         let started = Instant::now();
         let result = self.send(url, &path, params).await;
         self.telemetry.query_attempted(endpoint, started.elapsed());
         result
     }
 
-    async fn send(&self, url: Url, path: &str, params: &[(&str, String)]) -> Result<QueryResult, Error> {
+    async fn send(
+        &self,
+        url: Url,
+        path: &str,
+        params: &[(&str, String)],
+    ) -> Result<QueryResult, Error> {
         let req = self.auth.apply(self.http.post(url).form(params))?;
         let mut resp = req.send().await.map_err(|e| self.classify(e, path))?;
         let status = resp.status();
         if resp.content_length().is_some_and(|n| n > self.max_bytes) {
-            return Err(Error::TooLarge { path: path.to_string(), limit: self.max_bytes });
+            return Err(Error::TooLarge {
+                path: path.to_string(),
+                limit: self.max_bytes,
+            });
         }
         let mut body = Vec::new();
         while let Some(chunk) = resp.chunk().await.map_err(|e| self.classify(e, path))? {
             if body.len() as u64 + chunk.len() as u64 > self.max_bytes {
-                return Err(Error::TooLarge { path: path.to_string(), limit: self.max_bytes });
+                return Err(Error::TooLarge {
+                    path: path.to_string(),
+                    limit: self.max_bytes,
+                });
             }
             body.extend_from_slice(&chunk);
         }
@@ -236,10 +279,16 @@ impl Client {
 
     fn classify(&self, e: reqwest::Error, path: &str) -> Error {
         if e.is_timeout() {
-            Error::Timeout { path: path.to_string(), timeout_ms: self.timeout.as_millis() as u64 }
+            Error::Timeout {
+                path: path.to_string(),
+                timeout_ms: self.timeout.as_millis() as u64,
+            }
         } else {
             // Drop the URL from reqwest's message: it is in `path` already.
-            Error::Connect { path: path.to_string(), message: e.without_url().to_string() }
+            Error::Connect {
+                path: path.to_string(),
+                message: e.without_url().to_string(),
+            }
         }
     }
 }

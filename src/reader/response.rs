@@ -175,7 +175,11 @@ mod tests {
     fn decodes_vector_and_scalar() {
         let v = decode(br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[10,"2"]}]}}"#, "/q").unwrap();
         assert_eq!(v.series[0].samples, vec![(10_000, 2.0)]);
-        let s = decode(br#"{"status":"success","data":{"resultType":"scalar","result":[10,"3"]}}"#, "/q").unwrap();
+        let s = decode(
+            br#"{"status":"success","data":{"resultType":"scalar","result":[10,"3"]}}"#,
+            "/q",
+        )
+        .unwrap();
         assert_eq!(s.series[0].samples, vec![(10_000, 3.0)]);
     }
 
@@ -183,9 +187,16 @@ mod tests {
     fn rejects_garbage_and_reports_prometheus_errors() {
         assert_eq!(decode(b"<html>", "/q").unwrap_err().cause(), "decode");
         assert_eq!(decode(br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"abc"]]}]}}"#, "/q").unwrap_err().cause(), "decode");
-        let e = decode(br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#, "/q").unwrap_err();
+        let e = decode(
+            br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+            "/q",
+        )
+        .unwrap_err();
         assert_eq!(e.cause(), "prometheus_error");
-        assert_eq!(error_message(br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#), "bad_data: parse error");
+        assert_eq!(
+            error_message(br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#),
+            "bad_data: parse error"
+        );
         assert_eq!(error_message(b"  upstream down  "), "upstream down");
     }
 }

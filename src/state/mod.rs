@@ -66,7 +66,10 @@ pub fn path_in(dir: &Path) -> PathBuf {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes `state` atomically into `dir`; returns the bytes written.
@@ -111,15 +114,21 @@ pub fn load(dir: &Path) -> Result<Option<State>, Error> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::Io { path, source: e }),
     };
-    let invalid = |message: String| Error::Invalid { path: path.clone(), message };
+    let invalid = |message: String| Error::Invalid {
+        path: path.clone(),
+        message,
+    };
     let split = bytes
         .iter()
         .position(|&b| b == b'\n')
         .ok_or_else(|| invalid("no header line (not a kpiwatch state file)".into()))?;
-    let header: Header = serde_json::from_slice(&bytes[..split])
-        .map_err(|e| invalid(format!("bad header: {e}")))?;
+    let header: Header =
+        serde_json::from_slice(&bytes[..split]).map_err(|e| invalid(format!("bad header: {e}")))?;
     if header.format != FORMAT {
-        return Err(invalid(format!("format {:?} is not {FORMAT:?}", header.format)));
+        return Err(invalid(format!(
+            "format {:?} is not {FORMAT:?}",
+            header.format
+        )));
     }
     if header.version != VERSION {
         return Err(invalid(format!(
@@ -129,7 +138,9 @@ pub fn load(dir: &Path) -> Result<Option<State>, Error> {
     }
     let payload = &bytes[split + 1..];
     if payload.len() != header.bytes || crc32fast::hash(payload) != header.crc32 {
-        return Err(invalid("checksum mismatch: the file is truncated or was edited".into()));
+        return Err(invalid(
+            "checksum mismatch: the file is truncated or was edited".into(),
+        ));
     }
     serde_json::from_slice(payload)
         .map(Some)
@@ -142,10 +153,10 @@ mod tests {
 
     fn sample() -> State {
         let mut s = State::default();
-        s.groups
-            .entry("node".into())
-            .or_default()
-            .insert("uniad".into(), serde_json::json!({"thresholds": {"a": 1.5}}));
+        s.groups.entry("node".into()).or_default().insert(
+            "uniad".into(),
+            serde_json::json!({"thresholds": {"a": 1.5}}),
+        );
         s
     }
 
@@ -167,11 +178,20 @@ mod tests {
         let last = bytes.len() - 3;
         bytes[last] ^= 1;
         std::fs::write(&p, &bytes).unwrap();
-        assert!(load(dir.path()).unwrap_err().to_string().contains("checksum"));
+        assert!(load(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("checksum"));
 
-        let text = std::fs::read_to_string(&p).unwrap().replacen("\"version\":1", "\"version\":99", 1);
+        let text =
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .replacen("\"version\":1", "\"version\":99", 1);
         std::fs::write(&p, text).unwrap();
-        assert!(load(dir.path()).unwrap_err().to_string().contains("version 99"));
+        assert!(load(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("version 99"));
 
         std::fs::write(&p, "garbage").unwrap();
         assert!(load(dir.path()).is_err());

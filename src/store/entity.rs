@@ -26,7 +26,12 @@ pub struct Entity {
 }
 
 impl Entity {
-    pub(super) fn new(labels: Vec<(String, String)>, metrics: usize, cap: usize, now_ms: i64) -> Self {
+    pub(super) fn new(
+        labels: Vec<(String, String)>,
+        metrics: usize,
+        cap: usize,
+        now_ms: i64,
+    ) -> Self {
         Entity {
             labels,
             rows: vec![None; metrics],
@@ -80,7 +85,14 @@ impl Entity {
 
     /// Stores `value` of metric `metric` at `ts_ms` (already aligned to the step).
     /// Returns `false` when the point is older than the kept history.
-    pub(super) fn set(&mut self, metric: usize, ts_ms: i64, value: f64, step_ms: i64, fill: Fill) -> bool {
+    pub(super) fn set(
+        &mut self,
+        metric: usize,
+        ts_ms: i64,
+        value: f64,
+        step_ms: i64,
+        fill: Fill,
+    ) -> bool {
         if self.rows[metric].is_none() {
             // A metric seen for the first time joins with a gap-filled past so that all
             // rows keep the same length.
@@ -93,7 +105,9 @@ impl Entity {
         self.advance_to(ts_ms, step_ms, fill);
         let Some(end) = self.end_ms else { return false };
         let back = ((end - ts_ms) / step_ms) as usize;
-        let Some(row) = self.rows[metric].as_mut() else { return false };
+        let Some(row) = self.rows[metric].as_mut() else {
+            return false;
+        };
         let value = if value.is_finite() {
             value
         } else {

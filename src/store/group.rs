@@ -172,7 +172,9 @@ impl GroupStore {
         let (step, fill) = (self.cfg.step_ms, self.cfg.fill);
         let mut fresh = Vec::with_capacity(self.seen.len());
         for key in self.seen.drain() {
-            let Some(e) = self.entities.get_mut(&key) else { continue };
+            let Some(e) = self.entities.get_mut(&key) else {
+                continue;
+            };
             e.advance_to(end_ms, step, fill);
             let new_points = std::mem::take(&mut e.new_points);
             for (row, norm) in e.rows.iter().zip(e.normalizers.iter_mut()) {
@@ -221,7 +223,9 @@ impl GroupStore {
     }
 
     /// Normaliser statistics per entity and metric name, for the state file.
-    pub fn normalizer_snapshot(&self) -> HashMap<String, HashMap<String, crate::normalize::Normalizer>> {
+    pub fn normalizer_snapshot(
+        &self,
+    ) -> HashMap<String, HashMap<String, crate::normalize::Normalizer>> {
         self.entities
             .iter()
             .map(|(k, e)| {
@@ -242,10 +246,17 @@ impl GroupStore {
     pub fn views<'a>(&'a self, keys: &'a [String]) -> ViewBatch<'a> {
         let mut batch = ViewBatch::default();
         for key in keys {
-            let Some(e) = self.entities.get(key) else { continue };
+            let Some(e) = self.entities.get(key) else {
+                continue;
+            };
             let Some(end_ms) = e.end_ms else { continue };
             let start = batch.rows.len();
-            for ((row, norm), name) in e.rows.iter().zip(&e.normalizers).zip(&self.cfg.metric_names) {
+            for ((row, norm), name) in e
+                .rows
+                .iter()
+                .zip(&e.normalizers)
+                .zip(&self.cfg.metric_names)
+            {
                 if let Some(row) = row {
                     batch.rows.push(row.as_slice());
                     batch.names.push(name.as_str());
@@ -253,7 +264,9 @@ impl GroupStore {
                 }
             }
             if batch.rows.len() > start {
-                batch.entities.push((key.as_str(), start, batch.rows.len(), end_ms));
+                batch
+                    .entities
+                    .push((key.as_str(), start, batch.rows.len(), end_ms));
             }
         }
         batch.step_ms = self.cfg.step_ms;

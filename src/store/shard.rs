@@ -33,14 +33,20 @@ mod tests {
 
     fn series(labels: &[(&str, &str)]) -> Series {
         Series {
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             samples: vec![],
         }
     }
 
     #[test]
     fn node_mode_keeps_only_this_node() {
-        let f = ShardFilter(Shard::Node { name: "n1".into(), label: "node".into() });
+        let f = ShardFilter(Shard::Node {
+            name: "n1".into(),
+            label: "node".into(),
+        });
         assert!(f.keeps(&series(&[("node", "n1")]), "k"));
         assert!(!f.keeps(&series(&[("node", "n2")]), "k"));
         assert!(!f.keeps(&series(&[]), "k"));

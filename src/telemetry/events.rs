@@ -46,13 +46,24 @@ impl Telemetry {
     }
 
     /// An attempt failed and will be retried after `retry_in`.
-    pub fn query_retrying(&self, cause: &'static str, error: &dyn std::fmt::Display, retry_in: Duration) {
+    pub fn query_retrying(
+        &self,
+        cause: &'static str,
+        error: &dyn std::fmt::Display,
+        retry_in: Duration,
+    ) {
         self.metrics.query_retries.with_label_values(&[cause]).inc();
         debug!(cause, error = %error, retry_in_ms = retry_in.as_millis() as u64, "Query attempt failed; retrying.");
     }
 
     /// A query failed for good (after retries).
-    pub fn query_failed(&self, group: &str, metric: &str, cause: &'static str, error: &dyn std::fmt::Display) {
+    pub fn query_failed(
+        &self,
+        group: &str,
+        metric: &str,
+        cause: &'static str,
+        error: &dyn std::fmt::Display,
+    ) {
         self.metrics.query_errors.with_label_values(&[cause]).inc();
         warn!(group, metric, cause, error = %error, "Query failed; the group's entities are stale until the next good cycle.");
     }
@@ -60,31 +71,63 @@ impl Telemetry {
     /// A cycle finished.
     pub fn cycle_finished(&self, group: &str, took: Duration, ok: bool, counts: CycleCounts) {
         let m = &self.metrics;
-        m.cycle_duration.with_label_values(&[group]).observe(took.as_secs_f64());
+        m.cycle_duration
+            .with_label_values(&[group])
+            .observe(took.as_secs_f64());
         m.cycles
             .with_label_values(&[group, if ok { "ok" } else { "error" }])
             .inc();
-        m.entities.with_label_values(&[group]).set(counts.entities as i64);
-        m.entities_stale.with_label_values(&[group]).set(counts.stale as i64);
-        m.series.with_label_values(&[group]).set(counts.series as i64);
+        m.entities
+            .with_label_values(&[group])
+            .set(counts.entities as i64);
+        m.entities_stale
+            .with_label_values(&[group])
+            .set(counts.stale as i64);
+        m.series
+            .with_label_values(&[group])
+            .set(counts.series as i64);
         if counts.expired > 0 {
-            m.entities_expired.with_label_values(&[group]).inc_by(counts.expired as u64);
-            info!(group, expired = counts.expired, "Entities expired; their series left /metrics.");
+            m.entities_expired
+                .with_label_values(&[group])
+                .inc_by(counts.expired as u64);
+            info!(
+                group,
+                expired = counts.expired,
+                "Entities expired; their series left /metrics."
+            );
         }
         if ok {
             m.last_success.with_label_values(&[group]).set(unix_now());
-            debug!(group, took_ms = took.as_millis() as u64, entities = counts.entities, anomalous = counts.anomalous, "Cycle finished.");
+            debug!(
+                group,
+                took_ms = took.as_millis() as u64,
+                entities = counts.entities,
+                anomalous = counts.anomalous,
+                "Cycle finished."
+            );
         }
     }
 
     /// A tick came while the previous cycle of the group was still running.
     pub fn cycle_overran(&self, group: &str, interval: Duration) {
-        self.metrics.cycle_overruns.with_label_values(&[group]).inc();
-        warn!(group, interval_ms = interval.as_millis() as u64, "Cycle overran its interval; skipping this tick.");
+        self.metrics
+            .cycle_overruns
+            .with_label_values(&[group])
+            .inc();
+        warn!(
+            group,
+            interval_ms = interval.as_millis() as u64,
+            "Cycle overran its interval; skipping this tick."
+        );
     }
 
     /// A detector scored a batch.
-    pub fn detector_ran(&self, detector: &'static str, took: Duration, skips: &[(&'static str, usize)]) {
+    pub fn detector_ran(
+        &self,
+        detector: &'static str,
+        took: Duration,
+        skips: &[(&'static str, usize)],
+    ) {
         self.metrics
             .inference_duration
             .with_label_values(&[detector])
@@ -101,27 +144,39 @@ impl Telemetry {
 
     /// State was saved.
     pub fn state_saved(&self, bytes: usize, took: Duration) {
-        self.metrics.state_saves.with_label_values(&["success"]).inc();
+        self.metrics
+            .state_saves
+            .with_label_values(&["success"])
+            .inc();
         self.metrics.state_last_save.set(unix_now());
         debug!(bytes, took_ms = took.as_millis() as u64, "State saved.");
     }
 
     /// State could not be saved: learned state will be lost on restart.
     pub fn state_save_failed(&self, error: &dyn std::fmt::Display) {
-        self.metrics.state_saves.with_label_values(&["failure"]).inc();
+        self.metrics
+            .state_saves
+            .with_label_values(&["failure"])
+            .inc();
         error!(error = %error, "State save failed; learned state would be lost on restart. Check the state directory.");
     }
 
     /// A new config was applied.
     pub fn reload_applied(&self, source: &str) {
-        self.metrics.config_reloads.with_label_values(&["success"]).inc();
+        self.metrics
+            .config_reloads
+            .with_label_values(&["success"])
+            .inc();
         self.metrics.config_last_reload_ok.set(1);
         info!(config = source, "Config reloaded.");
     }
 
     /// A new config was rejected; the old one keeps running.
     pub fn reload_rejected(&self, reason: &dyn std::fmt::Display) {
-        self.metrics.config_reloads.with_label_values(&["failure"]).inc();
+        self.metrics
+            .config_reloads
+            .with_label_values(&["failure"])
+            .inc();
         self.metrics.config_last_reload_ok.set(0);
         error!(reason = %reason, "Config reload rejected; the previous config keeps running.");
     }

@@ -2,8 +2,8 @@
 //! `kpiwatch_<subsystem>_<name>_<unit>[_total]`; only counters end in `_total`.
 
 use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 /// Handles of every self-monitoring metric.
@@ -54,13 +54,23 @@ pub struct SelfMetrics {
 /// Error type of metric registration (duplicate names are programming errors).
 pub type RegisterError = prometheus::Error;
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, RegisterError> {
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, RegisterError> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(c.clone()))?;
     Ok(c)
 }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Result<IntGaugeVec, RegisterError> {
+fn gauge_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, RegisterError> {
     let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(g.clone()))?;
     Ok(g)
@@ -91,21 +101,44 @@ fn inference_buckets() -> Vec<f64> {
 impl SelfMetrics {
     /// Creates the handles and registers them in `r`.
     pub fn new(r: &Registry) -> Result<Self, RegisterError> {
-        let build_info = gauge_vec(r, "kpiwatch_build_info", "Build of the running agent; always 1.", &["version", "revision"])?;
+        let build_info = gauge_vec(
+            r,
+            "kpiwatch_build_info",
+            "Build of the running agent; always 1.",
+            &["version", "revision"],
+        )?;
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("KPIWATCH_REVISION").unwrap_or("unknown")])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("KPIWATCH_REVISION").unwrap_or("unknown"),
+            ])
             .set(1);
-        let state_last_save = Gauge::new("kpiwatch_state_last_save_timestamp_seconds", "Unix time of the last successful state save.")?;
+        let state_last_save = Gauge::new(
+            "kpiwatch_state_last_save_timestamp_seconds",
+            "Unix time of the last successful state save.",
+        )?;
         r.register(Box::new(state_last_save.clone()))?;
-        let samples_fetched = IntCounter::new("kpiwatch_samples_fetched_total", "Samples received from Prometheus.")?;
+        let samples_fetched = IntCounter::new(
+            "kpiwatch_samples_fetched_total",
+            "Samples received from Prometheus.",
+        )?;
         r.register(Box::new(samples_fetched.clone()))?;
-        let prometheus_warnings = IntCounter::new("kpiwatch_prometheus_warnings_total", "Warnings returned by Prometheus with query results.")?;
+        let prometheus_warnings = IntCounter::new(
+            "kpiwatch_prometheus_warnings_total",
+            "Warnings returned by Prometheus with query results.",
+        )?;
         r.register(Box::new(prometheus_warnings.clone()))?;
-        let config_last_reload_ok = IntGauge::new("kpiwatch_config_last_reload_successful", "1 when the last config reload succeeded or none was tried, 0 after a rejected reload.")?;
+        let config_last_reload_ok = IntGauge::new(
+            "kpiwatch_config_last_reload_successful",
+            "1 when the last config reload succeeded or none was tried, 0 after a rejected reload.",
+        )?;
         config_last_reload_ok.set(1);
         r.register(Box::new(config_last_reload_ok.clone()))?;
         let last_success = GaugeVec::new(
-            Opts::new("kpiwatch_last_successful_cycle_timestamp_seconds", "Unix time of the last successful cycle of a group."),
+            Opts::new(
+                "kpiwatch_last_successful_cycle_timestamp_seconds",
+                "Unix time of the last successful cycle of a group.",
+            ),
             &["group"],
         )?;
         r.register(Box::new(last_success.clone()))?;

@@ -12,18 +12,29 @@ use crate::support::{metric_value, write};
 const BIN: &str = env!("CARGO_BIN_EXE_kpiwatch");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A minimal HTTP/1.1 client (the tests must not depend on the code under test).
 fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split(' ').nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -52,41 +63,93 @@ impl Drop for Agent {
 }
 
 fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success();
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
     assert!(ok);
 }
 
 #[test]
 fn check_config_exit_codes() {
-    let ok = Command::new(BIN).args(["check-config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/kpiwatch.example.yaml")]).output().unwrap();
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stdout));
-    let bad = Command::new(BIN).args(["check-config", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/config/bad/bad_values.yaml")]).output().unwrap();
+    let ok = Command::new(BIN)
+        .args([
+            "check-config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/kpiwatch.example.yaml"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let bad = Command::new(BIN)
+        .args([
+            "check-config",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/config/bad/bad_values.yaml"
+            ),
+        ])
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     let out = String::from_utf8_lossy(&bad.stdout);
-    assert!(out.lines().count() >= 10, "every error, one per line:\n{out}");
-    assert!(out.contains("bad_values.yaml: groups[0].interval: \"30x\" is not a duration"), "{out}");
-    let missing = Command::new(BIN).args(["check-config", "/nonexistent.yaml"]).output().unwrap();
+    assert!(
+        out.lines().count() >= 10,
+        "every error, one per line:\n{out}"
+    );
+    assert!(
+        out.contains("bad_values.yaml: groups[0].interval: \"30x\" is not a duration"),
+        "{out}"
+    );
+    let missing = Command::new(BIN)
+        .args(["check-config", "/nonexistent.yaml"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
 }
 
 #[test]
 fn run_refuses_a_bad_config_before_binding() {
     let out = Command::new(BIN)
-        .args(["run", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/config/bad/misspelt_key.yaml")])
+        .args([
+            "run",
+            "--config",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/config/bad/misspelt_key.yaml"
+            ),
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("misspelt_key.yaml: groups[0].intervall: unknown field `intervall`, expected one of"), "{err}");
+    assert!(
+        err.contains(
+            "misspelt_key.yaml: groups[0].intervall: unknown field `intervall`, expected one of"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn version_and_help() {
     let v = Command::new(BIN).arg("version").output().unwrap();
-    assert!(String::from_utf8_lossy(&v.stdout).starts_with(concat!("kpiwatch ", env!("CARGO_PKG_VERSION"))));
+    assert!(String::from_utf8_lossy(&v.stdout)
+        .starts_with(concat!("kpiwatch ", env!("CARGO_PKG_VERSION"))));
     let h = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&h.stdout);
-    for word in ["run", "check-config", "version", "--log-format", "anomaly_score"] {
+    for word in [
+        "run",
+        "check-config",
+        "version",
+        "--log-format",
+        "anomaly_score",
+    ] {
         assert!(help.contains(word), "--help mentions {word}");
     }
 }
@@ -98,30 +161,63 @@ fn serves_scores_reloads_and_saves_state_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let state = dir.path().join("state");
-    let cfg = write(dir.path(), "k.yaml", &agent_config(&fake.url(), port, &state, "1s"));
-    let child = Command::new(BIN).args(["--log-format", "json", "run", "--config"]).arg(&cfg).stderr(Stdio::piped()).spawn().unwrap();
+    let cfg = write(
+        dir.path(),
+        "k.yaml",
+        &agent_config(&fake.url(), port, &state, "1s"),
+    );
+    let child = Command::new(BIN)
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut agent = Agent(child);
 
-    wait_for("readiness", Duration::from_secs(30), || http(port, "GET", "/-/ready").is_some_and(|(s, _)| s == 200));
+    wait_for("readiness", Duration::from_secs(30), || {
+        http(port, "GET", "/-/ready").is_some_and(|(s, _)| s == 200)
+    });
     let (_, metrics) = http(port, "GET", "/metrics").unwrap();
-    assert!(metrics.contains(r#"kpiwatch_anomaly_score{group="node",instance="n1",detector="zscore"}"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"kpiwatch_anomaly_score{group="node",instance="n1",detector="zscore"}"#),
+        "{metrics}"
+    );
     assert!(metric_value(&metrics, "kpiwatch_build_info{").is_some());
 
     // A broken config is rejected; the old one keeps running.
-    write(dir.path(), "k.yaml", "prometheus: {url: 'http://x'}\ngroups: []\nbogus: 1\n");
+    write(
+        dir.path(),
+        "k.yaml",
+        "prometheus: {url: 'http://x'}\ngroups: []\nbogus: 1\n",
+    );
     let (status, body) = http(port, "POST", "/-/reload").unwrap();
     assert_eq!(status, 500);
     assert!(body.contains("bogus"), "{body}");
     let (_, metrics) = http(port, "GET", "/metrics").unwrap();
-    assert_eq!(metric_value(&metrics, r#"kpiwatch_config_reloads_total{result="failure"}"#), Some(1.0));
-    assert_eq!(metric_value(&metrics, "kpiwatch_config_last_reload_successful"), Some(0.0));
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"kpiwatch_config_reloads_total{result="failure"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric_value(&metrics, "kpiwatch_config_last_reload_successful"),
+        Some(0.0)
+    );
     assert!(metrics.contains("instance=\"n1\""));
 
     // SIGHUP with a good config applies it.
-    write(dir.path(), "k.yaml", &agent_config(&fake.url(), port, &state, "2s"));
+    write(
+        dir.path(),
+        "k.yaml",
+        &agent_config(&fake.url(), port, &state, "2s"),
+    );
     signal(&agent.0, "-HUP");
     wait_for("reload success", Duration::from_secs(10), || {
-        http(port, "GET", "/metrics").is_some_and(|(_, m)| metric_value(&m, r#"kpiwatch_config_reloads_total{result="success"}"#) == Some(1.0))
+        http(port, "GET", "/metrics").is_some_and(|(_, m)| {
+            metric_value(&m, r#"kpiwatch_config_reloads_total{result="success"}"#) == Some(1.0)
+        })
     });
 
     signal(&agent.0, "-TERM");
@@ -130,7 +226,10 @@ fn serves_scores_reloads_and_saves_state_on_sigterm() {
         if let Some(s) = agent.0.try_wait().unwrap() {
             break s;
         }
-        assert!(start.elapsed() < Duration::from_secs(15), "agent did not stop on SIGTERM");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "agent did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
@@ -138,7 +237,13 @@ fn serves_scores_reloads_and_saves_state_on_sigterm() {
     assert!(saved.starts_with("{\"format\":\"kpiwatch-state\""));
     assert!(saved.contains("\"node\""));
     let mut log = String::new();
-    agent.0.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    agent
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
     assert!(log.lines().all(|l| l.starts_with('{')), "json logs:\n{log}");
     assert!(log.contains("Config reload rejected"));
 }
@@ -148,11 +253,29 @@ fn keeps_serving_while_prometheus_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let cfg = write(dir.path(), "k.yaml", &agent_config(&dead, port, &dir.path().join("s"), "1s"));
-    let _agent = Agent(Command::new(BIN).args(["run", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap());
+    let cfg = write(
+        dir.path(),
+        "k.yaml",
+        &agent_config(&dead, port, &dir.path().join("s"), "1s"),
+    );
+    let _agent = Agent(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for("errors counted", Duration::from_secs(20), || {
-        http(port, "GET", "/metrics").is_some_and(|(_, m)| metric_value(&m, r#"kpiwatch_query_errors_total{cause="connect"}"#).is_some_and(|v| v >= 2.0))
+        http(port, "GET", "/metrics").is_some_and(|(_, m)| {
+            metric_value(&m, r#"kpiwatch_query_errors_total{cause="connect"}"#)
+                .is_some_and(|v| v >= 2.0)
+        })
     });
     assert_eq!(http(port, "GET", "/-/healthy").unwrap().0, 200);
-    assert_eq!(http(port, "GET", "/-/ready").unwrap().0, 503, "never ready without a good cycle");
+    assert_eq!(
+        http(port, "GET", "/-/ready").unwrap().0,
+        503,
+        "never ready without a good cycle"
+    );
 }

@@ -13,7 +13,11 @@ fn repo(p: &str) -> PathBuf {
 fn shipped_example_and_presets_are_valid() {
     // Presets use ${VAR:-default}, so they load with an empty environment.
     let env = std::collections::HashMap::<String, String>::new();
-    for f in ["config/kpiwatch.example.yaml", "config/presets/node-exporter.yaml", "config/presets/http-service.yaml"] {
+    for f in [
+        "config/kpiwatch.example.yaml",
+        "config/presets/node-exporter.yaml",
+        "config/presets/http-service.yaml",
+    ] {
         let c = config::load_with_env(&repo(f), &env).unwrap_or_else(|e| panic!("{f}:\n{e}"));
         assert!(!c.groups.is_empty());
         assert!(c.groups.iter().all(|g| g.detectors.zscore.is_some()));
@@ -36,7 +40,8 @@ fn bad_configs_name_file_key_and_expectation() {
         if std::env::var_os("KPIWATCH_BLESS").is_some() {
             std::fs::write(&expected_path, format!("{got}\n")).unwrap();
         }
-        let expected = std::fs::read_to_string(&expected_path).unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("missing {}", expected_path.display()));
         assert_eq!(got.trim_end(), expected.trim_end(), "{}", path.display());
         checked += 1;
     }
@@ -51,9 +56,18 @@ fn env_expansion_feeds_the_loader() {
         "k.yaml",
         "prometheus: {url: '${PROM}'}\nshard: {node_name: '${NODE_NAME}'}\ngroups: [{name: n, entity_labels: [node], metrics: {up: up}, detectors: {zscore: {}}}]\n",
     );
-    let env: std::collections::HashMap<String, String> =
-        [("PROM".to_string(), "http://p:9090".to_string()), ("NODE_NAME".to_string(), "w1".to_string())].into();
+    let env: std::collections::HashMap<String, String> = [
+        ("PROM".to_string(), "http://p:9090".to_string()),
+        ("NODE_NAME".to_string(), "w1".to_string()),
+    ]
+    .into();
     let c = config::load_with_env(&path, &env).unwrap();
     assert_eq!(c.prometheus.url.as_str(), "http://p:9090/");
-    assert_eq!(c.shard, config::Shard::Node { name: "w1".into(), label: "node".into() });
+    assert_eq!(
+        c.shard,
+        config::Shard::Node {
+            name: "w1".into(),
+            label: "node".into()
+        }
+    );
 }

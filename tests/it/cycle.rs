@@ -33,7 +33,11 @@ fn setup(cfg: &Config) -> (GroupRunner, CycleContext) {
         ready: Arc::new(AtomicBool::new(false)),
     };
     let g = cfg.groups[0].clone();
-    let runner = GroupRunner::new(g.clone(), ShardFilter(cfg.shard.clone()), build_detectors(&g.detectors).unwrap());
+    let runner = GroupRunner::new(
+        g.clone(),
+        ShardFilter(cfg.shard.clone()),
+        build_detectors(&g.detectors).unwrap(),
+    );
     (runner, ctx)
 }
 
@@ -67,7 +71,10 @@ async fn after_warm_up_each_cycle_fetches_only_new_points() {
     }
     assert!(ctx.ready.load(Ordering::Acquire));
     let out = rendered(&ctx);
-    assert!(out.contains(r#"kpiwatch_anomaly_score{group="node",instance="a",detector="zscore"}"#), "{out}");
+    assert!(
+        out.contains(r#"kpiwatch_anomaly_score{group="node",instance="a",detector="zscore"}"#),
+        "{out}"
+    );
     assert!(out.contains(r#"kpiwatch_zscore_value{group="node",instance="b",metric="mem"}"#));
 }
 
@@ -84,8 +91,15 @@ async fn entities_appear_and_expire_with_their_series() {
     fake.with(|s| s.entities = vec!["a".into(), "c".into()]);
     let (r, _) = runner.run_cycle(&ctx, t0 + 30_000).await;
     runner = r;
-    assert_eq!(runner.store().entity_count(), 3, "b is absent but not expired yet");
-    assert!(runner.store().entity("instance=\"c\"").is_some(), "c is tracked from its first cycle");
+    assert_eq!(
+        runner.store().entity_count(),
+        3,
+        "b is absent but not expired yet"
+    );
+    assert!(
+        runner.store().entity("instance=\"c\"").is_some(),
+        "c is tracked from its first cycle"
+    );
     // expire_after is 2m; c warms up with the points of later cycles (2 per cycle, 16 needed).
     let mut t = t0 + 30_000;
     for _ in 0..4 {
@@ -95,16 +109,32 @@ async fn entities_appear_and_expire_with_their_series() {
     }
     assert_eq!(runner.store().entity_count(), 2);
     let out = rendered(&ctx);
-    assert!(!out.contains("instance=\"b\""), "expired series leave /metrics:\n{out}");
+    assert!(
+        !out.contains("instance=\"b\""),
+        "expired series leave /metrics:\n{out}"
+    );
     assert!(out.contains("instance=\"a\""));
-    assert!(!out.contains("instance=\"c\""), "c is still warming up (10 of 16 points)");
+    assert!(
+        !out.contains("instance=\"c\""),
+        "c is still warming up (10 of 16 points)"
+    );
     for _ in 0..3 {
         t += 30_000;
         let (r, _) = runner.run_cycle(&ctx, t).await;
         runner = r;
     }
-    assert!(rendered(&ctx).contains("instance=\"c\""), "c is scored once it has min_points");
-    assert_eq!(ctx.telemetry.metrics.entities_expired.with_label_values(&["node"]).get(), 1);
+    assert!(
+        rendered(&ctx).contains("instance=\"c\""),
+        "c is scored once it has min_points"
+    );
+    assert_eq!(
+        ctx.telemetry
+            .metrics
+            .entities_expired
+            .with_label_values(&["node"])
+            .get(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -123,9 +153,16 @@ async fn failures_mark_entities_stale_and_the_next_good_cycle_catches_up() {
     }
     let m = &ctx.telemetry.metrics;
     assert_eq!(m.entities_stale.with_label_values(&["node"]).get(), 1);
-    assert_eq!(m.query_errors.with_label_values(&["http_5xx"]).get(), 6, "2 metrics x 3 cycles");
+    assert_eq!(
+        m.query_errors.with_label_values(&["http_5xx"]).get(),
+        6,
+        "2 metrics x 3 cycles"
+    );
     assert_eq!(m.cycles.with_label_values(&["node", "error"]).get(), 3);
-    assert!(rendered(&ctx).contains("instance=\"a\""), "last scores are kept while stale");
+    assert!(
+        rendered(&ctx).contains("instance=\"a\""),
+        "last scores are kept while stale"
+    );
 
     fake.with(|s| {
         s.mode = Mode::Normal;
@@ -139,19 +176,38 @@ async fn failures_mark_entities_stale_and_the_next_good_cycle_catches_up() {
     let requests = fake.with(|s| s.requests.clone());
     assert_eq!(requests[0].samples_per_series, 8);
     let e = runner.store().entity("instance=\"a\"").unwrap();
-    assert!(e.rows[0].as_ref().unwrap().as_slice().iter().all(|v| v.is_finite()), "no gap left behind");
+    assert!(
+        e.rows[0]
+            .as_ref()
+            .unwrap()
+            .as_slice()
+            .iter()
+            .all(|v| v.is_finite()),
+        "no gap left behind"
+    );
 }
 
 #[tokio::test]
 async fn nan_values_are_filled_and_scores_stay_finite() {
     let fake = FakePrometheus::start(&["a"]).await;
-    fake.with(|s| s.value = |_, ts| if (ts / 15_000) % 4 == 0 { f64::NAN } else { 1.0 + ((ts / 15_000) % 3) as f64 });
+    fake.with(|s| {
+        s.value = |_, ts| {
+            if (ts / 15_000) % 4 == 0 {
+                f64::NAN
+            } else {
+                1.0 + ((ts / 15_000) % 3) as f64
+            }
+        }
+    });
     let cfg = load(&fake.url(), "");
     let (runner, ctx) = setup(&cfg);
     let (runner, result) = runner.run_cycle(&ctx, 1_700_000_000_000).await;
     assert_eq!(result, CycleResult::Ok);
     let out = rendered(&ctx);
-    let line = out.lines().find(|l| l.starts_with("kpiwatch_anomaly_score{")).unwrap();
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("kpiwatch_anomaly_score{"))
+        .unwrap();
     let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(v.is_finite(), "{line}");
     drop(runner);

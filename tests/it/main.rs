@@ -3,11 +3,11 @@
 
 mod support;
 
-/// Config files: the shipped example and presets pass; bad files give golden errors.
-mod config;
-/// The Prometheus client against a fake server: timeouts, 5xx, 429, garbage, caps, NaN.
-mod reader_faults;
-/// Whole cycles against a fake server: incremental fetch, entity lifecycle, staleness.
-mod cycle;
 /// The `kpiwatch` binary: check-config exit codes, run, reload, shutdown with state.
 mod cli;
+/// Config files: the shipped example and presets pass; bad files give golden errors.
+mod config;
+/// Whole cycles against a fake server: incremental fetch, entity lifecycle, staleness.
+mod cycle;
+/// The Prometheus client against a fake server: timeouts, 5xx, 429, garbage, caps, NaN.
+mod reader_faults;

@@ -22,7 +22,8 @@ fn client(url: &str, extra: &str) -> (Client, Telemetry) {
 }
 
 async fn range(c: &Client) -> Result<kpiwatch::reader::QueryResult, kpiwatch::reader::Error> {
-    c.query_range("up", 1_000_000, 1_010_000, Duration::from_secs(5)).await
+    c.query_range("up", 1_000_000, 1_010_000, Duration::from_secs(5))
+        .await
 }
 
 #[tokio::test]
@@ -53,8 +54,20 @@ async fn retries_5xx_and_429_then_succeeds() {
     fake.with(|s| s.next_modes = vec![Mode::Status(503), Mode::Status(429)]);
     let (c, t) = client(&fake.url(), "");
     assert!(range(&c).await.is_ok());
-    assert_eq!(t.metrics.query_retries.with_label_values(&["http_5xx"]).get(), 1);
-    assert_eq!(t.metrics.query_retries.with_label_values(&["http_429"]).get(), 1);
+    assert_eq!(
+        t.metrics
+            .query_retries
+            .with_label_values(&["http_5xx"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        t.metrics
+            .query_retries
+            .with_label_values(&["http_429"])
+            .get(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -76,7 +89,13 @@ async fn times_out_slow_answers() {
     let (c, t) = client(&fake.url(), "");
     let e = range(&c).await.unwrap_err();
     assert_eq!(e.cause(), "timeout");
-    assert_eq!(t.metrics.query_retries.with_label_values(&["timeout"]).get(), 2);
+    assert_eq!(
+        t.metrics
+            .query_retries
+            .with_label_values(&["timeout"])
+            .get(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -94,7 +113,11 @@ async fn rejects_garbage_and_oversized_bodies() {
 #[tokio::test]
 async fn connection_refused_is_a_connect_error() {
     // Bind and drop to get a port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let (c, _) = client(&format!("http://127.0.0.1:{port}"), "");
     assert_eq!(range(&c).await.unwrap_err().cause(), "connect");
 }
@@ -104,7 +127,10 @@ async fn sends_bearer_token_from_a_file_that_may_rotate() {
     let fake = FakePrometheus::start(&["a"]).await;
     let dir = tempfile::tempdir().unwrap();
     let token = crate::support::write(dir.path(), "token", "s3cret\n");
-    let (c, _) = client(&fake.url(), &format!("  bearer_token_file: {}\n", token.display()));
+    let (c, _) = client(
+        &fake.url(),
+        &format!("  bearer_token_file: {}\n", token.display()),
+    );
     assert!(range(&c).await.is_ok());
     // The secret never appears in the client's debug output.
     assert!(!format!("{c:?}").contains("s3cret"));

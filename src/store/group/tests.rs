@@ -41,8 +41,15 @@ fn first_fetch_covers_history_then_only_new_points() {
     assert_eq!(end, 1_000 * STEP);
     assert_eq!((end - start) / STEP + 1, 8, "whole history, 8 points");
     s.mark_fetched(0, end);
-    assert_eq!(s.next_range(0, now + 5_000), None, "nothing new within the step");
-    assert_eq!(s.next_range(0, now + 2 * STEP), Some((end + STEP, end + 2 * STEP)));
+    assert_eq!(
+        s.next_range(0, now + 5_000),
+        None,
+        "nothing new within the step"
+    );
+    assert_eq!(
+        s.next_range(0, now + 2 * STEP),
+        Some((end + STEP, end + 2 * STEP))
+    );
     // After an outage longer than the history, never fetch more than the history.
     let (start, end) = s.next_range(0, now + 100 * STEP).unwrap();
     assert_eq!((end - start) / STEP + 1, 8);
@@ -50,9 +57,20 @@ fn first_fetch_covers_history_then_only_new_points() {
 
 #[test]
 fn rows_stay_aligned_and_gaps_follow_the_fill_policy() {
-    for (fill, expect_gap) in [(Fill::None, f64::NAN), (Fill::Previous, 2.0), (Fill::Zero, 0.0)] {
+    for (fill, expect_gap) in [
+        (Fill::None, f64::NAN),
+        (Fill::Previous, 2.0),
+        (Fill::Zero, 0.0),
+    ] {
         let mut s = GroupStore::new(cfg(fill));
-        s.ingest(0, &[series("a", &[(STEP, 1.0), (2 * STEP, 2.0), (4 * STEP, 4.0)])], 0);
+        s.ingest(
+            0,
+            &[series(
+                "a",
+                &[(STEP, 1.0), (2 * STEP, 2.0), (4 * STEP, 4.0)],
+            )],
+            0,
+        );
         s.ingest(1, &[series("a", &[(4 * STEP, 40.0)])], 0);
         let out = s.finish_cycle(5 * STEP, 0);
         assert_eq!(out.fresh, vec!["instance=\"a\"".to_string()]);
@@ -61,7 +79,10 @@ fn rows_stay_aligned_and_gaps_follow_the_fill_policy() {
         assert_eq!(cpu.len(), 5);
         assert_eq!(mem.len(), 5, "a metric that appears later is back-filled");
         let (gap, last) = (cpu[2], cpu[4]);
-        assert!(gap.to_bits() == expect_gap.to_bits() || gap == expect_gap, "{fill:?}: {gap}");
+        assert!(
+            gap.to_bits() == expect_gap.to_bits() || gap == expect_gap,
+            "{fill:?}: {gap}"
+        );
         assert_eq!(cpu[3], 4.0);
         assert_eq!(mem[3], 40.0);
         assert!(mem[0].is_nan(), "no invented past for a new metric");
@@ -72,7 +93,14 @@ fn rows_stay_aligned_and_gaps_follow_the_fill_policy() {
 #[test]
 fn non_finite_values_are_gaps() {
     let mut s = GroupStore::new(cfg(Fill::Previous));
-    s.ingest(0, &[series("a", &[(STEP, 1.0), (2 * STEP, f64::NAN), (3 * STEP, f64::INFINITY)])], 0);
+    s.ingest(
+        0,
+        &[series(
+            "a",
+            &[(STEP, 1.0), (2 * STEP, f64::NAN), (3 * STEP, f64::INFINITY)],
+        )],
+        0,
+    );
     s.finish_cycle(3 * STEP, 0);
     assert_eq!(row(&s, "instance=\"a\"", 0), vec![1.0, 1.0, 1.0]);
 }
@@ -93,7 +121,11 @@ fn history_is_bounded_and_old_points_are_ignored() {
 #[test]
 fn entities_expire_after_their_absence() {
     let mut s = GroupStore::new(cfg(Fill::None));
-    s.ingest(0, &[series("a", &[(STEP, 1.0)]), series("b", &[(STEP, 1.0)])], 0);
+    s.ingest(
+        0,
+        &[series("a", &[(STEP, 1.0)]), series("b", &[(STEP, 1.0)])],
+        0,
+    );
     s.finish_cycle(STEP, 0);
     assert_eq!(s.entity_count(), 2);
     s.ingest(0, &[series("a", &[(2 * STEP, 1.0)])], 30_000);
@@ -103,14 +135,20 @@ fn entities_expire_after_their_absence() {
     let out = s.finish_cycle(3 * STEP, 61_000);
     assert_eq!(out.expired.len(), 1);
     assert_eq!(out.expired[0].0, "instance=\"b\"");
-    assert_eq!(out.expired[0].1, vec![("instance".to_string(), "b".to_string())]);
+    assert_eq!(
+        out.expired[0].1,
+        vec![("instance".to_string(), "b".to_string())]
+    );
     assert_eq!(s.entity_count(), 1);
 }
 
 #[test]
 fn node_shard_filters_series() {
     let mut c = cfg(Fill::None);
-    c.shard = ShardFilter(Shard::Node { name: "n1".into(), label: "node".into() });
+    c.shard = ShardFilter(Shard::Node {
+        name: "n1".into(),
+        label: "node".into(),
+    });
     let mut s = GroupStore::new(c);
     let mut mine = series("a", &[(STEP, 1.0)]);
     mine.labels.push(("node".into(), "n1".into()));
@@ -118,7 +156,10 @@ fn node_shard_filters_series() {
     other.labels.push(("node".into(), "n2".into()));
     let st = s.ingest(0, &[mine, other], 0);
     assert_eq!(st.filtered, 1);
-    assert_eq!(s.finish_cycle(STEP, 0).fresh, vec!["instance=\"a\"".to_string()]);
+    assert_eq!(
+        s.finish_cycle(STEP, 0).fresh,
+        vec!["instance=\"a\"".to_string()]
+    );
 }
 
 #[test]

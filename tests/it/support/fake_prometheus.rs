@@ -87,11 +87,15 @@ impl FakePrometheus {
         let s = script.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let s = s.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| answer(req, s.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -113,17 +117,35 @@ fn parse_ts(s: &str) -> i64 {
     (s.parse::<f64>().unwrap() * 1000.0).round() as i64
 }
 
-async fn answer(req: Request<hyper::body::Incoming>, script: Arc<Mutex<Script>>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    req: Request<hyper::body::Incoming>,
+    script: Arc<Mutex<Script>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let query_string = req.uri().query().unwrap_or("").to_string();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let mut params: std::collections::HashMap<String, String> = url::form_urlencoded::parse(query_string.as_bytes()).into_owned().collect();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut params: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(query_string.as_bytes())
+            .into_owned()
+            .collect();
     params.extend(url::form_urlencoded::parse(&body).into_owned());
     let (start, end) = (parse_ts(&params["start"]), parse_ts(&params["end"]));
     let step = (params["step"].parse::<f64>().unwrap() * 1000.0) as i64;
     let (mode, json, per_series) = {
         let mut s = script.lock().unwrap();
-        let mode = if s.next_modes.is_empty() { s.mode.clone() } else { s.next_modes.remove(0) };
-        let points: Vec<i64> = (0..).map(|k| start + k * step).take_while(|t| *t <= end).collect();
+        let mode = if s.next_modes.is_empty() {
+            s.mode.clone()
+        } else {
+            s.next_modes.remove(0)
+        };
+        let points: Vec<i64> = (0..)
+            .map(|k| start + k * step)
+            .take_while(|t| *t <= end)
+            .collect();
         let result: Vec<serde_json::Value> = s
             .entities
             .iter()
@@ -132,7 +154,15 @@ async fn answer(req: Request<hyper::body::Incoming>, script: Arc<Mutex<Script>>)
                     .iter()
                     .map(|&t| {
                         let v = (s.value)(inst, t);
-                        let text = if v.is_nan() { "NaN".to_string() } else if v == f64::INFINITY { "+Inf".into() } else if v == f64::NEG_INFINITY { "-Inf".into() } else { v.to_string() };
+                        let text = if v.is_nan() {
+                            "NaN".to_string()
+                        } else if v == f64::INFINITY {
+                            "+Inf".into()
+                        } else if v == f64::NEG_INFINITY {
+                            "-Inf".into()
+                        } else {
+                            v.to_string()
+                        };
                         serde_json::json!([t as f64 / 1000.0, text])
                     })
                     .collect();
@@ -143,7 +173,13 @@ async fn answer(req: Request<hyper::body::Incoming>, script: Arc<Mutex<Script>>)
         let per_series = points.len();
         if mode == Mode::Normal || matches!(mode, Mode::Delay(_) | Mode::Oversized(_)) {
             let query = params["query"].clone();
-            s.requests.push(Recorded { query, start_ms: start, end_ms: end, step_ms: step, samples_per_series: per_series });
+            s.requests.push(Recorded {
+                query,
+                start_ms: start,
+                end_ms: end,
+                step_ms: step,
+                samples_per_series: per_series,
+            });
         }
         (mode, json, per_series)
     };
@@ -159,7 +195,10 @@ async fn answer(req: Request<hyper::body::Incoming>, script: Arc<Mutex<Script>>)
             tokio::time::sleep(d).await;
             response(200, json.to_string())
         }
-        Mode::Status(code) => response(code, r#"{"status":"error","errorType":"unavailable","error":"scripted failure"}"#.into()),
+        Mode::Status(code) => response(
+            code,
+            r#"{"status":"error","errorType":"unavailable","error":"scripted failure"}"#.into(),
+        ),
         Mode::Garbage => response(200, "<html>not json".into()),
         Mode::Oversized(n) => {
             let mut text = json.to_string();
