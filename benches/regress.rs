@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench regress` (needs models/regress_{encoder,head}.onnx). Criterion's
 //! "thrpt" line of the batched cases gives pairs per second; the PyTorch numbers of the
-//! same weights come from `models/train/regress/bench_torch.py` (docs/benchmarks/regress.md).
+//! same weights come from `models/train/regress/bench_torch.py` (BENCHMARKS.md).
 
 use std::path::Path;
 

@@ -7,7 +7,7 @@
 //!
 //! `models/train/uniad/bench.py` runs this bench and times the same weights in
 //! PyTorch eager and onnxruntime (single thread) in the same run, and prints the
-//! ratios (see docs/benchmarks/uniad.md).
+//! ratios (see BENCHMARKS.md).
 
 use std::path::PathBuf;
 

@@ -13,7 +13,7 @@ Writes, under tests/data/adsketch/:
                        the reference's documented behaviour.
 
 With --yahoo DIR it instead runs that Algorithm 1 on Yahoo A1 with the reference
-protocol and prints per-series P/R/F1 and the mean (for docs/benchmarks/adsketch.md).
+protocol and prints per-series P/R/F1 and the mean (for BENCHMARKS.md).
 
 Usage: python scripts/adsketch_fixtures.py [--out tests/data/adsketch] [--yahoo DIR]
 Pinned versions: scripts/requirements-adsketch.txt.

@@ -6,7 +6,7 @@ statistics of its own series (median / 1.4826 MAD, scale floored), exactly as
 the agent's normaliser does before it calls the model.
 
 Held-out entities (``HELD_OUT_*``) are never read by training: they are the
-evaluation set of ``evaluate.py`` and of ``docs/benchmarks/uniad.md``.
+evaluation set of ``evaluate.py`` and of ``BENCHMARKS.md``.
 """
 
 from __future__ import annotations
