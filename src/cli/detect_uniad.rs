@@ -17,9 +17,8 @@ use std::process::ExitCode;
 
 use crate::dataset::read_csv;
 use crate::detect::uniad::{PlanMode, SpotOptions, UniadDetector, UniadOptions};
-use crate::detect::{Detector, EntityView};
-use crate::normalize::Normalizer;
 
+use super::offline::{replay, top_metric};
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 
 /// Arguments of `detect uniad`.
@@ -188,49 +187,16 @@ fn score_rows(
     history: usize,
 ) -> Vec<Option<Row>> {
     let w = detector.model().window();
-    let mut normalizers = vec![Normalizer::new(); columns.len()];
-    let mut scratch = Vec::new();
-    let len = columns.first().map_or(0, |c| c.len());
-    let mut out = Vec::with_capacity(len);
-    for t in 0..len {
-        let from = (t + 1).saturating_sub(history.max(w));
-        let slices: Vec<&[f64]> = columns.iter().map(|c| &c[from..=t]).collect();
-        // Statistics from the rows before t, so the point judged does not dilute its
-        // own baseline.
-        let stats: Vec<_> = normalizers
-            .iter_mut()
-            .zip(&slices)
-            .map(|(n, s)| {
-                if s.len() > 1 {
-                    n.update(&s[..s.len() - 1], 1, &mut scratch);
-                }
-                n.stats()
-            })
-            .collect();
-        let view = EntityView {
-            key: "csv",
-            metric_names: names,
-            rows: &slices,
-            stats: &stats,
-            end_ms: 0,
-            step_ms: 1,
-        };
-        out.push(detector.score(&[view]).remove(0).ok().map(|s| {
-            let top = s
-                .metrics
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| m.contribution.is_finite())
-                .max_by(|a, b| a.1.contribution.total_cmp(&b.1.contribution))
-                .map_or(0, |(i, _)| i);
-            Row {
+    replay(detector, columns, names, history.max(w))
+        .into_iter()
+        .map(|s| {
+            s.map(|s| Row {
                 raw: s.raw,
                 threshold: s.threshold,
-                top,
-            }
-        }));
-    }
-    out
+                top: top_metric(&s),
+            })
+        })
+        .collect()
 }
 
 /// Point-wise precision, recall and F1 of flags against labels.

@@ -10,9 +10,8 @@ use std::process::ExitCode;
 
 use crate::dataset::read_csv;
 use crate::detect::zscore::{ZscoreDetector, ZscoreOptions};
-use crate::detect::{Detector, EntityView};
-use crate::normalize::Normalizer;
 
+use super::offline::{replay, top_metric};
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 
 /// Arguments of `detect zscore`.
@@ -117,45 +116,11 @@ fn score_rows(
     history: usize,
 ) -> Vec<Option<(f64, usize)>> {
     let mut detector = ZscoreDetector::new(options);
-    let mut normalizers = vec![Normalizer::new(); idx.len()];
-    let mut scratch = Vec::new();
-    let rows = columns.first().map_or(0, Vec::len);
-    let mut out = Vec::with_capacity(rows);
-    for t in 0..rows {
-        let from = (t + 1).saturating_sub(history);
-        // Statistics from the rows before t, so the point being judged does not
-        // dilute its own baseline.
-        let slices: Vec<&[f64]> = idx.iter().map(|&c| &columns[c][from..=t]).collect();
-        let stats: Vec<_> = normalizers
-            .iter_mut()
-            .zip(&slices)
-            .map(|(n, s)| {
-                if s.len() > 1 {
-                    n.update(&s[..s.len() - 1], 1, &mut scratch);
-                }
-                n.stats()
-            })
-            .collect();
-        let view = EntityView {
-            key: "csv",
-            metric_names: names,
-            rows: &slices,
-            stats: &stats,
-            end_ms: 0,
-            step_ms: 1,
-        };
-        out.push(detector.score(&[view]).remove(0).ok().map(|s| {
-            let top = s
-                .metrics
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| m.contribution.is_finite())
-                .max_by(|a, b| a.1.contribution.total_cmp(&b.1.contribution))
-                .map_or(0, |(i, _)| i);
-            (s.anomaly_score, top)
-        }));
-    }
-    out
+    let cols: Vec<&[f64]> = idx.iter().map(|&c| columns[c].as_slice()).collect();
+    replay(&mut detector, &cols, names, history)
+        .into_iter()
+        .map(|s| s.map(|s| (s.anomaly_score, top_metric(&s))))
+        .collect()
 }
 
 /// Point-wise precision, recall and F1 (labels > 0.5 are positives).

@@ -9,6 +9,7 @@ mod check;
 mod detect_adsketch;
 mod detect_uniad;
 mod detect_zscore;
+mod offline;
 pub mod regress;
 
 use std::path::PathBuf;
