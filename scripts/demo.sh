@@ -79,7 +79,8 @@ cat <<TXT
   kpiwatch     http://127.0.0.1:$KPIWATCH_PORT/metrics   (ready: /-/ready)
   node_exporter http://127.0.0.1:$NODE_PORT/metrics
   logs         $DEMO/{prometheus,node_exporter,kpiwatch}.log
-  A CPU burn runs 20 s in every 60 s; scores appear after ~40 s of warm-up.
+  A CPU burn runs 20 s in every 60 s. z-score scores appear after ~50 s of warm-up,
+  Uni-AD scores once a full window (64 steps of 2 s) is there, after ~2.5 min.
 
 TXT
 
@@ -104,6 +105,7 @@ if not series:
 for r in series:
     m, v = r["metric"], float(r["value"][1])
     flag = "ANOMALY" if v > 1 else "ok"
-    print(f"[{elapsed:4d}s] {m.get(\"instance\",\"?\")} {m[\"detector\"]}: anomaly_score={v:6.2f} {flag}")
+    inst, det = m.get("instance", "?"), m["detector"]
+    print(f"[{elapsed:4d}s] {inst} {det}: anomaly_score={v:6.2f} {flag}")
 ' "$(( $(date +%s) - started ))"
 done
