@@ -15,10 +15,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::dataset::read_csv;
 use crate::detect::uniad::{PlanMode, SpotOptions, UniadDetector, UniadOptions};
 
-use super::offline::{replay, top_metric};
+use super::offline::{load_input, replay, top_metric, Input};
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 
 /// Arguments of `detect uniad`.
@@ -54,38 +53,18 @@ struct Row {
 
 /// Runs the command.
 pub(super) fn run(args: &Args) -> ExitCode {
-    let table = match read_csv(&args.input) {
-        Ok(t) => t,
+    let Input {
+        table,
+        ts,
+        labels,
+        metric_idx,
+    } = match load_input(&args.input) {
+        Ok(i) => i,
         Err(e) => {
             eprintln!("kpiwatch: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let ts = match table.require("timestamp") {
-        Ok(t) => t.to_vec(),
-        Err(e) => {
-            eprintln!("kpiwatch: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let labels = table
-        .first_of(&["label", "is_anomaly"])
-        .map(<[f64]>::to_vec);
-    let metric_idx: Vec<usize> = (0..table.names.len())
-        .filter(|&i| {
-            !matches!(
-                table.names[i].as_str(),
-                "timestamp" | "label" | "is_anomaly"
-            )
-        })
-        .collect();
-    if metric_idx.is_empty() {
-        eprintln!(
-            "kpiwatch: {}: no metric column besides timestamp and label",
-            args.input.display()
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    }
     let mut options = UniadOptions::new(&args.model);
     options.plan = PlanMode::Bucketed;
     options.threshold.risk = args.risk;

@@ -8,10 +8,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::dataset::read_csv;
 use crate::detect::zscore::{ZscoreDetector, ZscoreOptions};
 
-use super::offline::{replay, top_metric};
+use super::offline::{load_input, replay, top_metric, Input};
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 
 /// Arguments of `detect zscore`.
@@ -30,8 +29,13 @@ pub struct Args {
 
 /// Runs the command.
 pub(super) fn run(args: &Args) -> ExitCode {
-    let table = match read_csv(&args.input) {
-        Ok(t) => t,
+    let Input {
+        table,
+        ts,
+        labels,
+        metric_idx,
+    } = match load_input(&args.input) {
+        Ok(i) => i,
         Err(e) => {
             eprintln!("kpiwatch: {e}");
             return ExitCode::from(EXIT_CONFIG);
@@ -43,31 +47,6 @@ pub(super) fn run(args: &Args) -> ExitCode {
     };
     if let Err(e) = options.validate() {
         eprintln!("kpiwatch: --threshold: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
-    let ts = match table.require("timestamp") {
-        Ok(t) => t.to_vec(),
-        Err(e) => {
-            eprintln!("kpiwatch: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let labels = table
-        .first_of(&["label", "is_anomaly"])
-        .map(<[f64]>::to_vec);
-    let metric_idx: Vec<usize> = (0..table.names.len())
-        .filter(|&i| {
-            !matches!(
-                table.names[i].as_str(),
-                "timestamp" | "label" | "is_anomaly"
-            )
-        })
-        .collect();
-    if metric_idx.is_empty() {
-        eprintln!(
-            "kpiwatch: {}: no metric column besides timestamp and label",
-            args.input.display()
-        );
         return ExitCode::from(EXIT_CONFIG);
     }
     let names: Vec<&str> = metric_idx

@@ -53,3 +53,48 @@ pub(super) fn top_metric(s: &Scores) -> usize {
         .max_by(|a, b| a.1.contribution.total_cmp(&b.1.contribution))
         .map_or(0, |(i, _)| i)
 }
+
+/// A CSV as the offline commands read it: `timestamp`, metric columns, and an optional
+/// `label` (or `is_anomaly`) column used only for scoring.
+pub(super) struct Input {
+    /// The whole table.
+    pub(super) table: crate::dataset::Table,
+    /// The `timestamp` column.
+    pub(super) ts: Vec<f64>,
+    /// The label column, if any.
+    pub(super) labels: Option<Vec<f64>>,
+    /// Indices of the metric columns in `table`.
+    pub(super) metric_idx: Vec<usize>,
+}
+
+/// Reads `path`; the error names the file and what is missing.
+pub(super) fn load_input(path: &std::path::Path) -> Result<Input, String> {
+    let table = crate::dataset::read_csv(path).map_err(|e| e.to_string())?;
+    let ts = table
+        .require("timestamp")
+        .map_err(|e| e.to_string())?
+        .to_vec();
+    let labels = table
+        .first_of(&["label", "is_anomaly"])
+        .map(<[f64]>::to_vec);
+    let metric_idx: Vec<usize> = (0..table.names.len())
+        .filter(|&i| {
+            !matches!(
+                table.names[i].as_str(),
+                "timestamp" | "label" | "is_anomaly"
+            )
+        })
+        .collect();
+    if metric_idx.is_empty() {
+        return Err(format!(
+            "{}: no metric column besides timestamp and label",
+            path.display()
+        ));
+    }
+    Ok(Input {
+        table,
+        ts,
+        labels,
+        metric_idx,
+    })
+}
