@@ -72,11 +72,15 @@ def load(path: pathlib.Path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="data")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every split's pair count")
+    ap.add_argument("--only", default=None, help="build this split only (to run the four in parallel)")
     args = ap.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for name, (seed, n) in SPLITS.items():
-        s = build(seed, n, keep_ambiguous=(name == "train_unlabeled"))
+        if args.only and name != args.only:
+            continue
+        s = build(seed, max(1, int(round(n * args.scale))), keep_ambiguous=(name == "train_unlabeled"))
         save(s, out / f"{name}.npz")
         labels = np.array([x[2] for x in s])
         print(f"{name}: {len(s)} KPI pairs, {int((labels == 1).sum())} regressed, "

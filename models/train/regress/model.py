@@ -24,7 +24,7 @@ class Encoder(nn.Module):
         # packed sequences).
         y, _ = self.lstm1(x)
         y, _ = self.lstm2(y)
-        return y[torch.arange(len(lengths)), lengths - 1]
+        return y[torch.arange(len(lengths), device=y.device), lengths - 1]
 
 
 class Head(nn.Module):

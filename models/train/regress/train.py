@@ -23,6 +23,7 @@ from scipy import stats
 from torch import nn
 
 import dataset
+import labdata
 from model import Siamese
 
 torch.set_num_threads(1)
@@ -48,6 +49,9 @@ def report(y, pred, kpi):
     return out
 
 
+DEVICE = torch.device("cpu")
+
+
 def pad(seqs, no_workload):
     lens = torch.tensor([len(s) for s in seqs])
     x = torch.zeros(len(seqs), int(lens.max()), 2)
@@ -55,7 +59,7 @@ def pad(seqs, no_workload):
         x[i, : len(s)] = torch.from_numpy(s)
     if no_workload:
         x[:, :, 0] = 0
-    return x, lens
+    return x.to(DEVICE), lens.to(DEVICE)
 
 
 def augment(b, c, rng):
@@ -95,7 +99,7 @@ def predict(model, b, c, no_workload, bs=256):
         ids = order[i: i + bs]
         xb, lb = pad([b[j] for j in ids], no_workload)
         xc, lc = pad([c[j] for j in ids], no_workload)
-        p = torch.softmax(model.logits(xb, lb, xc, lc), -1)[:, 1].numpy()
+        p = torch.softmax(model.logits(xb, lb, xc, lc), -1)[:, 1].cpu().numpy()
         res[ids] = p
     probs.append(res)
     return res
@@ -125,6 +129,10 @@ def main():
     ap.add_argument("--no-weight", action="store_true")
     ap.add_argument("--no-pseudo", action="store_true")
     ap.add_argument("--baselines", action="store_true", help="also evaluate KS and MWU")
+    ap.add_argument("--lab-weight", type=int, default=0,
+                    help="add the lab's training pairs (labdata.py, split by current run) this many times per "
+                         "epoch; model selection then averages simulated-val F1 and lab-val F1 (0 = simulator only)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--max-minutes", type=float, default=0,
                     help="wall-clock budget: the supervised phase ends at 60%% of it, training at 100%%")
     args = ap.parse_args()
@@ -138,12 +146,19 @@ def main():
     va = dataset.load(data / "val.npz")
     te = dataset.load(data / "test.npz")
     nw = args.no_workload
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    lab_tr = labdata.load("train", drop_invisible=True) if args.lab_weight else None
+    lab_va = labdata.load("val") if args.lab_weight else None
+    lab_te = labdata.load("test")
 
-    model = Siamese(args.hidden)
+    model = Siamese(args.hidden).to(DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    weight = torch.tensor([1.0, 1.0 if args.no_weight else 2.0])
+    weight = torch.tensor([1.0, 1.0 if args.no_weight else 2.0]).to(DEVICE)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     labeled = list(zip(tr["b"], tr["c"], tr["label"]))
+    if lab_tr is not None:
+        labeled += list(zip(lab_tr["b"], lab_tr["c"], lab_tr["label"].tolist())) * args.lab_weight
     pseudo = []
     best = (-1.0, None)
     log = []
@@ -173,7 +188,7 @@ def main():
         for ids in batches(items, args.bs, rng):
             xb, lb = pad([items[j][0] for j in ids], nw)
             xc, lc = pad([items[j][1] for j in ids], nw)
-            y = torch.tensor([items[j][2] for j in ids])
+            y = torch.tensor([int(items[j][2]) for j in ids]).to(DEVICE)
             loss = loss_fn(model.logits(xb, lb, xc, lc), y)
             opt.zero_grad()
             loss.backward()
@@ -181,23 +196,32 @@ def main():
             opt.step()
             tot += float(loss.detach()) * len(ids)
         pv = predict(model, va["b"], va["c"], nw)
-        f1 = prf(va["label"], (pv >= 0.5).astype(int))["f1"]
-        log.append({"epoch": epoch, "loss": round(tot / len(items), 4), "val_f1": f1,
-                    "items": len(items), "elapsed_s": round(time.time() - t0, 1)})
+        f1 = sim_f1 = prf(va["label"], (pv >= 0.5).astype(int))["f1"]
+        entry = {"epoch": epoch, "loss": round(tot / len(items), 4), "val_f1": f1}
+        if lab_va is not None:
+            pl = predict(model, lab_va["b"], lab_va["c"], nw)
+            lab_f1 = prf(lab_va["label"], (pl >= 0.5).astype(int))["f1"]
+            f1 = round((sim_f1 + lab_f1) / 2, 4)
+            entry.update({"lab_val_f1": lab_f1, "select_f1": f1})
+        log.append({**entry, "items": len(items), "elapsed_s": round(time.time() - t0, 1)})
         print(log[-1], flush=True)
         if f1 > best[0]:
             best = (f1, {k: v.clone() for k, v in model.state_dict().items()})
-            torch.save({"state": best[1], "hidden": args.hidden, "no_workload": nw}, out / "model.pt")
+            torch.save({"state": {k: v.cpu() for k, v in best[1].items()}, "hidden": args.hidden,
+                        "no_workload": nw}, out / "model.pt")
     model.load_state_dict(best[1])
     pt = predict(model, te["b"], te["c"], nw)
+    plt = predict(model, lab_te["b"], lab_te["c"], nw)
     result = {"args": vars(args), "train_seconds": round(time.time() - t0, 1), "best_val_f1": best[0],
               "test": report(te["label"], (pt >= 0.5).astype(int), te["kpi"]),
-              "test_pairs": len(te["label"]), "test_regressed": int(te["label"].sum()), "log": log}
+              "test_pairs": len(te["label"]), "test_regressed": int(te["label"].sum()),
+              "lab_test": report(lab_te["label"], (plt >= 0.5).astype(int), lab_te["kpi"]), "log": log}
     if args.baselines:
         result["baselines"] = stat_baselines(te)
     (out / "metrics.json").write_text(json.dumps(result, indent=1))
-    torch.save({"state": model.state_dict(), "hidden": args.hidden, "no_workload": nw}, out / "model.pt")
-    print(json.dumps({k: result[k] for k in ("test", "train_seconds")}, indent=1))
+    torch.save({"state": {k: v.cpu() for k, v in model.state_dict().items()}, "hidden": args.hidden,
+                "no_workload": nw}, out / "model.pt")
+    print(json.dumps({k: result[k] for k in ("test", "lab_test", "train_seconds")}, indent=1))
     if args.baselines:
         print(json.dumps(result["baselines"], indent=1))
 

@@ -37,6 +37,12 @@ HELD_OUT_NAB = [
     "realTweets/Twitter_volume_AAPL.csv",
     "realTweets/Twitter_volume_UPS.csv",
 ]
+# Lab multivariate recordings (tests/data/lab/anomaly/<scenario>/<route>.csv, one entity
+# per route, 11-12 metrics): whole scenarios are held out, so that no recording of the
+# same run (shared host metrics, same load) is seen in training.
+LAB_DIR = Path(__file__).resolve().parents[3] / "tests" / "data" / "lab" / "anomaly"
+HELD_OUT_LAB = ["mixed", "cpu", "concurrency"]
+TRAIN_LAB = ["latency", "errors", "memory", "dependency"]
 
 
 def data_dir() -> Path:
@@ -117,6 +123,28 @@ def load_nab(root: Path, names: list[str] | None = None) -> list[Series]:
     return out
 
 
+@dataclass
+class Entity:
+    name: str
+    values: np.ndarray  # raw (N, T), float64, NaN for gaps
+    labels: np.ndarray  # 0/1 per step
+    metrics: list[str]
+
+
+def load_lab(scenarios: list[str], lab: Path = LAB_DIR) -> list[Entity]:
+    out = []
+    for sc in scenarios:
+        for f in sorted((lab / sc).glob("*.csv")):
+            with open(f, newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            cols = [c for c in rows[0] if c not in ("timestamp", "label")]
+            v = np.array([[float(r[c]) if r[c] not in ("", "NaN", "nan") else np.nan for r in rows]
+                          for c in cols])
+            y = np.array([int(float(r["label"])) for r in rows])
+            out.append(Entity(f"lab/{sc}/{f.stem}", v, y, cols))
+    return out
+
+
 def training_series(root: Path) -> list[Series]:
     """All Yahoo A1 and NAB series except the held-out ones."""
     ys = [s for s in load_yahoo(root) if Path(s.name).name not in HELD_OUT_YAHOO]
@@ -191,11 +219,20 @@ def windows(entity: np.ndarray, stride: int, w: int = W) -> np.ndarray:
 
 
 def build_corpus(root: Path, seed: int, synthetic_entities: int, real_stride: int,
-                 synth_stride: int, synth_len: int, max_windows_per_series: int
-                 ) -> dict[int, np.ndarray]:
-    """Windows grouped by metric count N: ``{N: array (count, N, W)}``."""
+                 synth_stride: int, synth_len: int, max_windows_per_series: int,
+                 lab_repeat: int = 0) -> dict[int, np.ndarray]:
+    """Windows grouped by metric count N: ``{N: array (count, N, W)}``.
+
+    ``lab_repeat`` > 0 adds the training lab entities (``TRAIN_LAB``), every window
+    (stride 1) that many times, each copy with its metrics in another random order.
+    """
     rng = np.random.default_rng(seed)
     by_n: dict[int, list[np.ndarray]] = {}
+    if lab_repeat > 0:
+        for e in load_lab(TRAIN_LAB):
+            win = windows(normalise_entity(e.values), 1)
+            for _ in range(lab_repeat):
+                by_n.setdefault(win.shape[1], []).append(win[:, rng.permutation(win.shape[1])])
     for s in training_series(root):
         win = windows(robust_z(s.values)[None, :], real_stride)
         if len(win) > max_windows_per_series:

@@ -1,19 +1,32 @@
-"""Evaluate Uni-AD (the exported ONNX, via onnxruntime) beside a robust z-score
-baseline on the held-out series of ``data.py``.
+"""Evaluate Uni-AD (the exported ONNX, via onnxruntime) beside the robust z-score
+detector and ADSketch on the held-out entities of ``data.py``.
 
-    python models/train/uniad/evaluate.py [--onnx models/uniad.onnx]
+    python models/train/uniad/evaluate.py [--onnx models/uniad.onnx] [--kpiwatch target/release/kpiwatch]
 
-Per series: robust z-score with the series' own median/MAD (as the agent's
-normaliser over a long history); Uni-AD score at step t = eq. 7 on the window
-ending at t; baseline score = |z_t|. Only steps t >= W-1 are scored, for both.
-PR-AUC (average precision) and best F1 (point-wise, best threshold per series)
-are averaged over the series that have at least one labelled point in that range.
+Held-out sets: Yahoo A1 and NAB series (N = 1) and the lab's multivariate entities of
+the held-out scenarios (``data.HELD_OUT_LAB``; 11-12 metrics each). Per entity, every
+metric is robust-z-scored with its own statistics (as the agent's normaliser over a long
+history). Scored steps: t >= s with s = max(W - 1, T // 4), the same for all detectors;
+steps before s are ADSketch's normal history ``T_n``.
+
+* Uni-AD: eq. 7 on the window ending at t (mean over metrics of the squared error at
+  the last step).
+* robust z-score: |z_t|; for N > 1 the max over metrics.
+* ADSketch: ``kpiwatch detect adsketch --train rows[0, s) --test rows[s, T) --m 15 --p 99``
+  (fixed parameters, not tuned per series), score column (1.0 = threshold; 0 where the
+  CLI gives none); for N > 1 it runs per metric and the score is the max over metrics.
+
+PR-AUC (average precision) and best point-wise F1 per entity, averaged over the
+entities with at least one labelled point among the scored steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +35,7 @@ import onnxruntime as ort
 import data
 
 REPO = Path(__file__).resolve().parents[3]
+ADS_M, ADS_P = 15, 99.0
 
 
 def pr_auc_best_f1(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -40,7 +54,8 @@ def pr_auc_best_f1(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float
 
 
 def uniad_scores(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
-    win = data.windows(z[None, :], 1)  # (T-W+1, 1, W)
+    """Score of the window ending at each t >= W - 1 of a normalised (N, T) entity."""
+    win = data.windows(z, 1)  # (T-W+1, N, W)
     out = np.empty(len(win), dtype=np.float64)
     for s in range(0, len(win), 4096):
         x = win[s : s + 4096]
@@ -49,33 +64,84 @@ def uniad_scores(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
     return out
 
 
+def adsketch_scores(exe: Path, values: np.ndarray, split: int, tmp: Path) -> np.ndarray | None:
+    """ADSketch score per step of rows[split:] of one raw series; None when it fails."""
+    v = np.asarray(values, dtype=np.float64)
+    if np.isnan(v).any():  # gaps: carry the last value (the CLI wants numbers)
+        idx = np.where(~np.isnan(v), np.arange(len(v)), 0)
+        np.maximum.accumulate(idx, out=idx)
+        v = v[idx]
+        v = np.nan_to_num(v, nan=0.0)
+    for name, part in (("train", v[:split]), ("test", v[split:])):
+        with open(tmp / f"{name}.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["timestamp", "value"])
+            w.writerows((i, repr(float(x))) for i, x in enumerate(part))
+    r = subprocess.run([str(exe), "detect", "adsketch", "--train", str(tmp / "train.csv"), "--test",
+                        str(tmp / "test.csv"), "--m", str(ADS_M), "--p", str(ADS_P), "--out",
+                        str(tmp / "out.csv"), "--log-level", "error"], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    with open(tmp / "out.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return np.array([float(x["score"]) if x["score"] not in ("", "NaN") else 0.0 for x in rows])
+
+
+def entities(name: str, root: Path):
+    """(name, raw (N, T), labels) of one held-out set."""
+    if name == "lab":
+        for e in data.load_lab(data.HELD_OUT_LAB):
+            yield e.name, e.values, e.labels
+    else:
+        for s in data.held_out_series(root)[name]:
+            yield s.name, s.values[None, :], s.labels
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--onnx", type=Path, default=REPO / "models" / "uniad.onnx")
-    ap.add_argument("--json", type=Path, default=None, help="also write per-series results here")
+    ap.add_argument("--kpiwatch", type=Path, default=REPO / "target" / "release" / "kpiwatch",
+                    help="kpiwatch binary for ADSketch (cargo build --release); missing = no ADSketch column")
+    ap.add_argument("--sets", default="yahoo_a1,nab,lab")
+    ap.add_argument("--json", type=Path, default=None, help="also write per-entity results here")
     args = ap.parse_args()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(args.onnx), opts, providers=["CPUExecutionProvider"])
+    use_ads = args.kpiwatch.exists()
+    root = data.data_dir()
     results = {}
-    for name, series in data.held_out_series(data.data_dir()).items():
-        rows = []
-        for s in series:
-            z = data.robust_z(s.values)
-            y = s.labels[data.W - 1 :]
-            if y.sum() == 0:
-                continue
-            u = uniad_scores(sess, z)
-            b = np.abs(z[data.W - 1 :]).astype(np.float64)
-            ua, uf = pr_auc_best_f1(u, y)
-            ba, bf = pr_auc_best_f1(b, y)
-            rows.append({"series": s.name, "uniad_pr_auc": ua, "uniad_best_f1": uf,
-                         "zscore_pr_auc": ba, "zscore_best_f1": bf})
-        mean = {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "series"}
-        results[name] = {"series": len(rows), "mean": mean, "rows": rows}
-        print(f"{name}: {len(rows)} labelled held-out series")
-        print(f"  Uni-AD  PR-AUC {mean['uniad_pr_auc']:.3f}  best-F1 {mean['uniad_best_f1']:.3f}")
-        print(f"  z-score PR-AUC {mean['zscore_pr_auc']:.3f}  best-F1 {mean['zscore_best_f1']:.3f}")
+    with tempfile.TemporaryDirectory() as td:
+        tmp = Path(td)
+        for set_name in args.sets.split(","):
+            rows = []
+            for name, raw, labels in entities(set_name, root):
+                z = data.normalise_entity(raw)
+                t = z.shape[1]
+                s = max(data.W - 1, t // 4)
+                y = labels[s:]
+                if y.sum() == 0:
+                    continue
+                row = {"entity": name, "n": int(z.shape[0]), "scored_steps": int(len(y)),
+                       "anomalous_steps": int(y.sum())}
+                u = uniad_scores(sess, z)[s - (data.W - 1):]
+                b = np.abs(z[:, s:]).max(axis=0).astype(np.float64)
+                row["uniad_pr_auc"], row["uniad_best_f1"] = pr_auc_best_f1(u, y)
+                row["zscore_pr_auc"], row["zscore_best_f1"] = pr_auc_best_f1(b, y)
+                if use_ads:
+                    per = [adsketch_scores(args.kpiwatch, raw[i], s, tmp) for i in range(raw.shape[0])]
+                    ok = [p for p in per if p is not None]
+                    row["adsketch_failed_metrics"] = len(per) - len(ok)
+                    a = np.max(np.stack(ok), axis=0) if ok else np.zeros(len(y))
+                    row["adsketch_pr_auc"], row["adsketch_best_f1"] = pr_auc_best_f1(a, y)
+                rows.append(row)
+            keys = [k for k in rows[0] if k.endswith("_pr_auc") or k.endswith("_best_f1")]
+            mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
+            results[set_name] = {"entities": len(rows), "mean": mean, "rows": rows}
+            print(f"{set_name}: {len(rows)} labelled held-out entities")
+            for det in ("uniad", "zscore", "adsketch"):
+                if f"{det}_pr_auc" in mean:
+                    print(f"  {det:8s} PR-AUC {mean[det + '_pr_auc']:.3f}  best-F1 {mean[det + '_best_f1']:.3f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
