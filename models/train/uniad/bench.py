@@ -23,7 +23,7 @@ import onnxruntime as ort
 import torch
 
 import data
-from model import UniAD
+from model import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[3]
 NS = (8, 38)
@@ -57,9 +57,7 @@ def main() -> None:
     args = ap.parse_args()
 
     torch.set_num_threads(1)
-    model = UniAD(w=data.W)
-    model.load_state_dict(torch.load(args.ckpt, map_location="cpu"))
-    model.eval()
+    model = load_checkpoint(args.ckpt, w=data.W)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1

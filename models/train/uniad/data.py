@@ -37,12 +37,26 @@ HELD_OUT_NAB = [
     "realTweets/Twitter_volume_AAPL.csv",
     "realTweets/Twitter_volume_UPS.csv",
 ]
+# Selection entities: labelled series kept out of training too, used only to choose the
+# checkpoint (epoch) and the variant by detection quality (train.py), never for the
+# reported evaluation.
+VAL_YAHOO = [f"real_{i}.csv" for i in range(2, 68, 5)]
+VAL_NAB = [
+    "artificialWithAnomaly/art_daily_jumpsdown.csv",
+    "artificialWithAnomaly/art_load_balancer_spikes.csv",
+    "realAdExchange/exchange-4_cpc_results.csv",
+    "realTraffic/occupancy_6005.csv",
+    "realTraffic/speed_t4013.csv",
+    "realTweets/Twitter_volume_GOOG.csv",
+]
+
 # Lab multivariate recordings (tests/data/lab/anomaly/<scenario>/<route>.csv, one entity
 # per route, 11-12 metrics): whole scenarios are held out, so that no recording of the
 # same run (shared host metrics, same load) is seen in training.
 LAB_DIR = Path(__file__).resolve().parents[3] / "tests" / "data" / "lab" / "anomaly"
 HELD_OUT_LAB = ["mixed", "cpu", "concurrency"]
-TRAIN_LAB = ["latency", "errors", "memory", "dependency"]
+VAL_LAB = ["dependency"]
+TRAIN_LAB = ["latency", "errors", "memory"]
 
 
 def data_dir() -> Path:
@@ -146,10 +160,35 @@ def load_lab(scenarios: list[str], lab: Path = LAB_DIR) -> list[Entity]:
 
 
 def training_series(root: Path) -> list[Series]:
-    """All Yahoo A1 and NAB series except the held-out ones."""
-    ys = [s for s in load_yahoo(root) if Path(s.name).name not in HELD_OUT_YAHOO]
-    ns = [s for s in load_nab(root) if s.name[len("nab/"):] not in HELD_OUT_NAB]
+    """All Yahoo A1 and NAB series except the held-out and the selection ones."""
+    ys = [s for s in load_yahoo(root) if Path(s.name).name not in HELD_OUT_YAHOO + VAL_YAHOO]
+    ns = [s for s in load_nab(root) if s.name[len("nab/"):] not in HELD_OUT_NAB + VAL_NAB]
     return ys + ns
+
+
+def selection_entities(root: Path) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """{set: [(name, normalised (N, T), labels)]} of the selection entities."""
+    out = {
+        "yahoo_a1": [(s.name, robust_z(s.values)[None, :], s.labels) for s in load_yahoo(root, VAL_YAHOO)],
+        "nab": [(s.name, robust_z(s.values)[None, :], s.labels) for s in load_nab(root, VAL_NAB)],
+        "lab": [(e.name, normalise_entity(e.values), e.labels) for e in load_lab(VAL_LAB)],
+    }
+    return out
+
+
+def pr_auc_best_f1(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Average precision and best point-wise F1 (ties never split by a threshold)."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.diff(s) != 0, True]
+    tp = np.cumsum(y)[last]
+    fp = np.cumsum(1 - y)[last]
+    pos = y.sum()
+    precision = tp / np.maximum(tp + fp, 1)
+    recall = tp / pos
+    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return ap, float(f1.max())
 
 
 def held_out_series(root: Path) -> dict[str, list[Series]]:

@@ -38,19 +38,7 @@ REPO = Path(__file__).resolve().parents[3]
 ADS_M, ADS_P = 15, 99.0
 
 
-def pr_auc_best_f1(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    order = np.argsort(-scores, kind="stable")
-    s, y = scores[order], labels[order]
-    # Group ties so a threshold never splits equal scores.
-    last = np.r_[np.diff(s) != 0, True]
-    tp = np.cumsum(y)[last]
-    fp = np.cumsum(1 - y)[last]
-    pos = y.sum()
-    precision = tp / np.maximum(tp + fp, 1)
-    recall = tp / pos
-    ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return ap, float(f1.max())
+pr_auc_best_f1 = data.pr_auc_best_f1
 
 
 def uniad_scores(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ import onnxruntime as ort
 import torch
 
 import data
-from model import UniAD, score_last_step
+from model import UniAD, load_checkpoint, score_last_step
 
 REPO = Path(__file__).resolve().parents[3]
 GOLDEN_NS = (1, 3, 8, 38)
@@ -29,10 +29,7 @@ GOLDEN_BATCH = 2
 
 
 def load(ckpt: Path, hidden: int) -> UniAD:
-    model = UniAD(w=data.W, h=hidden)
-    model.load_state_dict(torch.load(ckpt, map_location="cpu"))
-    model.eval()
-    return model
+    return load_checkpoint(ckpt, w=data.W, h=hidden)
 
 
 def export(model: UniAD, path: Path, opset: int, exporter: str) -> None:

@@ -95,9 +95,19 @@ class Layer(nn.Module):
 
 
 class UniAD(nn.Module):
-    def __init__(self, w: int = 64, h: int = 8, heads: int = 4, dropout: float = 0.2):
+    """``mask_last``: the input's last step is zeroed inside the graph, so the output at
+    the last step (the one eq. 7 scores) is predicted from the 63 steps before it instead
+    of reconstructed from a window that contains it (see README: a well-trained plain
+    autoencoder learns to copy the scored point, anomaly included). Same interface."""
+
+    def __init__(self, w: int = 64, h: int = 8, heads: int = 4, dropout: float = 0.2, mask_last: bool = False):
         super().__init__()
         self.w, self.h = w, h
+        self.mask_last = mask_last
+        in_mask = torch.ones(w)
+        if mask_last:
+            in_mask[-1] = 0.0
+        self.register_buffer("in_mask", in_mask)
         enc = encoder_sizes(w)
         dims = [w] + enc
         self.trans = nn.Sequential(
@@ -116,11 +126,24 @@ class UniAD(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mask_last:
+            x = x * self.in_mask
         z = torch.cat([self.trans(x), self.base(x)], dim=-1)
         return self.decoder(z)
 
     def config(self) -> dict:
-        return {"w": self.w, "h": self.h}
+        return {"w": self.w, "h": self.h, "mask_last": self.mask_last}
+
+
+def load_checkpoint(path, w: int = 64, h: int = 8) -> "UniAD":
+    """A state dict written by train.py (the ``in_mask`` buffer tells the variant)."""
+    sd = torch.load(path, map_location="cpu")
+    mask_last = "in_mask" in sd and float(sd["in_mask"][-1]) == 0.0
+    model = UniAD(w=w, h=h, mask_last=mask_last)
+    if "in_mask" not in sd:  # checkpoints from before the buffer existed
+        sd = {**sd, "in_mask": model.in_mask}
+    model.load_state_dict(sd)
+    return model.eval()
 
 
 def score_last_step(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:

@@ -84,6 +84,31 @@ def evaluate(model: nn.Module, by_n, loss_fn, size: int) -> float:
     return total / max(count, 1)
 
 
+def detection_quality(model: nn.Module, sel: dict) -> dict:
+    """Mean PR-AUC of eq. 7 scores on the selection entities, per set and overall (mean of
+    the set means, so that each data set counts the same)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    per_set = {}
+    with torch.no_grad():
+        for name, ents in sel.items():
+            aps = []
+            for _, z, labels in ents:
+                y = labels[data.W - 1:]
+                if y.sum() == 0:
+                    continue
+                win = torch.from_numpy(data.windows(z, 1))
+                sc = []
+                for s in range(0, len(win), 4096):
+                    x = win[s:s + 4096].to(dev)
+                    sc.append(((x[:, :, -1] - model(x)[:, :, -1]) ** 2).mean(dim=1).cpu())
+                aps.append(data.pr_auc_best_f1(torch.cat(sc).double().numpy(), y)[0])
+            if aps:
+                per_set[name] = float(np.mean(aps))
+    per_set["mean"] = float(np.mean(list(per_set.values())))
+    return per_set
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
@@ -102,6 +127,11 @@ def main() -> None:
     ap.add_argument("--lab-repeat", type=int, default=4,
                     help="copies of every training lab window (data.TRAIN_LAB, stride 1); 0 = no lab data")
     ap.add_argument("--max-minutes", type=float, default=0, help="stop after the epoch that passes this budget")
+    ap.add_argument("--mask-last", action="store_true",
+                    help="zero the input's last step inside the model (predict the scored step; see model.py)")
+    ap.add_argument("--select", choices=("detection", "loss"), default="detection",
+                    help="checkpoint / early-stopping criterion: PR-AUC on the selection entities "
+                         "(data.VAL_*) or the Huber loss on the 25%% validation windows")
     ap.add_argument("--synthetic-entities", type=int, default=400)
     ap.add_argument("--synth-len", type=int, default=1200)
     ap.add_argument("--synth-stride", type=int, default=16)
@@ -125,12 +155,15 @@ def main() -> None:
           f" ({time.time() - t0:.1f}s)", flush=True)
 
     dev = torch.device(args.device)
-    model = UniAD(w=data.W, h=args.hidden, heads=args.heads, dropout=args.dropout).to(dev)
+    model = UniAD(w=data.W, h=args.hidden, heads=args.heads, dropout=args.dropout,
+                  mask_last=args.mask_last).to(dev)
+    sel = data.selection_entities(root) if args.select == "detection" else None
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     loss_fn = nn.SmoothL1Loss(beta=1.0)  # eq. 5-6: Huber with delta 1
     args.out.mkdir(parents=True, exist_ok=True)
-    best, best_epoch, history, bad = float("inf"), -1, [], 0
+    best, best_epoch, history, bad = -float("inf"), -1, [], 0
+    best_loss = float("inf")
     t_train = time.time()
     for epoch in range(args.epochs):
         model.train()
@@ -145,11 +178,18 @@ def main() -> None:
             run += loss.item()
             steps += 1
         v = evaluate(model, val, loss_fn, 512)
-        history.append({"epoch": epoch + 1, "train_loss": run / max(steps, 1), "val_loss": v,
-                        "elapsed_s": round(time.time() - t_train, 1)})
+        entry = {"epoch": epoch + 1, "train_loss": run / max(steps, 1), "val_loss": v}
+        if sel is not None:
+            q = detection_quality(model, sel)
+            entry["selection_pr_auc"] = q
+            crit = q["mean"]
+        else:
+            crit = -v
+        entry["elapsed_s"] = round(time.time() - t_train, 1)
+        history.append(entry)
         print(json.dumps(history[-1]), flush=True)
-        if v < best - 1e-5:
-            best, best_epoch, bad = v, epoch + 1, 0
+        if crit > best + 1e-5:
+            best, best_epoch, bad, best_loss = crit, epoch + 1, 0, v
             torch.save({k: v.cpu() for k, v in model.state_dict().items()}, args.out / "uniad.pt")
         else:
             bad += 1
@@ -163,8 +203,11 @@ def main() -> None:
         "params": params,
         "train_windows": n_train,
         "val_windows": n_val,
-        "best_val_loss": best,
+        "select": args.select,
+        "best_criterion": best,
+        "best_val_loss": best_loss,
         "best_epoch": best_epoch,
+        "selection_entities": {"yahoo_a1": data.VAL_YAHOO, "nab": data.VAL_NAB, "lab": data.VAL_LAB},
         "history": history,
         "train_time_s": round(time.time() - t_train, 1),
         "torch": torch.__version__,
@@ -172,7 +215,8 @@ def main() -> None:
         "train_lab": data.TRAIN_LAB if args.lab_repeat else [],
     }
     (args.out / "train_log.json").write_text(json.dumps(log, indent=1))
-    print(f"best val loss {best:.5f} at epoch {best_epoch}; {params} parameters", flush=True)
+    print(f"best {args.select} criterion {best:.5f} (val loss {best_loss:.5f}) at epoch {best_epoch}; "
+          f"{params} parameters", flush=True)
 
 
 if __name__ == "__main__":
