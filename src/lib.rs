@@ -17,6 +17,7 @@
 //! | [`telemetry`] | self-monitoring events and metrics |
 //! | [`state`] | persisted learned state (atomic, versioned, checksummed) |
 //! | [`cycle`] | one group's evaluation loop |
+//! | [`regressions`] | the agent's regression checks per interface (loop, canary API, exports) |
 //! | [`app`] | wiring, reload, shutdown |
 //! | [`dataset`] | CSV formats of the offline tools |
 //! | [`cli`] | the command line |
@@ -31,6 +32,7 @@ pub mod export;
 pub mod lab;
 pub mod normalize;
 pub mod reader;
+pub mod regressions;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -11,11 +11,13 @@ mod duration;
 mod env;
 mod error;
 pub mod raw;
+pub mod regressions;
 mod validate;
 
 pub use duration::{format_duration, parse_duration};
 pub use env::{expand_env, EnvLookup, ProcessEnv};
 pub use error::{ConfigError, ConfigErrors};
+pub use regressions::{BaselineConfig, RegressionsConfig};
 pub use validate::{
     Auth, Config, DetectorsConfig, Fill, GroupConfig, MetricQuery, PrometheusConfig, Shard,
     TlsConfig,

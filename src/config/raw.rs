@@ -26,8 +26,11 @@ pub struct RawConfig {
     pub state_dir: Option<String>,
     /// How often state is saved (default 5m).
     pub state_save_interval: Option<String>,
-    /// Entity groups.
+    /// Entity groups (may be empty when `regressions` is set).
+    #[serde(default)]
     pub groups: Vec<RawGroup>,
+    /// Performance-regression checks per interface.
+    pub regressions: Option<super::regressions::RawRegressions>,
 }
 
 /// `prometheus:`.

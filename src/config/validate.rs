@@ -11,6 +11,7 @@ use url::Url;
 use super::duration::parse_duration;
 use super::error::{ConfigError, ConfigErrors};
 use super::raw::{RawConfig, RawDetectors, RawGroup, RawPrometheus, RawShard};
+use super::regressions::RegressionsConfig;
 use crate::detect::adsketch::AdsketchOptions;
 use crate::detect::uniad::UniadOptions;
 use crate::detect::zscore::ZscoreOptions;
@@ -32,6 +33,8 @@ pub struct Config {
     pub state_save_interval: Duration,
     /// Entity groups, in file order.
     pub groups: Vec<GroupConfig>,
+    /// Performance-regression checks, when configured.
+    pub regressions: Option<RegressionsConfig>,
 }
 
 /// Validated `prometheus:`.
@@ -226,7 +229,7 @@ impl Errors<'_> {
     }
 }
 
-fn resolve(base: &Path, value: &str) -> PathBuf {
+pub(super) fn resolve(base: &Path, value: &str) -> PathBuf {
     let p = Path::new(value);
     if p.is_absolute() {
         p.to_path_buf()
@@ -259,8 +262,11 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
         raw.state_save_interval.as_deref(),
         Duration::from_secs(300),
     );
-    if raw.groups.is_empty() {
-        errs.push("groups", "no group defined (expected at least one)");
+    if raw.groups.is_empty() && raw.regressions.is_none() {
+        errs.push(
+            "groups",
+            "no group defined (expected at least one, or a regressions section)",
+        );
     }
     let mut names = BTreeSet::new();
     let groups: Vec<GroupConfig> = raw
@@ -277,6 +283,14 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
             validate_group(g, &format!("groups[{i}]"), &mut errs, base)
         })
         .collect();
+    let regressions = raw.regressions.map(|r| {
+        let mut found = Vec::new();
+        let validated = super::regressions::validate(r, base, &mut found);
+        for (key, msg) in found {
+            errs.push(&format!("regressions.{key}"), msg);
+        }
+        validated
+    });
     if errs.list.is_empty() {
         Ok(Config {
             source: file.to_string(),
@@ -286,6 +300,7 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
             state_dir,
             state_save_interval,
             groups,
+            regressions,
         })
     } else {
         Err(ConfigErrors(errs.list))

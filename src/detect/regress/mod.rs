@@ -14,9 +14,13 @@
 //!
 //! [`window`] reads the lab's CSV format and applies the insufficient-data rules;
 //! [`verdict`] holds the per-KPI outcomes, the "any KPI ⇒ interface" rule and the JSON.
+//! [`baseline`] chooses the windows to compare in the agent (version change, offset,
+//! pinned) and [`cache`] keeps baseline embeddings ([`compare_with`] uses it).
 //!
 //! Must not: query Prometheus, serve HTTP (the canary API lives in `export/`), or train.
 
+pub mod baseline;
+pub mod cache;
 pub mod features;
 pub mod model;
 pub mod stats;
@@ -170,12 +174,28 @@ pub fn judge_stat(method: Method, pair: &KpiPair, alpha: f64) -> KpiOutcome {
     }
 }
 
+/// How [`compare_with`] gets a baseline's embedding from its normalised sequence: the
+/// agent passes one that looks it up in a [`cache::EmbeddingCache`] first.
+pub type EmbedBaseline<'a> =
+    dyn FnMut(&RegressModel, Kpi, &[f32]) -> Result<Vec<f32>, model::ModelError> + 'a;
+
 /// Compares two windows KPI by KPI and applies the any-KPI rule.
 pub fn compare(
     baseline: &LoadTest,
     current: &LoadTest,
     opts: &Options,
     model: Option<&RegressModel>,
+) -> Result<Report, RegressError> {
+    compare_with(baseline, current, opts, model, &mut |m, _, x| m.embed(x))
+}
+
+/// [`compare`], with the baseline embeddings obtained through `embed_baseline`.
+pub fn compare_with(
+    baseline: &LoadTest,
+    current: &LoadTest,
+    opts: &Options,
+    model: Option<&RegressModel>,
+    embed_baseline: &mut EmbedBaseline<'_>,
 ) -> Result<Report, RegressError> {
     if opts.method == Method::Siamese && model.is_none() {
         return Err(RegressError::NoModel);
@@ -187,7 +207,8 @@ pub fn compare(
             Ok(pair) => match (opts.method, model) {
                 (Method::Siamese, Some(m)) => {
                     let (b, c) = features::pair_features(&pair);
-                    let p = m.pair_probability(&b, &c)?;
+                    let zb = embed_baseline(m, kpi, &b)?;
+                    let p = m.probability(&zb, &m.embed(&c)?)?;
                     KpiOutcome {
                         regression: Some(f64::from(p) >= opts.threshold),
                         probability: Some(f64::from(p)),
