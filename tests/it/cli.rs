@@ -1,65 +1,19 @@
 //! The `kpiwatch` binary as users run it.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{free_port, http, wait_for, Proc as Agent, BIN};
 use crate::support::fake_prometheus::FakePrometheus;
 use crate::support::{metric_value, write};
-
-const BIN: &str = env!("CARGO_BIN_EXE_kpiwatch");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A minimal HTTP/1.1 client (the tests must not depend on the code under test).
-fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split(' ').nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn agent_config(prom: &str, port: u16, state: &Path, interval: &str) -> String {
     format!(
         "prometheus: {{url: '{prom}', timeout: 1s, retries: 0}}\nserver: {{listen: '127.0.0.1:{port}'}}\nstate_dir: '{}'\ngroups:\n  - name: node\n    interval: {interval}\n    step: 1s\n    window: 16\n    history: 1m\n    entity_labels: [instance]\n    metrics: {{load: node_load1}}\n    detectors: {{zscore: {{}}}}\n",
         state.display()
     )
-}
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -175,9 +129,9 @@ fn serves_scores_reloads_and_saves_state_on_sigterm() {
     let mut agent = Agent(child);
 
     wait_for("readiness", Duration::from_secs(30), || {
-        http(port, "GET", "/-/ready").is_some_and(|(s, _)| s == 200)
+        http(port, "GET", "/-/ready", None).is_some_and(|(s, _)| s == 200)
     });
-    let (_, metrics) = http(port, "GET", "/metrics").unwrap();
+    let (_, metrics) = http(port, "GET", "/metrics", None).unwrap();
     assert!(
         metrics.contains(r#"kpiwatch_anomaly_score{group="node",instance="n1",detector="zscore"}"#),
         "{metrics}"
@@ -190,10 +144,10 @@ fn serves_scores_reloads_and_saves_state_on_sigterm() {
         "k.yaml",
         "prometheus: {url: 'http://x'}\ngroups: []\nbogus: 1\n",
     );
-    let (status, body) = http(port, "POST", "/-/reload").unwrap();
+    let (status, body) = http(port, "POST", "/-/reload", None).unwrap();
     assert_eq!(status, 500);
     assert!(body.contains("bogus"), "{body}");
-    let (_, metrics) = http(port, "GET", "/metrics").unwrap();
+    let (_, metrics) = http(port, "GET", "/metrics", None).unwrap();
     assert_eq!(
         metric_value(
             &metrics,
@@ -215,7 +169,7 @@ fn serves_scores_reloads_and_saves_state_on_sigterm() {
     );
     signal(&agent.0, "-HUP");
     wait_for("reload success", Duration::from_secs(10), || {
-        http(port, "GET", "/metrics").is_some_and(|(_, m)| {
+        http(port, "GET", "/metrics", None).is_some_and(|(_, m)| {
             metric_value(&m, r#"kpiwatch_config_reloads_total{result="success"}"#) == Some(1.0)
         })
     });
@@ -267,14 +221,14 @@ fn keeps_serving_while_prometheus_is_down() {
             .unwrap(),
     );
     wait_for("errors counted", Duration::from_secs(20), || {
-        http(port, "GET", "/metrics").is_some_and(|(_, m)| {
+        http(port, "GET", "/metrics", None).is_some_and(|(_, m)| {
             metric_value(&m, r#"kpiwatch_query_errors_total{cause="connect"}"#)
                 .is_some_and(|v| v >= 2.0)
         })
     });
-    assert_eq!(http(port, "GET", "/-/healthy").unwrap().0, 200);
+    assert_eq!(http(port, "GET", "/-/healthy", None).unwrap().0, 200);
     assert_eq!(
-        http(port, "GET", "/-/ready").unwrap().0,
+        http(port, "GET", "/-/ready", None).unwrap().0,
         503,
         "never ready without a good cycle"
     );

@@ -1,6 +1,8 @@
 #![allow(unreachable_pub)]
 //! The integration tests (one binary, `cargo test --test it`).
 
+#[path = "../common/mod.rs"]
+mod common;
 mod support;
 
 /// The `kpiwatch` binary: check-config exit codes, run, reload, shutdown with state.
