@@ -119,6 +119,7 @@ fn main() {
         scores: Arc::new(ScoreBoard::new()),
         telemetry,
         ready: Arc::new(AtomicBool::new(false)),
+        catalog: Default::default(),
     };
     let g = cfg.groups[0].clone();
     let mut runner = GroupRunner::new(

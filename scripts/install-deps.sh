@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what kpiwatch's demo and tests need on Debian/Ubuntu, only when missing:
-# prometheus (with promtool), prometheus-node-exporter, prometheus-alertmanager.
+# prometheus (with promtool), prometheus-node-exporter, prometheus-alertmanager, and
+# chromium (headless: tests/adsketch.rs renders the pattern catalog page).
 # Idempotent; uses sudo when not root; never prompts (CI has no stdin).
 set -euo pipefail
 
@@ -9,6 +10,7 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 for tool in curl python3; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done

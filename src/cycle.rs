@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::GroupConfig;
 use crate::detect::{DetectError, Detector, Snapshot};
-use crate::export::{ScoreBoard, SeriesLabels};
+use crate::export::catalog::{EditError, EditOutcome, LabelEdit, SeriesPatterns};
+use crate::export::{PatternCatalog, ScoreBoard, SeriesLabels};
 use crate::reader::{self, Client, QueryResult};
 use crate::store::{GroupStore, ShardFilter, StoreConfig};
 use crate::telemetry::{CycleCounts, Telemetry};
@@ -33,6 +34,8 @@ pub struct CycleContext {
     pub telemetry: Telemetry,
     /// Readiness latch, set after the first successful cycle.
     pub ready: Arc<AtomicBool>,
+    /// Where ADSketch patterns are published for the catalog.
+    pub catalog: Arc<PatternCatalog>,
 }
 
 /// A group's store, detectors and rendered entity labels.
@@ -135,8 +138,10 @@ impl GroupRunner {
         }
         let fresh = outcome.fresh;
         let (scores, telemetry) = (ctx.scores.clone(), ctx.telemetry.clone());
+        let catalog = ctx.catalog.clone();
         let runner = tokio::task::spawn_blocking(move || {
             let anomalous = self.score(&fresh, &scores, &telemetry);
+            self.publish_patterns(&catalog, Instant::now());
             (self, anomalous)
         })
         .await;
@@ -156,6 +161,52 @@ impl GroupRunner {
             .cycle_finished(&this.cfg.name, started.elapsed(), true, counts);
         ctx.ready.store(true, Ordering::Release);
         (this, CycleResult::Ok)
+    }
+
+    /// Publishes the ADSketch pattern counts (every cycle) and patterns (when the
+    /// catalog's copy is older than [`crate::export::catalog::REFRESH`]).
+    fn publish_patterns(&self, catalog: &PatternCatalog, now: Instant) {
+        let Some(d) = self.detectors.iter().find_map(|d| d.as_adsketch()) else {
+            return;
+        };
+        let group = self.cfg.name.as_str();
+        let (normal, abnormal) = d
+            .pattern_sets()
+            .map(|(_, _, set)| set.counts())
+            .fold((0, 0), |(n, a), (x, y)| (n + x, a + y));
+        catalog.publish_counts(group, normal, abnormal);
+        if catalog.refresh_due(group, now) {
+            let series = d
+                .pattern_sets()
+                .map(|(entity, metric, set)| SeriesPatterns::new(group, entity, metric, set));
+            catalog.publish_group(group, series, now);
+        }
+    }
+
+    /// Applies a label edit to the group's ADSketch detector (which owns the labels and
+    /// saves them with its snapshot) and republishes the series into the catalog.
+    /// Nothing changes on error.
+    pub fn edit_labels(
+        &mut self,
+        edit: &LabelEdit,
+        catalog: &PatternCatalog,
+    ) -> Result<EditOutcome, EditError> {
+        let group = self.cfg.name.as_str();
+        let d = self
+            .detectors
+            .iter_mut()
+            .find_map(|d| d.as_adsketch_mut())
+            .ok_or_else(|| EditError::NotEnabled(group.to_string()))?;
+        let pattern = d
+            .edit_labels(&edit.entity, &edit.metric, edit.id, edit.op.clone())?
+            .clone();
+        if let Some(set) = d.pattern_set(&edit.entity, &edit.metric) {
+            catalog.publish_series(SeriesPatterns::new(group, &edit.entity, &edit.metric, set));
+        }
+        Ok(EditOutcome {
+            pattern,
+            persisted: false,
+        })
     }
 
     /// Fetches every metric's new range; `false` if any query failed.

@@ -158,4 +158,15 @@ pub trait Detector: Send {
 
     /// Restores what [`Detector::snapshot`] returned, possibly from an older run.
     fn restore(&mut self, snapshot: Snapshot) -> Result<(), String>;
+
+    /// The ADSketch detector behind this trait object, if it is one: the pattern
+    /// catalog reads its patterns and sends it label edits (`None` for the others).
+    fn as_adsketch(&self) -> Option<&adsketch::AdsketchDetector> {
+        None
+    }
+
+    /// Mutable access for label edits; see [`Detector::as_adsketch`].
+    fn as_adsketch_mut(&mut self) -> Option<&mut adsketch::AdsketchDetector> {
+        None
+    }
 }

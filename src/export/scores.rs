@@ -82,7 +82,8 @@ impl SeriesLabels {
     }
 }
 
-fn push_label(out: &mut String, name: &str, value: &str) {
+/// Appends `name="value"` (escaped), comma-separated from what is already there.
+pub(super) fn push_label(out: &mut String, name: &str, value: &str) {
     if !out.is_empty() {
         out.push(',');
     }

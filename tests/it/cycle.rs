@@ -31,6 +31,7 @@ fn setup(cfg: &Config) -> (GroupRunner, CycleContext) {
         scores: Arc::new(ScoreBoard::new()),
         telemetry,
         ready: Arc::new(AtomicBool::new(false)),
+        catalog: Default::default(),
     };
     let g = cfg.groups[0].clone();
     let runner = GroupRunner::new(

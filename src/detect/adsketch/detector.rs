@@ -11,6 +11,18 @@
 //!    `train_points` (assumed clean, as the paper; `train_noise_percentile < 100`
 //!    enables the §5.3 guard for an unclean `T_n`) and `T_a` = the next `test_points`.
 //!    Until then the entity reports [`DetectError::WarmingUp`].
+//!
+//!    Where `T_n` and `T_a` come from: at start the cycle fetches the group's whole
+//!    `history` from Prometheus, and the config refuses an `adsketch` whose
+//!    `train_points + test_points` exceed it, so every series present at start learns
+//!    at the first cycle from `T_n` = the oldest `train_points` steps of that history
+//!    and `T_a` = the next `test_points` (the rest is matched online at once). A series
+//!    that appears later (a new pod) has no earlier points in the store: it learns from
+//!    its live points, `train_points + test_points` steps after it appears. (A backfill
+//!    query per new series is not done: group queries select many entities, and
+//!    re-running one over the whole history whenever an entity appears would cost a
+//!    full history fetch per cycle in a churning cluster.) A restored series keeps its
+//!    patterns and only consumes points newer than the last it saw.
 //! 2. **Online.** Each new point completes a subsequence of the last `m` points, which
 //!    is matched against the patterns (Algorithm 2) and, with `adaptive`, learnt from
 //!    (Algorithm 3). A subsequence holding a gap is not matched.
@@ -34,7 +46,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use super::offline::{discover, OfflineParams};
-use super::pattern::{Kind, PatternSet};
+use super::pattern::{Kind, LabelError, LabelOp, Pattern, PatternSet};
 use super::AdsketchError;
 use crate::detect::{
     DetectError, Detector, EntityView, MetricScore, PatternMatch, Scores, Snapshot,
@@ -195,6 +207,14 @@ impl AdsketchDetector {
         })
     }
 
+    /// The pattern set of one series, if it has learnt one.
+    pub fn pattern_set(&self, key: &str, metric: &str) -> Option<&PatternSet> {
+        match self.entities.get(key).and_then(|m| m.get(metric)) {
+            Some(Series::Ready { set, .. }) => Some(set),
+            _ => None,
+        }
+    }
+
     /// Replaces the issue labels of a pattern (validated; nothing changes on error).
     pub fn set_labels(
         &mut self,
@@ -203,11 +223,29 @@ impl AdsketchDetector {
         id: u64,
         labels: Vec<String>,
     ) -> Result<(), AdsketchError> {
+        self.edit_labels(key, metric, id, LabelOp::Set(labels))
+            .map(|_| ())
+            .map_err(|e| AdsketchError::Param {
+                name: "labels",
+                reason: e.to_string(),
+            })
+    }
+
+    /// Applies a label edit to a pattern of one series and returns the pattern
+    /// (validated first; nothing changes on error). The detector owns the labels: they
+    /// are saved with its snapshot.
+    pub fn edit_labels(
+        &mut self,
+        key: &str,
+        metric: &str,
+        id: u64,
+        op: LabelOp,
+    ) -> Result<&Pattern, LabelError> {
         match self.entities.get_mut(key).and_then(|m| m.get_mut(metric)) {
-            Some(Series::Ready { set, .. }) => set.set_labels(id, labels),
-            _ => Err(AdsketchError::Param {
-                name: "series",
-                reason: format!("no learnt series {metric:?} for entity {key:?}"),
+            Some(Series::Ready { set, .. }) => set.edit_labels(id, op),
+            _ => Err(LabelError::UnknownSeries {
+                entity: key.to_string(),
+                metric: metric.to_string(),
             }),
         }
     }
@@ -398,6 +436,14 @@ impl Detector for AdsketchDetector {
             entities: self.entities.clone(),
         };
         serde_json::to_value(doc).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn as_adsketch(&self) -> Option<&AdsketchDetector> {
+        Some(self)
+    }
+
+    fn as_adsketch_mut(&mut self) -> Option<&mut AdsketchDetector> {
+        Some(self)
     }
 
     fn restore(&mut self, snapshot: Snapshot) -> Result<(), String> {

@@ -30,7 +30,7 @@ pub mod pattern;
 
 pub use detector::{AdsketchDetector, AdsketchOptions};
 pub use offline::{discover, OfflineParams, OfflineResult, Scaler};
-pub use pattern::{Kind, Pattern, PatternSet};
+pub use pattern::{Kind, LabelError, LabelOp, Pattern, PatternSet};
 
 /// Why ADSketch could not learn or score a series.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

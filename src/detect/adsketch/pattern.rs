@@ -248,22 +248,36 @@ impl PatternSet {
     /// Replaces the issue labels of pattern `id` after validating them; the other
     /// patterns of its issue group (see [`Pattern::group`]) get the same labels.
     pub fn set_labels(&mut self, id: u64, labels: Vec<String>) -> Result<(), AdsketchError> {
-        validate_labels(&labels)?;
+        self.edit_labels(id, LabelOp::Set(labels))
+            .map(|_| ())
+            .map_err(|e| AdsketchError::Param {
+                name: if e.is_not_found() {
+                    "pattern"
+                } else {
+                    "labels"
+                },
+                reason: e.to_string(),
+            })
+    }
+
+    /// Applies `op` to the issue labels of pattern `id` and returns the pattern. The
+    /// result is validated before anything changes, so on error the set is untouched.
+    /// The other patterns of its issue group (see [`Pattern::group`]) get the same labels.
+    pub fn edit_labels(&mut self, id: u64, op: LabelOp) -> Result<&Pattern, LabelError> {
         let p = self
             .patterns
             .iter()
             .find(|p| p.id == id)
-            .ok_or_else(|| AdsketchError::Param {
-                name: "pattern",
-                reason: format!("no pattern with id {id}"),
-            })?;
+            .ok_or(LabelError::UnknownPattern(id))?;
+        let labels = op.apply(&p.labels, id)?;
+        validate_labels(&labels).map_err(LabelError::from_validation)?;
         let group = p.group;
         for q in &mut self.patterns {
             if q.id == id || (group.is_some() && q.group == group) {
                 q.labels.clone_from(&labels);
             }
         }
-        Ok(())
+        self.get(id).ok_or(LabelError::UnknownPattern(id))
     }
 
     /// Adds a new pattern (Algorithm 3, lines 18–21), applying the memory policy.
@@ -323,6 +337,81 @@ impl PatternSet {
             )));
         }
         Ok(set.reindexed())
+    }
+}
+
+/// A change to a pattern's issue labels (the catalog API's PUT and DELETE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelOp {
+    /// Replace every label.
+    Set(Vec<String>),
+    /// Add one label (no change when it is already there).
+    Add(String),
+    /// Remove one label; an error when the pattern does not carry it.
+    Remove(String),
+    /// Remove every label.
+    Clear,
+}
+
+impl LabelOp {
+    /// The labels after the change (not yet validated).
+    fn apply(&self, current: &[String], id: u64) -> Result<Vec<String>, LabelError> {
+        Ok(match self {
+            LabelOp::Set(labels) => labels.clone(),
+            LabelOp::Add(l) if current.contains(l) => current.to_vec(),
+            LabelOp::Add(l) => current.iter().chain([l]).cloned().collect(),
+            LabelOp::Remove(l) if !current.contains(l) => {
+                return Err(LabelError::UnknownLabel {
+                    id,
+                    label: l.clone(),
+                })
+            }
+            LabelOp::Remove(l) => current.iter().filter(|c| *c != l).cloned().collect(),
+            LabelOp::Clear => Vec::new(),
+        })
+    }
+}
+
+/// Why a label edit was refused (nothing changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LabelError {
+    /// No learnt series with that entity and metric.
+    #[error("no learnt series {metric:?} for entity {entity}")]
+    UnknownSeries {
+        /// Entity key.
+        entity: String,
+        /// Metric name.
+        metric: String,
+    },
+    /// The series has no pattern with that id (never had, or it was evicted).
+    #[error("no pattern with id {0}")]
+    UnknownPattern(u64),
+    /// `Remove` of a label the pattern does not carry.
+    #[error("pattern {id} has no label {label:?}")]
+    UnknownLabel {
+        /// Pattern id.
+        id: u64,
+        /// The label.
+        label: String,
+    },
+    /// The labels after the change break a rule of [`validate_labels`].
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl LabelError {
+    /// Wraps what [`validate_labels`] said.
+    pub fn from_validation(e: AdsketchError) -> LabelError {
+        match e {
+            AdsketchError::Param { reason, .. } => LabelError::Invalid(reason),
+            other => LabelError::Invalid(other.to_string()),
+        }
+    }
+
+    /// `true` when the error names something that does not exist (HTTP 404), `false`
+    /// when the request itself is wrong (HTTP 400).
+    pub fn is_not_found(&self) -> bool {
+        !matches!(self, LabelError::Invalid(_))
     }
 }
 

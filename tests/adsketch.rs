@@ -1,0 +1,553 @@
+//! ADSketch in the agent, end to end on real parts: Debian's Prometheus on loopback,
+//! scraping a small exporter this test serves, with ten minutes of the same series
+//! backfilled by `promtool tsdb create-blocks-from openmetrics`, so that the agent
+//! learns `T_n` and `T_a` from Prometheus's history at its first cycle, as it does in
+//! production. The pattern catalog is then exercised through its HTTP API (labels,
+//! bad requests), across a SIGKILL and a restart, and in headless Chromium.
+//!
+//! Needs `prometheus` and `promtool` (and `chromium` for the page test) on PATH
+//! (`scripts/install-deps.sh`). Without them the tests are skipped locally and fail in
+//! CI (`CI` set). Set `KPIWATCH_SCREENSHOT=path.png` to keep the page's screenshot
+//! (that is how `docs/patterns.png` is made).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{free_port, http, http_get, metric, start_prometheus, wait_for, Proc, BIN};
+use serde_json::Value;
+
+/// Subsequence length in the agent's config.
+const M: usize = 5;
+/// Seconds of history backfilled before the test starts.
+const BACKFILL_S: i64 = 600;
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The series at second `t`, relative to the test's start `t0`: a 30 s cycle, a short
+/// step every 12 s and a little hashed noise; from `t0 - 100` on, a 4 s spike every
+/// 97 s and a 4 s dip every 113 s (so `T_a` holds one of each and `T_n`, which the
+/// paper assumes clean, none).
+fn value(t: i64, t0: i64) -> f64 {
+    let s = t - t0;
+    let noise = ((s + 100_000) as u64 * 2_654_435_761 % (1 << 32)) as f64 / (1u64 << 32) as f64;
+    let x = s as f64;
+    let mut v = 50.0 + 15.0 * (x * std::f64::consts::TAU / 30.0).sin() + 3.0 * (noise - 0.5);
+    if s.rem_euclid(12) < 2 {
+        v += 8.0;
+    }
+    if s >= -100 && (37..41).contains(&s.rem_euclid(97)) {
+        v += 45.0;
+    }
+    if s >= -100 && (70..74).contains(&s.rem_euclid(113)) {
+        v -= 35.0;
+    }
+    v
+}
+
+/// Serves `/metrics` with the current value, forever (the thread dies with the test).
+fn serve_exporter(port: u16, t0: i64) {
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = format!(
+                "# TYPE kpiwatch_demo_value gauge\nkpiwatch_demo_value{{entity=\"demo\"}} {}\n",
+                value(now_s(), t0)
+            );
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
+/// Writes `BACKFILL_S` seconds of the series (with the labels scraping will give it, so
+/// history and live points are one series) into Prometheus blocks under `data`.
+fn backfill(dir: &Path, exporter: u16, t0: i64) {
+    let mut om = String::from("# TYPE kpiwatch_demo_value gauge\n");
+    for t in t0 - BACKFILL_S..t0 {
+        om.push_str(&format!(
+            "kpiwatch_demo_value{{entity=\"demo\",instance=\"127.0.0.1:{exporter}\",job=\"demo\"}} {} {t}\n",
+            value(t, t0)
+        ));
+    }
+    om.push_str("# EOF\n");
+    let file = dir.join("history.om");
+    std::fs::write(&file, om).unwrap();
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool backfill failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Prometheus with ten minutes of history, scraping the exporter every second.
+struct Stack {
+    dir: tempfile::TempDir,
+    agent: u16,
+    _prometheus: Proc,
+}
+
+impl Stack {
+    fn start() -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let (prom, exporter, agent) = (free_port(), free_port(), free_port());
+        let t0 = now_s();
+        serve_exporter(exporter, t0);
+        backfill(dir.path(), exporter, t0);
+        std::fs::write(
+            dir.path().join("prometheus.yml"),
+            format!(
+                "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: demo\n    static_configs: [{{targets: ['127.0.0.1:{exporter}']}}]\n"
+            ),
+        )
+        .unwrap();
+        let prometheus = start_prometheus(dir.path(), prom);
+        wait_for("Prometheus ready", Duration::from_secs(60), || {
+            http_get(prom, "/-/ready").is_some_and(|(s, _)| s == 200)
+        });
+        std::fs::write(
+            dir.path().join("kpiwatch.yaml"),
+            format!(
+                r#"prometheus:
+  url: http://127.0.0.1:{prom}
+server:
+  listen: 127.0.0.1:{agent}
+state_dir: {state}
+state_save_interval: 1s
+groups:
+  - name: demo
+    interval: 1s
+    step: 1s
+    window: 16
+    history: 6m
+    entity_labels: [entity]
+    metrics:
+      value: 'max by (entity) (kpiwatch_demo_value)'
+    detectors:
+      adsketch:
+        m: {M}
+        p: 98.0
+        train_points: 240
+        test_points: 120
+        adaptive: false
+"#,
+                state = dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        Stack {
+            dir,
+            agent,
+            _prometheus: prometheus,
+        }
+    }
+
+    fn start_agent(&self, log: &str) -> Proc {
+        Proc(
+            Command::new(BIN)
+                .arg("run")
+                .arg("--config")
+                .arg(self.dir.path().join("kpiwatch.yaml"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(self.dir.path().join(log)).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default()
+    }
+
+    /// The catalog's series (empty until the agent has learnt).
+    fn series(&self) -> Vec<Value> {
+        let Some((200, body)) = http_get(self.agent, "/api/v1/patterns?group=demo") else {
+            return vec![];
+        };
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "success", "{body}");
+        v["data"]["series"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until the agent has learnt the series' patterns; returns the series.
+    fn learnt(&self, log: &str) -> Value {
+        let mut found = None;
+        wait_for(
+            "ADSketch patterns in the catalog",
+            Duration::from_secs(90),
+            || {
+                found = self.series().into_iter().next();
+                found.is_some()
+            },
+        );
+        let s = found.unwrap();
+        assert!(
+            !s["patterns"].as_array().unwrap().is_empty(),
+            "{s}\n{}",
+            self.log(log)
+        );
+        s
+    }
+}
+
+/// What must survive a restart: per pattern its id, kind, size, mean and labels.
+fn identity(series: &Value) -> Vec<(u64, String, u64, Vec<f64>, Vec<String>)> {
+    series["patterns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["id"].as_u64().unwrap(),
+                p["kind"].as_str().unwrap().to_string(),
+                p["size"].as_u64().unwrap(),
+                serde_json::from_value(p["mean"].clone()).unwrap(),
+                serde_json::from_value(p["labels"].clone()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn labels_of(series: &Value) -> Vec<(u64, Vec<String>)> {
+    identity(series)
+        .into_iter()
+        .map(|(id, _, _, _, l)| (id, l))
+        .collect()
+}
+
+#[test]
+fn patterns_and_labels_survive_sigkill_and_bad_edits_change_nothing() {
+    if !common::tools_or_skip(&["prometheus", "promtool"]) {
+        return;
+    }
+    let stack = Stack::start();
+    let mut agent = stack.start_agent("kpiwatch-1.log");
+    let series = stack.learnt("kpiwatch-1.log");
+    let sid = series["series"].as_str().unwrap().to_string();
+    let ids: Vec<u64> = identity(&series).iter().map(|p| p.0).collect();
+    let first = ids[0];
+    let base = format!("/api/v1/patterns/{sid}");
+    let put = |path: &str, body: Option<&str>| http(stack.agent, "PUT", path, body).unwrap();
+
+    // 1. Good edits: replace, remove one, add one to every pattern.
+    let (status, body) = put(
+        &format!("{base}/{first}/labels"),
+        Some(r#"{"labels": ["cache-flush", "team:db"]}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"persisted\":true"), "{body}");
+    let (status, body) = http(
+        stack.agent,
+        "DELETE",
+        &format!("{base}/{first}/labels/team:db"),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Every pattern gets a label, so whichever one matches next carries some. Abnormal
+    // patterns of one issue group share labels: label the group once.
+    for id in &ids {
+        let current = labels_of(&stack.series()[0]);
+        if current.iter().any(|(k, l)| k == id && l.is_empty()) {
+            let (status, body) = put(&format!("{base}/{id}/labels/p{id}"), None);
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    let labelled = labels_of(&stack.series()[0]);
+    assert_eq!(labelled[0].1[0], "cache-flush", "{labelled:?}");
+    assert!(labelled.iter().all(|(_, l)| !l.is_empty()), "{labelled:?}");
+
+    // 2. Bad edits: 4xx with a reason, and nothing changes.
+    let too_many: Vec<String> = (0..17).map(|k| format!("l{k}")).collect();
+    let too_many = serde_json::json!({ "labels": too_many }).to_string();
+    let too_long = format!(r#"{{"labels": ["{}"]}}"#, "x".repeat(65));
+    let labels = format!("{base}/{first}/labels");
+    let bad = [
+        (
+            "PUT",
+            labels.clone(),
+            too_long.as_str(),
+            400,
+            "expected 1 to 64",
+        ),
+        (
+            "PUT",
+            labels.clone(),
+            r#"{"labels": ["no spaces"]}"#,
+            400,
+            "allowed: letters",
+        ),
+        (
+            "PUT",
+            labels.clone(),
+            r#"{"labels": ["<b>"]}"#,
+            400,
+            "allowed: letters",
+        ),
+        ("PUT", labels.clone(), too_many.as_str(), 400, "at most 16"),
+        ("PUT", labels.clone(), r#"{"labels": ["#, 400, "body is not"),
+        ("PUT", labels.clone(), "not json", 400, "body is not"),
+        (
+            "PUT",
+            format!("{base}/987654/labels"),
+            r#"{"labels": ["x"]}"#,
+            404,
+            "no pattern with id 987654",
+        ),
+        (
+            "PUT",
+            "/api/v1/patterns/ffffffffffffffff/0/labels".into(),
+            r#"{"labels": ["x"]}"#,
+            404,
+            "no series",
+        ),
+        (
+            "DELETE",
+            format!("{labels}/never-set"),
+            "",
+            404,
+            "has no label",
+        ),
+    ];
+    for (method, path, body, want, reason) in bad {
+        let (status, answer) = http(stack.agent, method, &path, Some(body)).unwrap();
+        assert_eq!(status, want, "{method} {path} {body}: {answer}");
+        assert!(answer.contains(reason), "{method} {path}: {answer}");
+    }
+    let after_bad = stack.series();
+    assert_eq!(
+        labels_of(&after_bad[0]),
+        labelled,
+        "a bad request changed labels"
+    );
+
+    // 3. Metrics: counts by kind, and matches carry the current pattern's kind and labels.
+    let (normal, abnormal) = (
+        after_bad[0]["normal"].as_u64().unwrap() as f64,
+        after_bad[0]["abnormal"].as_u64().unwrap() as f64,
+    );
+    let mut text = String::new();
+    wait_for(
+        "a kpiwatch_adsketch_match with its issue labels",
+        Duration::from_secs(30),
+        || {
+            text = http_get(stack.agent, "/metrics")
+                .map(|r| r.1)
+                .unwrap_or_default();
+            text.lines()
+                .any(|l| l.starts_with("kpiwatch_adsketch_match{") && !l.contains("issue=\"\""))
+        },
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "kpiwatch_adsketch_patterns{group=\"demo\",kind=\"normal\"}"
+        ),
+        Some(normal)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "kpiwatch_adsketch_patterns{group=\"demo\",kind=\"abnormal\"}"
+        ),
+        Some(abnormal)
+    );
+    assert!(
+        metric(
+            &text,
+            "kpiwatch_adsketch_distance{group=\"demo\",entity=\"demo\",metric=\"value\"}"
+        )
+        .is_some(),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("kpiwatch_adsketch_match{"))
+        .unwrap();
+    let label = |name: &str| {
+        let start = line.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        line[start..start + line[start..].find('"').unwrap()].to_string()
+    };
+    let id: u64 = label("pattern").parse().unwrap();
+    let (_, kind, _, _, l) = identity(&after_bad[0])
+        .into_iter()
+        .find(|p| p.0 == id)
+        .unwrap();
+    assert_eq!(label("kind"), kind, "{line}");
+    assert_eq!(label("issue"), l.join(","), "{line}");
+
+    // 4. SIGKILL: no shutdown save. The labels were saved when the API said 200; the
+    // patterns by the periodic save (1 s) or with the labels.
+    let before = identity(&after_bad[0]);
+    agent.kill();
+    let _agent = stack.start_agent("kpiwatch-2.log");
+    let restored = stack.learnt("kpiwatch-2.log");
+    assert_eq!(restored["series"], sid.as_str());
+    assert_eq!(
+        identity(&restored),
+        before,
+        "{}",
+        stack.log("kpiwatch-2.log")
+    );
+    assert!(
+        stack.log("kpiwatch-2.log").contains("State restored"),
+        "{}",
+        stack.log("kpiwatch-2.log")
+    );
+}
+
+/// Runs Chromium headless with `args` and a private profile; returns stdout. Killed
+/// after a minute.
+fn chromium(dir: &Path, args: &[String]) -> String {
+    let mut child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "chromium did not finish in 60 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    out
+}
+
+/// How many pixels of `png` have exactly the colour `rgb`, and how many colours there are.
+fn colours(png: &Path, rgb: [u8; 3]) -> (usize, usize, (u32, u32)) {
+    let mut decoder = png::Decoder::new(std::fs::File::open(png).unwrap());
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    assert!(channels >= 3, "{:?}", info.color_type);
+    let mut seen = std::collections::HashSet::new();
+    let mut matching = 0;
+    for px in buf[..info.buffer_size()].chunks(channels) {
+        seen.insert([px[0], px[1], px[2]]);
+        if px[..3] == rgb {
+            matching += 1;
+        }
+    }
+    (matching, seen.len(), (info.width, info.height))
+}
+
+#[test]
+fn catalog_page_renders_sparklines_in_headless_chromium() {
+    if !common::tools_or_skip(&["prometheus", "promtool", "chromium"]) {
+        return;
+    }
+    let stack = Stack::start();
+    let _agent = stack.start_agent("kpiwatch.log");
+    let series = stack.learnt("kpiwatch.log");
+    let sid = series["series"].as_str().unwrap();
+    let patterns = series["patterns"].as_array().unwrap();
+    let first = patterns[0]["id"].as_u64().unwrap();
+    let (status, body) = http(
+        stack.agent,
+        "PUT",
+        &format!("/api/v1/patterns/{sid}/{first}/labels"),
+        Some(r#"{"labels": ["cache-flush", "ticket:OPS-42"]}"#),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    // Wait for the catalog's next refresh, which brings the last matches.
+    wait_for(
+        "a last match in the catalog",
+        Duration::from_secs(30),
+        || {
+            stack.series().iter().any(|s| {
+                s["patterns"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["last_match"].is_number()))
+            })
+        },
+    );
+    let url = format!("http://127.0.0.1:{}/patterns", stack.agent);
+
+    // The DOM as Chromium built it: one sparkline per pattern, each with m points.
+    let dom = chromium(stack.dir.path(), &["--dump-dom".to_string(), url.clone()]);
+    let svgs = dom.matches("<svg class=\"spark\"").count();
+    assert_eq!(svgs, patterns.len(), "{dom}");
+    let polylines: Vec<&str> = dom
+        .split("<polyline points=\"")
+        .skip(1)
+        .map(|rest| &rest[..rest.find('"').unwrap()])
+        .collect();
+    assert_eq!(polylines.len(), patterns.len());
+    for pts in polylines {
+        let pairs: Vec<(f64, f64)> = pts
+            .split(' ')
+            .map(|p| {
+                let (x, y) = p.split_once(',').unwrap();
+                (x.parse().unwrap(), y.parse().unwrap())
+            })
+            .collect();
+        assert_eq!(pairs.len(), M, "{pts}");
+        assert!(pairs.iter().all(|(x, y)| x.is_finite() && y.is_finite()));
+    }
+    assert!(dom.contains("ticket:OPS-42"));
+    assert!(dom.contains("last match 20"), "a match time is shown");
+
+    // The picture: the blue of normal sparklines is painted, and it is no blank page.
+    let shot: PathBuf = stack.dir.path().join("patterns.png");
+    chromium(
+        stack.dir.path(),
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,860".to_string(),
+            url,
+        ],
+    );
+    let (blue, distinct, size) = colours(&shot, [0x2a, 0x7a, 0xb8]);
+    assert_eq!(size, (1280, 860));
+    assert!(distinct > 50, "{distinct} colours: a blank or broken page");
+    assert!(blue > 100, "only {blue} pixels of sparkline blue");
+    if let Some(keep) = std::env::var_os("KPIWATCH_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
+}
