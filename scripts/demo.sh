@@ -4,12 +4,17 @@
 # scoring the node with the node-exporter preset. Prints where to look and a live
 # summary of the scores. Ctrl-C stops everything it started.
 #
-# Ports (override with env): PROM_PORT=19090 NODE_PORT=19100 KPIWATCH_PORT=19847.
+# One minute in, a second node_exporter starts (a new entity): Uni-AD scores it once
+# it has one window of points, with no training step.
+#
+# Ports (override with env): PROM_PORT=19090 NODE_PORT=19100 LATE_NODE_PORT=19101
+# KPIWATCH_PORT=19847.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$PWD"
 PROM_PORT="${PROM_PORT:-19090}"
 NODE_PORT="${NODE_PORT:-19100}"
+LATE_NODE_PORT="${LATE_NODE_PORT:-19101}"
 KPIWATCH_PORT="${KPIWATCH_PORT:-19847}"
 DEMO="$ROOT/.demo"
 
@@ -18,9 +23,9 @@ echo "== building kpiwatch (release; the first build takes a few minutes)"
 cargo build --release --quiet --bin kpiwatch
 BIN="$ROOT/target/release/kpiwatch"
 
-for port in "$PROM_PORT" "$NODE_PORT" "$KPIWATCH_PORT"; do
+for port in "$PROM_PORT" "$NODE_PORT" "$LATE_NODE_PORT" "$KPIWATCH_PORT"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "demo: port $port is in use; set PROM_PORT/NODE_PORT/KPIWATCH_PORT to free ports." >&2
+    echo "demo: port $port is in use; set PROM_PORT/NODE_PORT/LATE_NODE_PORT/KPIWATCH_PORT to free ports." >&2
     exit 1
   fi
 done
@@ -45,7 +50,8 @@ global:
   evaluation_interval: 2s
 scrape_configs:
   - job_name: node
-    static_configs: [{targets: ['127.0.0.1:$NODE_PORT']}]
+    # The second target is down until the demo starts it one minute in.
+    static_configs: [{targets: ['127.0.0.1:$NODE_PORT', '127.0.0.1:$LATE_NODE_PORT']}]
   - job_name: kpiwatch
     # kpiwatch re-exports its entities' labels (instance, job, ...): keep them.
     honor_labels: true
@@ -81,12 +87,22 @@ cat <<TXT
   logs         $DEMO/{prometheus,node_exporter,kpiwatch}.log
   A CPU burn runs 20 s in every 60 s. z-score scores appear after ~50 s of warm-up,
   Uni-AD scores once a full window (64 steps of 2 s) is there, after ~2.5 min.
+  At 60 s a second node (127.0.0.1:$LATE_NODE_PORT) appears: the same shared Uni-AD
+  model scores it once it has one window of points (~2 min later), no training.
 
 TXT
 
 started=$(date +%s)
+late_started=""
 while true; do
   sleep 10
+  if [[ -z "$late_started" && $(( $(date +%s) - started )) -ge 60 ]]; then
+    prometheus-node-exporter --web.listen-address="127.0.0.1:$LATE_NODE_PORT" \
+      >"$DEMO/late_node_exporter.log" 2>&1 &
+    pids+=($!)
+    late_started=$(date +%s)
+    echo "== a new node appears: 127.0.0.1:$LATE_NODE_PORT (watch for its uniad score)"
+  fi
   if ! kill -0 "${pids[3]}" 2>/dev/null; then
     echo "demo: kpiwatch exited; last log lines:" >&2; tail -20 "$DEMO/kpiwatch.log" >&2; exit 1
   fi

@@ -28,6 +28,7 @@ pub mod config;
 pub mod cycle;
 pub mod dataset;
 pub mod detect;
+pub mod eval;
 pub mod export;
 pub mod lab;
 pub mod normalize;

@@ -104,31 +104,9 @@ fn score_rows(
 
 /// Point-wise precision, recall and F1 (labels > 0.5 are positives).
 pub(crate) fn precision_recall_f1(flags: &[bool], labels: &[f64]) -> (f64, f64, f64) {
-    let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
-    for (&f, &l) in flags.iter().zip(labels) {
-        match (f, l > 0.5) {
-            (true, true) => tp += 1,
-            (true, false) => fp += 1,
-            (false, true) => fneg += 1,
-            _ => {}
-        }
-    }
-    let p = if tp + fp == 0 {
-        0.0
-    } else {
-        tp as f64 / (tp + fp) as f64
-    };
-    let r = if tp + fneg == 0 {
-        0.0
-    } else {
-        tp as f64 / (tp + fneg) as f64
-    };
-    let f = if p + r == 0.0 {
-        0.0
-    } else {
-        2.0 * p * r / (p + r)
-    };
-    (p, r, f)
+    let truth: Vec<bool> = labels.iter().map(|&l| l > 0.5).collect();
+    let r = crate::eval::prf(&truth, flags);
+    (r.precision, r.recall, r.f1)
 }
 
 #[cfg(test)]

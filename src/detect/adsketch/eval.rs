@@ -5,33 +5,7 @@
 //! ratio is undefined). As in the reference, a series with no predicted subsequence
 //! scores 1.0 on all three if it has no labelled anomaly, else 0.
 
-/// Precision, recall and F1.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Prf {
-    /// Precision.
-    pub precision: f64,
-    /// Recall.
-    pub recall: f64,
-    /// F1.
-    pub f1: f64,
-}
-
-impl Prf {
-    /// Component-wise mean of `items` (0 when empty).
-    pub fn mean(items: &[Prf]) -> Prf {
-        let n = items.len().max(1) as f64;
-        let sum = items.iter().fold(Prf::default(), |a, b| Prf {
-            precision: a.precision + b.precision,
-            recall: a.recall + b.recall,
-            f1: a.f1 + b.f1,
-        });
-        Prf {
-            precision: sum.precision / n,
-            recall: sum.recall / n,
-            f1: sum.f1 / n,
-        }
-    }
-}
+pub use crate::eval::{prf, Prf};
 
 /// Point mask of `len` points from anomalous subsequence starts of length `m`.
 pub fn point_mask(starts: &[usize], m: usize, len: usize) -> Vec<bool> {
@@ -42,25 +16,6 @@ pub fn point_mask(starts: &[usize], m: usize, len: usize) -> Vec<bool> {
         }
     }
     mask
-}
-
-/// Binary precision/recall/F1 of `pred` against `truth`.
-pub fn prf(truth: &[bool], pred: &[bool]) -> Prf {
-    let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
-    for (&t, &p) in truth.iter().zip(pred) {
-        match (t, p) {
-            (true, true) => tp += 1,
-            (false, true) => fp += 1,
-            (true, false) => fneg += 1,
-            _ => {}
-        }
-    }
-    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    Prf {
-        precision: ratio(tp, tp + fp),
-        recall: ratio(tp, tp + fneg),
-        f1: ratio(2 * tp, 2 * tp + fp + fneg),
-    }
 }
 
 /// The reference's per-series score (`evaluate_predictions`).
