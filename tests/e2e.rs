@@ -1,6 +1,7 @@
 //! End to end on real parts: Debian's Prometheus and node_exporter on loopback, and the
 //! `kpiwatch` binary with the node-exporter preset. The loop is closed: Prometheus
-//! scrapes kpiwatch, and the test asserts through Prometheus's own query API.
+//! scrapes kpiwatch, and the test asserts through Prometheus's own query API. A second
+//! node appears after start and must get Uni-AD scores within one window.
 //!
 //! Needs `prometheus`, `promtool` and `prometheus-node-exporter` on PATH
 //! (`scripts/install-deps.sh`). Without them the test is skipped locally and fails in
@@ -21,21 +22,17 @@ fn scores_reach_prometheus_survive_an_outage_and_pass_promtool() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (prom, node, agent) = (free_port(), free_port(), free_port());
+    // A second node that appears only after kpiwatch is running (its target is down
+    // until then): Uni-AD must score it within one window, with no training step.
+    let late_node = free_port();
     std::fs::write(
         dir.path().join("prometheus.yml"),
         format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{node}']}}]\n  - job_name: kpiwatch\n    honor_labels: true\n    static_configs: [{{targets: ['127.0.0.1:{agent}']}}]\n"
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: node\n    static_configs: [{{targets: ['127.0.0.1:{node}', '127.0.0.1:{late_node}']}}]\n  - job_name: kpiwatch\n    honor_labels: true\n    static_configs: [{{targets: ['127.0.0.1:{agent}']}}]\n"
         ),
     )
     .unwrap();
-    let _node = Proc(
-        Command::new("prometheus-node-exporter")
-            .arg(format!("--web.listen-address=127.0.0.1:{node}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _node = start_node_exporter(node);
     let mut prometheus = start_prometheus(dir.path(), prom);
     let _agent = Proc(
         Command::new(BIN)
@@ -74,6 +71,7 @@ fn scores_reach_prometheus_survive_an_outage_and_pass_promtool() {
         },
     );
     let contributions = query(prom, "kpiwatch_zscore_value");
+    let _late = new_entity_gets_uniad_scores_within_one_window(prom, late_node);
     assert!(
         contributions.len() >= 5,
         "per-metric values for most preset metrics: {contributions:?}"
@@ -125,9 +123,10 @@ fn scores_reach_prometheus_survive_an_outage_and_pass_promtool() {
     let (status, during) =
         http_get(agent, "/metrics").expect("kpiwatch still serving during the outage");
     assert_eq!(status, 200);
+    // Both nodes (the first and the late one) are stale: no data while Prometheus is down.
     assert_eq!(
         metric(&during, r#"kpiwatch_entities_stale{group="node"}"#),
-        Some(1.0)
+        Some(2.0)
     );
     assert!(
         metric(
@@ -160,4 +159,44 @@ fn scores_reach_prometheus_survive_an_outage_and_pass_promtool() {
         },
     );
     drop(prometheus);
+}
+
+fn start_node_exporter(port: u16) -> Proc {
+    Proc(
+        Command::new("prometheus-node-exporter")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Starts a node exporter on `port` (Prometheus already has it as a down target) and
+/// waits for its Uni-AD score. The preset's window is 64 steps of 1 s here, so the
+/// score is due once 64 points exist: the deadline is that window plus the first
+/// rate() sample (2 scrapes), two agent cycles and one Prometheus scrape of kpiwatch,
+/// with a few seconds of slack.
+fn new_entity_gets_uniad_scores_within_one_window(prom: u16, port: u16) -> Proc {
+    let exporter = start_node_exporter(port);
+    let instance = format!("127.0.0.1:{port}");
+    let window = Duration::from_secs(64);
+    let took = wait_for(
+        "Uni-AD score for an entity that appeared after start",
+        window + Duration::from_secs(15),
+        || {
+            query(
+                prom,
+                "kpiwatch_anomaly_score{detector=\"uniad\",group=\"node\"}",
+            )
+            .iter()
+            .any(|s| s["metric"]["instance"] == instance.as_str())
+        },
+    );
+    eprintln!(
+        "new entity scored by Uni-AD {:.1}s after it appeared (window {}s)",
+        took.as_secs_f64(),
+        window.as_secs()
+    );
+    exporter
 }
