@@ -134,7 +134,7 @@ impl Stack {
 server:
   listen: 127.0.0.1:{agent}
 state_dir: {state}
-state_save_interval: 1s
+state_save_interval: 1h
 groups:
   - name: demo
     interval: 1s
@@ -381,6 +381,26 @@ fn patterns_and_labels_survive_sigkill_and_bad_edits_change_nothing() {
         .is_some(),
         "{text}"
     );
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
     let line = text
         .lines()
         .find(|l| l.starts_with("kpiwatch_adsketch_match{"))
@@ -397,8 +417,8 @@ fn patterns_and_labels_survive_sigkill_and_bad_edits_change_nothing() {
     assert_eq!(label("kind"), kind, "{line}");
     assert_eq!(label("issue"), l.join(","), "{line}");
 
-    // 4. SIGKILL: no shutdown save. The labels were saved when the API said 200; the
-    // patterns by the periodic save (1 s) or with the labels.
+    // 4. SIGKILL: no shutdown save, and the periodic save (1 h) never ran: what survives
+    // is what the label edits saved before answering 200 (labels and patterns).
     let before = identity(&after_bad[0]);
     agent.kill();
     let _agent = stack.start_agent("kpiwatch-2.log");
@@ -539,12 +559,12 @@ fn catalog_page_renders_sparklines_in_headless_chromium() {
         stack.dir.path(),
         &[
             format!("--screenshot={}", shot.display()),
-            "--window-size=1280,860".to_string(),
+            "--window-size=1100,420".to_string(),
             url,
         ],
     );
     let (blue, distinct, size) = colours(&shot, [0x2a, 0x7a, 0xb8]);
-    assert_eq!(size, (1280, 860));
+    assert_eq!(size, (1100, 420));
     assert!(distinct > 50, "{distinct} colours: a blank or broken page");
     assert!(blue > 100, "only {blue} pixels of sparkline blue");
     if let Some(keep) = std::env::var_os("KPIWATCH_SCREENSHOT") {

@@ -19,8 +19,9 @@ use crate::export::server::{json, Body};
 /// Most series one listing returns unless `limit` says otherwise.
 pub(super) const DEFAULT_LIMIT: usize = 1000;
 
-/// How long an edit waits for the group (a cycle in progress finishes first).
-const EDIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an edit waits for the group, which takes edits between cycles (a cycle
+/// in progress finishes first).
+const EDIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// An error answer in the Prometheus API's shape.
 pub(super) fn error(status: StatusCode, error_type: &str, message: &str) -> Response<Body> {
@@ -220,7 +221,7 @@ async fn send(handle: &CatalogHandle, edit: LabelEdit) -> Result<EditOutcome, Ed
     match tokio::time::timeout(EDIT_TIMEOUT, answer).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(EditError::Unavailable("shutting down")),
-        Err(_) => Err(EditError::Unavailable("timed out")),
+        Err(_) => Err(EditError::TimedOut(EDIT_TIMEOUT.as_secs())),
     }
 }
 
@@ -232,6 +233,7 @@ fn edit_error(e: &EditError) -> Response<Body> {
             (StatusCode::NOT_FOUND, "not_found")
         }
         EditError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        EditError::TimedOut(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
         EditError::NotSaved(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     };
     error(status, kind, &e.to_string())

@@ -49,9 +49,13 @@ pub enum EditError {
     /// The detector refused the edit; nothing changed.
     #[error(transparent)]
     Label(#[from] LabelError),
-    /// The agent is reloading or shutting down, or the group did not answer in time.
+    /// The agent is shutting down or the group stopped before taking the edit.
     #[error("the agent cannot take the edit now ({0}); nothing changed, try again")]
     Unavailable(&'static str),
+    /// The group did not answer in time (it takes edits between cycles); the edit is
+    /// still queued and may be applied when the running cycle ends.
+    #[error("the group did not answer within {0} s; the edit may still be applied when its cycle ends (check GET /api/v1/patterns/{{series}})")]
+    TimedOut(u64),
     /// The edit is applied in memory but the state file could not be written.
     #[error("the labels are applied but could not be saved: {0}")]
     NotSaved(String),
