@@ -211,20 +211,27 @@ groups:
     }
 }
 
-/// What must survive a restart: per pattern its id, kind, size, mean and labels.
-fn identity(series: &Value) -> Vec<(u64, String, u64, Vec<f64>, Vec<String>)> {
+/// What must survive a restart, per pattern.
+#[derive(Debug, Clone, PartialEq)]
+struct Learnt {
+    id: u64,
+    kind: String,
+    size: u64,
+    mean: Vec<f64>,
+    labels: Vec<String>,
+}
+
+fn identity(series: &Value) -> Vec<Learnt> {
     series["patterns"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            (
-                p["id"].as_u64().unwrap(),
-                p["kind"].as_str().unwrap().to_string(),
-                p["size"].as_u64().unwrap(),
-                serde_json::from_value(p["mean"].clone()).unwrap(),
-                serde_json::from_value(p["labels"].clone()).unwrap(),
-            )
+        .map(|p| Learnt {
+            id: p["id"].as_u64().unwrap(),
+            kind: p["kind"].as_str().unwrap().to_string(),
+            size: p["size"].as_u64().unwrap(),
+            mean: serde_json::from_value(p["mean"].clone()).unwrap(),
+            labels: serde_json::from_value(p["labels"].clone()).unwrap(),
         })
         .collect()
 }
@@ -232,7 +239,7 @@ fn identity(series: &Value) -> Vec<(u64, String, u64, Vec<f64>, Vec<String>)> {
 fn labels_of(series: &Value) -> Vec<(u64, Vec<String>)> {
     identity(series)
         .into_iter()
-        .map(|(id, _, _, _, l)| (id, l))
+        .map(|p| (p.id, p.labels))
         .collect()
 }
 
@@ -245,7 +252,7 @@ fn patterns_and_labels_survive_sigkill_and_bad_edits_change_nothing() {
     let mut agent = stack.start_agent("kpiwatch-1.log");
     let series = stack.learnt("kpiwatch-1.log");
     let sid = series["series"].as_str().unwrap().to_string();
-    let ids: Vec<u64> = identity(&series).iter().map(|p| p.0).collect();
+    let ids: Vec<u64> = identity(&series).iter().map(|p| p.id).collect();
     let first = ids[0];
     let base = format!("/api/v1/patterns/{sid}");
     let put = |path: &str, body: Option<&str>| http(stack.agent, "PUT", path, body).unwrap();
@@ -410,12 +417,12 @@ fn patterns_and_labels_survive_sigkill_and_bad_edits_change_nothing() {
         line[start..start + line[start..].find('"').unwrap()].to_string()
     };
     let id: u64 = label("pattern").parse().unwrap();
-    let (_, kind, _, _, l) = identity(&after_bad[0])
+    let matched = identity(&after_bad[0])
         .into_iter()
-        .find(|p| p.0 == id)
+        .find(|p| p.id == id)
         .unwrap();
-    assert_eq!(label("kind"), kind, "{line}");
-    assert_eq!(label("issue"), l.join(","), "{line}");
+    assert_eq!(label("kind"), matched.kind, "{line}");
+    assert_eq!(label("issue"), matched.labels.join(","), "{line}");
 
     // 4. SIGKILL: no shutdown save, and the periodic save (1 h) never ran: what survives
     // is what the label edits saved before answering 200 (labels and patterns).

@@ -70,6 +70,9 @@ pub struct RawBaseline {
     pub version_label: Option<String>,
     /// version_change: how far back a change is looked for (default 1h).
     pub lookback: Option<String>,
+    /// version_change: time after a change left out of the current window (rollout,
+    /// warm-up, rate() ranges spanning the change; default 1m).
+    pub settle: Option<String>,
     /// offset: how much earlier the baseline window lies (e.g. 1d or 1w).
     pub offset: Option<String>,
     /// pinned: start of the baseline (RFC 3339 or Unix seconds).
@@ -148,6 +151,8 @@ pub enum BaselineConfig {
         label: String,
         /// How far back a change is looked for.
         lookback: Duration,
+        /// Time after the change that belongs to neither window.
+        settle: Duration,
     },
     /// The same window `offset` earlier.
     Offset {
@@ -431,10 +436,17 @@ fn validate_baseline(raw: RawBaseline, errs: &mut Vec<(String, String)>) -> Base
                 Duration::from_secs(3600),
                 errs,
             );
+            let settle = duration(
+                "baseline.settle",
+                raw.settle.as_deref(),
+                Duration::from_secs(60),
+                errs,
+            );
             BaselineConfig::VersionChange {
                 query,
                 label,
                 lookback,
+                settle,
             }
         }
         "offset" => {
@@ -449,6 +461,7 @@ fn validate_baseline(raw: RawBaseline, errs: &mut Vec<(String, String)>) -> Base
                 "version_change",
             );
             misplaced(raw.lookback.is_some(), "lookback", "version_change");
+            misplaced(raw.settle.is_some(), "settle", "version_change");
             misplaced(raw.start.is_some(), "start", "pinned");
             misplaced(raw.end.is_some(), "end", "pinned");
             let Some(text) = raw.offset else {
@@ -481,6 +494,7 @@ fn validate_baseline(raw: RawBaseline, errs: &mut Vec<(String, String)>) -> Base
                 "version_change",
             );
             misplaced(raw.lookback.is_some(), "lookback", "version_change");
+            misplaced(raw.settle.is_some(), "settle", "version_change");
             misplaced(raw.offset.is_some(), "offset", "offset");
             let mut time = |field: &str, v: Option<TimeValue>| match v.map(|t| t.to_ms()) {
                 Some(Ok(ms)) => Some(ms),

@@ -48,6 +48,9 @@ impl VersionChanges {
     }
 }
 
+/// One series of the version query: its version and samples.
+type VersionSeries = (String, Vec<(i64, f64)>);
+
 /// Step of the version query: the window step, coarser when the lookback would need
 /// more points than Prometheus returns.
 fn version_step(step: Duration, lookback: Duration) -> Duration {
@@ -74,7 +77,8 @@ pub(super) async fn version_changes(
             query: query.into(),
             source,
         })?;
-    let mut grouped: BTreeMap<Option<String>, Vec<(String, Vec<(i64, f64)>)>> = BTreeMap::new();
+    // Version series grouped by interface (`None`: shared by every interface).
+    let mut grouped: BTreeMap<Option<String>, Vec<VersionSeries>> = BTreeMap::new();
     for s in &r.series {
         let Some(version) = s.label(version_label) else {
             continue;

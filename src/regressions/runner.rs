@@ -158,6 +158,7 @@ impl Regressions {
                     query,
                     label,
                     lookback,
+                    ..
                 } => {
                     fetch::version_changes(
                         &s.client,
@@ -238,7 +239,7 @@ impl Regressions {
         let window_ms = cfg.window.as_millis() as i64;
         let min_ms = cfg.min_window.as_millis() as i64;
         let (plan, version, current_version) = match &cfg.baseline {
-            BaselineConfig::VersionChange { .. } => {
+            BaselineConfig::VersionChange { settle, .. } => {
                 let Some(change) = changes.get(interface) else {
                     // No deployment within the lookback: nothing to compare. A final
                     // verdict from an earlier change stays exported.
@@ -246,7 +247,7 @@ impl Regressions {
                     return Ok(());
                 };
                 (
-                    version_change_plan(change, now, window_ms, min_ms),
+                    version_change_plan(change, now, window_ms, min_ms, settle.as_millis() as i64),
                     change.from.clone(),
                     change.to.clone(),
                 )

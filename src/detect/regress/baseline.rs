@@ -115,9 +115,18 @@ pub enum Plan {
 /// Windows around a version change at time `now_ms`. The baseline is the last
 /// `window_ms` of the old version (shorter when the old version ran less: the
 /// comparison then reports insufficient data if it is below the minimum); the current
-/// window starts at the new version's first sample and is at most `window_ms` long.
-pub fn version_change_plan(change: &Change, now_ms: i64, window_ms: i64, min_ms: i64) -> Plan {
-    let have_ms = now_ms - change.first_new_ms;
+/// window starts `settle_ms` after the new version's first sample (rollout, warm-up,
+/// and `rate()` ranges that still span the change belong to neither window) and is at
+/// most `window_ms` long.
+pub fn version_change_plan(
+    change: &Change,
+    now_ms: i64,
+    window_ms: i64,
+    min_ms: i64,
+    settle_ms: i64,
+) -> Plan {
+    let current_start = change.first_new_ms + settle_ms;
+    let have_ms = now_ms - current_start;
     if have_ms < min_ms {
         return Plan::Wait {
             have_ms: have_ms.max(0),
@@ -130,8 +139,8 @@ pub fn version_change_plan(change: &Change, now_ms: i64, window_ms: i64, min_ms:
     };
     let complete = have_ms >= window_ms;
     let current = Range {
-        start_ms: change.first_new_ms,
-        end_ms: change.first_new_ms + have_ms.min(window_ms),
+        start_ms: current_start,
+        end_ms: current_start + have_ms.min(window_ms),
     };
     Plan::Judge {
         baseline,
@@ -232,7 +241,7 @@ mod tests {
         };
         // 10 s after the change, minimum 20 s: wait.
         assert_eq!(
-            version_change_plan(&c, 111_000, 30_000, 20_000),
+            version_change_plan(&c, 111_000, 30_000, 20_000, 0),
             Plan::Wait {
                 have_ms: 10_000,
                 need_ms: 20_000
@@ -240,7 +249,7 @@ mod tests {
         );
         // 25 s: judged on a partial current window, baseline = the last 30 s of v1.
         assert_eq!(
-            version_change_plan(&c, 126_000, 30_000, 20_000),
+            version_change_plan(&c, 126_000, 30_000, 20_000, 0),
             Plan::Judge {
                 baseline: Range {
                     start_ms: 70_000,
@@ -256,12 +265,25 @@ mod tests {
         // Long after: the current window stops at its full length and is final.
         let Plan::Judge {
             current, complete, ..
-        } = version_change_plan(&c, 500_000, 30_000, 20_000)
+        } = version_change_plan(&c, 500_000, 30_000, 20_000, 0)
         else {
             panic!("expected a judgement");
         };
         assert_eq!(current.end_ms, 131_000);
         assert!(complete);
+        // With 5 s of settling, the current window starts later and needs 5 s more.
+        assert!(matches!(
+            version_change_plan(&c, 121_000, 30_000, 20_000, 5_000),
+            Plan::Wait {
+                have_ms: 15_000,
+                ..
+            }
+        ));
+        let Plan::Judge { current, .. } = version_change_plan(&c, 500_000, 30_000, 20_000, 5_000)
+        else {
+            panic!("expected a judgement");
+        };
+        assert_eq!((current.start_ms, current.end_ms), (106_000, 136_000));
     }
 
     #[test]
@@ -273,7 +295,8 @@ mod tests {
             last_old_ms: 100_000,
             first_new_ms: 101_000,
         };
-        let Plan::Judge { baseline, .. } = version_change_plan(&c, 200_000, 30_000, 20_000) else {
+        let Plan::Judge { baseline, .. } = version_change_plan(&c, 200_000, 30_000, 20_000, 0)
+        else {
             panic!("expected a judgement");
         };
         assert_eq!(baseline.start_ms, 90_000, "v1 ran only 10 s");
