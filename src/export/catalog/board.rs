@@ -109,8 +109,8 @@ struct GroupEntry {
     refreshed: Option<Instant>,
     /// `(normal, abnormal)` over the group's series, updated every cycle.
     counts: (usize, usize),
-    /// Series id → patterns.
-    series: BTreeMap<String, Arc<SeriesPatterns>>,
+    /// (entity, metric) → patterns: listings come out sorted as people read them.
+    series: BTreeMap<(String, String), Arc<SeriesPatterns>>,
 }
 
 /// The catalog's shared state: written by the cycles, read by the admin server.
@@ -155,7 +155,7 @@ impl PatternCatalog {
     ) {
         let series = series
             .into_iter()
-            .map(|s| (s.id.clone(), Arc::new(s)))
+            .map(|s| ((s.entity.clone(), s.metric.clone()), Arc::new(s)))
             .collect();
         let mut groups = self.write();
         let g = groups.entry(group.to_string()).or_default();
@@ -167,7 +167,8 @@ impl PatternCatalog {
     pub fn publish_series(&self, s: SeriesPatterns) {
         let mut groups = self.write();
         let g = groups.entry(s.group.clone()).or_default();
-        g.series.insert(s.id.clone(), Arc::new(s));
+        g.series
+            .insert((s.entity.clone(), s.metric.clone()), Arc::new(s));
     }
 
     /// Drops the groups not in `keep` (after a reload).
@@ -175,13 +176,17 @@ impl PatternCatalog {
         self.write().retain(|g, _| keep.contains(g));
     }
 
-    /// The series with id `id`.
+    /// The series with id `id` (a scan: lookups by id are rare, listings are not).
     pub fn series(&self, id: &str) -> Option<Arc<SeriesPatterns>> {
-        self.read().values().find_map(|g| g.series.get(id).cloned())
+        self.read()
+            .values()
+            .flat_map(|g| g.series.values())
+            .find(|s| s.id == id)
+            .cloned()
     }
 
-    /// The series `filter` keeps, by group then series id; and how many there are in
-    /// all when `limit` cut the list.
+    /// The series `filter` keeps, by group, entity and metric; and how many there are
+    /// in all (more than returned when `limit` cut the list).
     pub fn list(&self, filter: &Filter, limit: usize) -> (Vec<Arc<SeriesPatterns>>, usize) {
         let groups = self.read();
         let mut out = Vec::new();

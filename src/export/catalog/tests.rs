@@ -356,3 +356,25 @@ fn percent_decoding() {
     assert_eq!(percent_decode("%zz"), None);
     assert_eq!(percent_decode("%ff"), None);
 }
+
+#[test]
+fn listings_are_sorted_by_entity_then_metric_and_limited() {
+    let c = PatternCatalog::new();
+    let series = [("b", "cpu"), ("a", "mem"), ("a", "cpu")]
+        .map(|(e, m)| SeriesPatterns::new("g", e, m, &set()));
+    c.publish_group("g", series, Instant::now());
+    let (all, total) = c.list(&Filter::default(), 10);
+    let order: Vec<(&str, &str)> = all
+        .iter()
+        .map(|s| (s.entity.as_str(), s.metric.as_str()))
+        .collect();
+    assert_eq!(order, [("a", "cpu"), ("a", "mem"), ("b", "cpu")]);
+    assert_eq!(total, 3);
+    let (two, total) = c.list(&Filter::default(), 2);
+    assert_eq!((two.len(), total), (2, 3));
+    let id = series_id("g", "b", "cpu");
+    assert_eq!(
+        c.series(&id).map(|s| s.entity.clone()).as_deref(),
+        Some("b")
+    );
+}
