@@ -26,8 +26,12 @@ use crate::detect::adsketch::AdsketchDetector;
 use crate::detect::uniad::UniadDetector;
 use crate::detect::zscore::ZscoreDetector;
 use crate::detect::{Detector, Snapshot};
+use crate::export::catalog::{
+    CatalogHandle, EditError, EditOutcome, LabelEdit, LabelEditRequest, PatternCatalog,
+};
 use crate::export::{Admin, AdminServer, ReloadRequest, ScoreBoard};
 use crate::reader::Client;
+use crate::regressions::{RegressionMetrics, Regressions, Setup as RegressSetup};
 use crate::state::{self, State};
 use crate::store::ShardFilter;
 use crate::telemetry::{SelfMetrics, Telemetry};
@@ -62,12 +66,14 @@ pub fn now_ms() -> i64 {
 }
 
 type SnapshotReply = oneshot::Sender<BTreeMap<String, Snapshot>>;
+type EditRequest = (LabelEdit, oneshot::Sender<Result<EditOutcome, EditError>>);
 
 /// A running group loop and the handles to talk to it.
 struct RunningGroup {
     name: String,
     stop: watch::Sender<bool>,
     snapshot: mpsc::Sender<SnapshotReply>,
+    labels: mpsc::Sender<EditRequest>,
     task: JoinHandle<GroupRunner>,
 }
 
@@ -77,6 +83,7 @@ struct Agent {
     config: Config,
     ctx: CycleContext,
     groups: Vec<RunningGroup>,
+    regressions: Arc<Regressions>,
 }
 
 /// Runs the agent until SIGTERM/SIGINT. `config` was loaded from `config_path`.
@@ -86,6 +93,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         Telemetry::new(SelfMetrics::new(&registry).context("registering self-metrics")?);
     let scores = Arc::new(ScoreBoard::new());
     let ready = Arc::new(AtomicBool::new(false));
+    let catalog = Arc::new(PatternCatalog::new());
     let client = Client::new(&config.prometheus, telemetry.clone())
         .context("setting up the Prometheus client")?;
     let ctx = CycleContext {
@@ -93,6 +101,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         scores: scores.clone(),
         telemetry: telemetry.clone(),
         ready: ready.clone(),
+        catalog: catalog.clone(),
     };
 
     let restored = restore_state(config.state_dir.as_deref());
@@ -105,12 +114,26 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         runners.push(r);
     }
 
+    let regressions = Regressions::new(
+        RegressSetup::build(&config, ctx.client.clone())?,
+        RegressionMetrics::new(&registry).context("registering the regression metrics")?,
+        ready.clone(),
+    );
+    let (stop_regressions, regressions_stopped) = watch::channel(false);
+    let regressions_task = tokio::spawn(regressions.clone().run(regressions_stopped));
+
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let (edit_tx, mut edit_rx) = mpsc::channel::<LabelEditRequest>(16);
     let admin = Admin {
         registry,
         scores,
         ready,
         reload: Some(reload_tx),
+        regressions: Some(regressions.checker()),
+        catalog: Some(CatalogHandle {
+            patterns: catalog,
+            edits: edit_tx,
+        }),
     };
     let server = AdminServer::start(config.listen, admin).with_context(|| {
         format!(
@@ -134,6 +157,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         config,
         ctx,
         groups: Vec::new(),
+        regressions,
     };
     for r in runners {
         agent.spawn(r);
@@ -160,9 +184,17 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
                 let result = agent.reload().await;
                 let _ = reply.send(result);
             }
-            _ = save_timer.tick() => agent.save_state().await,
+            Some(req) = edit_rx.recv() => {
+                let result = agent.edit_labels(req.edit).await;
+                let _ = req.reply.send(result);
+            }
+            _ = save_timer.tick() => {
+                let _ = agent.save_state().await;
+            }
         }
     }
+    let _ = stop_regressions.send(true);
+    let _ = regressions_task.await;
     agent.shutdown().await;
     server.stop();
     info!("kpiwatch stopped.");
@@ -220,12 +252,20 @@ impl Agent {
     fn spawn(&mut self, runner: GroupRunner) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (snap_tx, snap_rx) = mpsc::channel(1);
+        let (labels_tx, labels_rx) = mpsc::channel(4);
         let name = runner.config().name.clone();
-        let task = tokio::spawn(group_loop(runner, self.ctx.clone(), stop_rx, snap_rx));
+        let task = tokio::spawn(group_loop(
+            runner,
+            self.ctx.clone(),
+            stop_rx,
+            snap_rx,
+            labels_rx,
+        ));
         self.groups.push(RunningGroup {
             name,
             stop: stop_tx,
             snapshot: snap_tx,
+            labels: labels_tx,
             task,
         });
     }
@@ -259,12 +299,35 @@ impl Agent {
         state
     }
 
-    async fn save_state(&self) {
+    /// Saves every group's state; `Ok(false)` without a `state_dir`.
+    async fn save_state(&self) -> Result<bool, String> {
         let Some(dir) = self.config.state_dir.clone() else {
-            return;
+            return Ok(false);
         };
         let state = self.collect_state().await;
-        write_state(&dir, state, &self.ctx.telemetry).await;
+        write_state(&dir, state, &self.ctx.telemetry).await?;
+        Ok(true)
+    }
+
+    /// Applies a catalog label edit in its group's loop, then saves the state at once,
+    /// so that the API's 200 means the labels survive even a SIGKILL.
+    async fn edit_labels(&self, edit: LabelEdit) -> Result<EditOutcome, EditError> {
+        let group = self
+            .groups
+            .iter()
+            .find(|g| g.name == edit.group)
+            .ok_or_else(|| EditError::UnknownGroup(edit.group.clone()))?;
+        let (tx, rx) = oneshot::channel();
+        group
+            .labels
+            .send((edit, tx))
+            .await
+            .map_err(|_| EditError::Unavailable("group stopping"))?;
+        let mut outcome = rx
+            .await
+            .map_err(|_| EditError::Unavailable("group stopping"))??;
+        outcome.persisted = self.save_state().await.map_err(EditError::NotSaved)?;
+        Ok(outcome)
     }
 
     /// Re-reads the config; on success swaps groups, keeping the runners (store and
@@ -303,6 +366,13 @@ impl Agent {
                 }
             }
         }
+        let regress_setup = match RegressSetup::build(&new, client.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                self.ctx.telemetry.reload_rejected(&format!("{e:#}"));
+                return Err(format!("{e:#}"));
+            }
+        };
         if new.listen != self.config.listen {
             warn!(old = %self.config.listen, new = %new.listen, "server.listen changes only on restart.");
         }
@@ -329,6 +399,8 @@ impl Agent {
         }
         let names: Vec<String> = new.groups.iter().map(|g| g.name.clone()).collect();
         self.ctx.scores.retain_groups(&names);
+        self.regressions.apply(regress_setup).await;
+        self.ctx.catalog.retain_groups(&names);
         self.config = new;
         self.ctx.telemetry.reload_applied(&self.config.source);
         Ok(self.config.source.clone())
@@ -343,17 +415,32 @@ impl Agent {
         for r in &runners {
             state.groups.insert(r.config().name.clone(), r.snapshots());
         }
-        write_state(&dir, state, &self.ctx.telemetry).await;
+        let _ = write_state(&dir, state, &self.ctx.telemetry).await;
     }
 }
 
-async fn write_state(dir: &Path, state: State, telemetry: &crate::telemetry::Telemetry) {
+/// Writes the state file; the error (also logged and counted) is returned for callers
+/// that answer someone.
+async fn write_state(
+    dir: &Path,
+    state: State,
+    telemetry: &crate::telemetry::Telemetry,
+) -> Result<(), String> {
     let dir = dir.to_path_buf();
     let started = Instant::now();
     match tokio::task::spawn_blocking(move || state::save(&dir, &state)).await {
-        Ok(Ok(bytes)) => telemetry.state_saved(bytes, started.elapsed()),
-        Ok(Err(e)) => telemetry.state_save_failed(&e),
-        Err(e) => telemetry.state_save_failed(&e),
+        Ok(Ok(bytes)) => {
+            telemetry.state_saved(bytes, started.elapsed());
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            telemetry.state_save_failed(&e);
+            Err(e.to_string())
+        }
+        Err(e) => {
+            telemetry.state_save_failed(&e);
+            Err(e.to_string())
+        }
     }
 }
 
@@ -364,6 +451,7 @@ async fn group_loop(
     ctx: CycleContext,
     mut stop: watch::Receiver<bool>,
     mut snapshots: mpsc::Receiver<SnapshotReply>,
+    mut labels: mpsc::Receiver<EditRequest>,
 ) -> GroupRunner {
     let interval = runner.config().interval;
     let name = runner.config().name.clone();
@@ -375,6 +463,9 @@ async fn group_loop(
             _ = stop.changed() => break,
             Some(reply) = snapshots.recv() => {
                 let _ = reply.send(runner.snapshots());
+            }
+            Some((edit, reply)) = labels.recv() => {
+                let _ = reply.send(runner.edit_labels(&edit, &ctx.catalog));
             }
             _ = ticker.tick() => {
                 let started = Instant::now();

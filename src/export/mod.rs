@@ -8,14 +8,18 @@
 //! | GET | `/-/healthy` | 200 while the process runs |
 //! | GET | `/-/ready` | 503 until the first successful cycle, then 200 for good |
 //! | POST | `/-/reload` | re-reads the config; 200, or 500 with the reasons (the old config keeps running) |
+//! | GET | `/patterns`, `/api/v1/patterns…` | the ADSketch pattern catalog (page, JSON, label edits; see [`catalog`]) |
 //! | GET | `/` | a short page linking the above |
 //!
 //! The server runs on its own thread with a current-thread runtime, so a busy worker
 //! pool cannot delay scrapes or probes. It computes nothing: scores are published into
 //! [`ScoreBoard`] by the cycles, and reloads are requested from the app over a channel.
 
+pub mod catalog;
+pub mod regress_api;
 mod scores;
 mod server;
 
+pub use catalog::{CatalogHandle, PatternCatalog};
 pub use scores::{ScoreBoard, SeriesLabels};
-pub use server::{handle, Admin, AdminServer, ReloadRequest};
+pub use server::{handle, Admin, AdminServer, ApiRequest, Body, ReloadRequest, MAX_BODY_BYTES};

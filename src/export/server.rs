@@ -14,8 +14,9 @@ use super::ScoreBoard;
 /// A reload request: the app answers with `Ok(source)` or `Err(reasons)`.
 pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
-/// What the admin endpoints read.
-#[derive(Debug, Clone)]
+/// What the admin endpoints read. `Default` gives an admin with nothing behind it
+/// (no reload channel, no catalog), which is what unit tests want.
+#[derive(Debug, Clone, Default)]
 pub struct Admin {
     /// Self-monitoring metrics.
     pub registry: Registry,
@@ -25,18 +26,71 @@ pub struct Admin {
     pub ready: Arc<AtomicBool>,
     /// Where `POST /-/reload` sends its request (absent in tests without an app).
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
+    /// Runs `POST /api/v1/regressions/check` (absent without `regressions:`).
+    pub regressions: Option<Arc<dyn super::regress_api::RegressionChecker>>,
+    /// The ADSketch pattern catalog (`/patterns`, `/api/v1/patterns`).
+    pub catalog: Option<super::catalog::CatalogHandle>,
 }
 
-type Body = Full<Bytes>;
+/// Response body type of every endpoint.
+pub type Body = Full<Bytes>;
 
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+/// Largest request body read (label edits and regression checks are small); larger
+/// requests get 413 without being read further.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// One request as the routes see it: the body is already read (bounded).
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    /// HTTP method.
+    pub method: Method,
+    /// Path without the query string.
+    pub path: String,
+    /// Raw query string (`a=1&b=2`), if any.
+    pub query: Option<String>,
+    /// Request body.
+    pub body: Bytes,
+}
+
+impl ApiRequest {
+    /// A request without query or body (tests, simple GETs).
+    pub fn new(method: Method, path: &str) -> ApiRequest {
+        ApiRequest {
+            method,
+            path: path.to_string(),
+            query: None,
+            body: Bytes::new(),
+        }
+    }
+}
+
+fn with_type(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        hyper::header::HeaderValue::from_static(content_type),
     );
     r
+}
+
+/// A plain-text response.
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    with_type(status, body, "text/plain; charset=utf-8")
+}
+
+/// An HTML response.
+pub(crate) fn html(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    with_type(status, body, "text/html; charset=utf-8")
+}
+
+/// A JSON response.
+pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    with_type(status, value.to_string(), "application/json")
 }
 
 const INDEX: &str = "<!doctype html><title>kpiwatch</title><h1>kpiwatch</h1><ul>\
@@ -45,8 +99,15 @@ const INDEX: &str = "<!doctype html><title>kpiwatch</title><h1>kpiwatch</h1><ul>
 <li>POST /-/reload re-reads the config</li></ul>";
 
 /// Routes one request. Separate from the socket so tests call it directly.
-pub async fn handle(method: &Method, path: &str, admin: &Admin) -> Response<Body> {
-    match (method, path) {
+pub async fn handle(req: &ApiRequest, admin: &Admin) -> Response<Body> {
+    let path = req.path.as_str();
+    if path == "/patterns" || path.starts_with("/api/v1/patterns") {
+        return super::catalog::handle(req, admin).await;
+    }
+    if path.starts_with("/api/v1/regressions") {
+        return super::regress_api::handle(req, admin).await;
+    }
+    match (&req.method, path) {
         (&Method::GET, "/metrics") => metrics(admin),
         (&Method::GET, "/-/healthy") => text(StatusCode::OK, "kpiwatch is healthy.\n"),
         (&Method::GET, "/-/ready") => {
@@ -60,14 +121,7 @@ pub async fn handle(method: &Method, path: &str, admin: &Admin) -> Response<Body
             }
         }
         (&Method::POST, "/-/reload") | (&Method::PUT, "/-/reload") => reload(admin).await,
-        (&Method::GET, "/") => {
-            let mut r = text(StatusCode::OK, INDEX);
-            r.headers_mut().insert(
-                hyper::header::CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/html; charset=utf-8"),
-            );
-            r
-        }
+        (&Method::GET, "/") => html(StatusCode::OK, INDEX),
         (_, "/metrics" | "/-/healthy" | "/-/ready" | "/-/reload" | "/") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.\n")
         }
@@ -88,12 +142,14 @@ fn metrics(admin: &Admin) -> Response<Body> {
     }
     let mut out = String::from_utf8(buf).unwrap_or_default();
     admin.scores.render(&mut out);
-    let mut r = text(StatusCode::OK, out);
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    r
+    if let Some(c) = &admin.catalog {
+        c.patterns.render_counts(&mut out);
+    }
+    with_type(
+        StatusCode::OK,
+        out,
+        "text/plain; version=0.0.4; charset=utf-8",
+    )
 }
 
 async fn reload(admin: &Admin) -> Response<Body> {
@@ -205,11 +261,7 @@ async fn serve(listener: TcpListener, admin: Admin, mut stop: oneshot::Receiver<
             let service =
                 hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                     let admin = admin.clone();
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            handle(req.method(), req.uri().path(), &admin).await,
-                        )
-                    }
+                    async move { Ok::<_, std::convert::Infallible>(receive(req, &admin).await) }
                 });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -218,18 +270,49 @@ async fn serve(listener: TcpListener, admin: Admin, mut stop: oneshot::Receiver<
     }
 }
 
+/// Reads the body (at most [`MAX_BODY_BYTES`]) and routes the request.
+async fn receive(req: hyper::Request<hyper::body::Incoming>, admin: &Admin) -> Response<Body> {
+    use http_body_util::{BodyExt, Limited};
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            let too_large = e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return if too_large {
+                text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("Request body over {MAX_BODY_BYTES} bytes.\n"),
+                )
+            } else {
+                text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Cannot read the request body: {e}\n"),
+                )
+            };
+        }
+    };
+    let req = ApiRequest {
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        body,
+    };
+    handle(&req, admin).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
     fn admin() -> Admin {
-        Admin {
-            registry: Registry::new(),
-            scores: Arc::new(ScoreBoard::new()),
-            ready: Arc::new(AtomicBool::new(false)),
-            reload: None,
-        }
+        Admin::default()
+    }
+
+    async fn get(a: &Admin, method: Method, path: &str) -> Response<Body> {
+        handle(&ApiRequest::new(method, path), a).await
     }
 
     async fn body(r: Response<Body>) -> String {
@@ -239,19 +322,19 @@ mod tests {
     #[tokio::test]
     async fn readiness_is_a_latch() {
         let a = admin();
-        assert_eq!(handle(&Method::GET, "/-/ready", &a).await.status(), 503);
+        assert_eq!(get(&a, Method::GET, "/-/ready").await.status(), 503);
         a.ready.store(true, Ordering::Release);
-        assert_eq!(handle(&Method::GET, "/-/ready", &a).await.status(), 200);
-        assert_eq!(handle(&Method::GET, "/-/healthy", &a).await.status(), 200);
+        assert_eq!(get(&a, Method::GET, "/-/ready").await.status(), 200);
+        assert_eq!(get(&a, Method::GET, "/-/healthy").await.status(), 200);
     }
 
     #[tokio::test]
     async fn routes_and_methods() {
         let a = admin();
-        assert_eq!(handle(&Method::GET, "/nope", &a).await.status(), 404);
-        assert_eq!(handle(&Method::POST, "/metrics", &a).await.status(), 405);
-        assert_eq!(handle(&Method::POST, "/-/reload", &a).await.status(), 503);
-        let r = handle(&Method::GET, "/metrics", &a).await;
+        assert_eq!(get(&a, Method::GET, "/nope").await.status(), 404);
+        assert_eq!(get(&a, Method::POST, "/metrics").await.status(), 405);
+        assert_eq!(get(&a, Method::POST, "/-/reload").await.status(), 503);
+        let r = get(&a, Method::GET, "/metrics").await;
         assert_eq!(r.status(), 200);
         assert!(
             body(r).await.is_empty(),
@@ -272,9 +355,9 @@ mod tests {
             let second = rx.recv().await.unwrap();
             second.send(Ok("kpiwatch.yaml".into())).unwrap();
         });
-        let r = handle(&Method::POST, "/-/reload", &a).await;
+        let r = get(&a, Method::POST, "/-/reload").await;
         assert_eq!(r.status(), 500);
         assert!(body(r).await.contains("groups[0].interval: bad"));
-        assert_eq!(handle(&Method::POST, "/-/reload", &a).await.status(), 200);
+        assert_eq!(get(&a, Method::POST, "/-/reload").await.status(), 200);
     }
 }
