@@ -376,6 +376,30 @@ mod tests {
         assert!(r.test_pattern.iter().all(|&p| p < r.set.patterns.len()));
     }
 
+    /// §5.3: an anomaly already present in `T_n` hides its recurrence in `T_a` when
+    /// `T_n` is assumed clean; the percentile guard on the `T_n` profile finds it again.
+    #[test]
+    fn noise_guard_finds_an_anomaly_that_unclean_t_n_hides() {
+        let wave = |k: usize| ((k % 20) as f64 / 20.0 * std::f64::consts::TAU).sin();
+        let mut train: Vec<f64> = (0..400).map(wave).collect();
+        train[150] += 20.0;
+        let mut test: Vec<f64> = (400..800).map(wave).collect();
+        test[200] += 20.0;
+        let clean = discover(&train, &test, &OfflineParams::new(5, 99.0)).unwrap();
+        assert!(
+            clean.anomalous_starts.is_empty(),
+            "T_n's spike makes T_a's look normal: {:?}",
+            clean.anomalous_starts
+        );
+        let mut guarded = OfflineParams::new(5, 99.0);
+        guarded.noise_p = 98.0;
+        let r = discover(&train, &test, &guarded).unwrap();
+        assert!(!r.anomalous_starts.is_empty());
+        for &s in &r.anomalous_starts {
+            assert!((196..=200).contains(&s), "unexpected anomalous start {s}");
+        }
+    }
+
     #[test]
     fn overlapping_abnormal_patterns_share_an_issue_group() {
         let mut set = PatternSet::from_clusters(
