@@ -1,10 +1,18 @@
 //! Streaming peaks-over-threshold (SPOT, Siffer et al., KDD'17) for one entity.
 //!
 //! During warm-up (the first [`SpotOptions::calibration`] scores) the threshold is
-//! the 3-sigma rule of the paper (`mean + 3 sd` of the scores seen so far, never
-//! below [`SpotOptions::initial_threshold`] until two scores exist). Once the
-//! calibration set is full, SPOT takes over: an initial threshold `t` is the
-//! [`SpotOptions::level`] quantile of the calibration scores, the excesses over `t`
+//! the 3-sigma rule of the paper, made robust: `exp(median + 3 σ)` of the log scores
+//! seen so far, σ = 1.4826 · MAD ([`SpotOptions::initial_threshold`] until two
+//! positive scores exist). Robust because the first windows after a start often hold
+//! a real deviation (a deployment, a burst): with `mean + 3 sd` one score of 2000
+//! among small ones lifted the threshold a hundredfold and blinded the entity for the
+//! whole warm-up. In log space because reconstruction errors are squared and skewed:
+//! a linear median + 3 σ would flag one normal score in eight.
+//!
+//! Once the calibration set is full, SPOT takes over. The warm-up scores above the
+//! final warm-up threshold are the warm-up's anomalies and are left out of the fit,
+//! as SPOT leaves out the anomalies it flags later. Then an initial threshold `t` is
+//! the [`SpotOptions::level`] quantile of the calibration scores, the excesses over `t`
 //! are fitted with a generalised Pareto distribution (GPD), and the alarm
 //! threshold is the quantile `z_q` with tail probability [`SpotOptions::risk`]:
 //!
@@ -139,17 +147,47 @@ impl Spot {
     }
 }
 
+/// Robust 3-sigma in log space: `exp(median + 3 · 1.4826 · MAD)` of `ln x` over the
+/// positive scores (the sample sd of the logs when the MAD is 0). `None` before two
+/// positive scores exist.
 fn three_sigma(values: &[f64]) -> Option<f64> {
-    if values.len() < 2 {
+    let mut logs: Vec<f64> = values
+        .iter()
+        .filter(|&&v| v > 0.0)
+        .map(|v| v.ln())
+        .collect();
+    if logs.len() < 2 {
         return None;
     }
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let var = values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
-    Some(mean + 3.0 * var.sqrt())
+    let median = median_in_place(&mut logs);
+    let mut deviations: Vec<f64> = logs.iter().map(|l| (l - median).abs()).collect();
+    let mut sigma = 1.4826 * median_in_place(&mut deviations);
+    if sigma == 0.0 {
+        let n = logs.len() as f64;
+        let mean = logs.iter().sum::<f64>() / n;
+        sigma = (logs.iter().map(|l| (l - mean) * (l - mean)).sum::<f64>() / (n - 1.0)).sqrt();
+    }
+    Some((median + 3.0 * sigma).exp())
+}
+
+fn median_in_place(xs: &mut [f64]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    if n % 2 == 1 {
+        xs[n / 2]
+    } else {
+        0.5 * (xs[n / 2 - 1] + xs[n / 2])
+    }
 }
 
 fn calibrate(values: &[f64], opts: &SpotOptions) -> Spot {
+    // The warm-up's anomalies do not shape the tail (see the module doc).
+    let fence = three_sigma(values).unwrap_or(f64::INFINITY);
+    let values: Vec<f64> = values.iter().copied().filter(|&v| v <= fence).collect();
+    let values = values.as_slice();
+    if values.is_empty() {
+        return Spot::Warmup { values: Vec::new() };
+    }
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let idx = ((sorted.len() as f64 - 1.0) * opts.level.clamp(0.0, 1.0)).round() as usize;
@@ -201,11 +239,42 @@ mod tests {
         let mut s = Spot::default();
         assert_eq!(s.threshold(&o), o.initial_threshold);
         s.observe(1.0, &o);
+        assert_eq!(
+            s.threshold(&o),
+            o.initial_threshold,
+            "one score is not enough"
+        );
         s.observe(3.0, &o);
-        // mean 2, sample sd sqrt(2): 2 + 3 sqrt(2)
-        let want = 2.0 + 3.0 * 2f64.sqrt();
-        assert!((s.threshold(&o) - want).abs() < 1e-12);
+        // logs 0 and ln 3: median ln3/2, MAD ln3/2: exp(ln3/2 · (1 + 3 · 1.4826)).
+        let want = (3f64.ln() / 2.0 * (1.0 + 3.0 * 1.4826)).exp();
+        assert!((s.threshold(&o) - want).abs() < 1e-9);
         assert!(s.warming_up());
+    }
+
+    #[test]
+    fn an_anomaly_at_start_neither_blinds_the_warm_up_nor_the_calibration() {
+        let o = SpotOptions {
+            calibration: 128,
+            ..opts()
+        };
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut exp1 = move || -rng.gen_range(1e-12f64..1.0).ln();
+        let mut s = Spot::default();
+        // The first window after a start holds a burst: a score of 2000.
+        s.observe(2000.0, &o);
+        for _ in 0..60 {
+            s.observe(exp1(), &o);
+        }
+        assert!(s.warming_up());
+        let warm = s.threshold(&o);
+        assert!((3.0..60.0).contains(&warm), "warm-up threshold {warm}");
+        for _ in 0..2000 {
+            s.observe(exp1(), &o);
+        }
+        assert!(!s.warming_up());
+        // Exp(1)'s 1e-3 tail quantile is 6.9: the burst left no mark on the fit.
+        let th = s.threshold(&o);
+        assert!((4.0..12.0).contains(&th), "SPOT threshold {th}");
     }
 
     #[test]
