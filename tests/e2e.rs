@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -79,26 +78,7 @@ fn scores_reach_prometheus_survive_an_outage_and_pass_promtool() {
 
     // 2. promtool accepts kpiwatch's exposition.
     let (_, metrics) = http_get(agent, "/metrics").unwrap();
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::assert_promtool_accepts(&metrics);
 
     // 3. Prometheus stops for 60 s: kpiwatch keeps serving and counts errors by cause.
     let ok_before = metric(
