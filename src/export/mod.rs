@@ -9,7 +9,10 @@
 //! | GET | `/-/ready` | 503 until the first successful cycle, then 200 for good |
 //! | POST | `/-/reload` | re-reads the config; 200, or 500 with the reasons (the old config keeps running) |
 //! | GET | `/patterns`, `/api/v1/patterns…` | the ADSketch pattern catalog (page, JSON, label edits; see [`catalog`]) |
+//! | POST | `/api/v1/regressions/check` | an on-demand regression comparison (see [`regress_api`]) |
 //! | GET | `/` | a short page linking the above |
+//!
+//! Request bodies over [`MAX_BODY_BYTES`] get 413 without being read further.
 //!
 //! The server runs on its own thread with a current-thread runtime, so a busy worker
 //! pool cannot delay scrapes or probes. It computes nothing: scores are published into

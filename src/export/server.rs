@@ -96,7 +96,10 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
 const INDEX: &str = "<!doctype html><title>kpiwatch</title><h1>kpiwatch</h1><ul>\
 <li><a href=\"/metrics\">/metrics</a> scores and self-monitoring</li>\
 <li><a href=\"/-/healthy\">/-/healthy</a></li><li><a href=\"/-/ready\">/-/ready</a></li>\
-<li>POST /-/reload re-reads the config</li></ul>";
+<li>POST /-/reload re-reads the config</li>\
+<li><a href=\"/patterns\">/patterns</a> the ADSketch pattern catalog \
+(<a href=\"/api/v1/patterns\">JSON</a>)</li>\
+<li>POST /api/v1/regressions/check runs an on-demand regression check</li></ul>";
 
 /// Routes one request. Separate from the socket so tests call it directly.
 pub async fn handle(req: &ApiRequest, admin: &Admin) -> Response<Body> {
@@ -127,7 +130,8 @@ pub async fn handle(req: &ApiRequest, admin: &Admin) -> Response<Body> {
         }
         _ => text(
             StatusCode::NOT_FOUND,
-            "Not found. Endpoints: /metrics, /-/healthy, /-/ready, POST /-/reload.\n",
+            "Not found. Endpoints: /metrics, /-/healthy, /-/ready, POST /-/reload, /patterns, \
+             /api/v1/patterns, POST /api/v1/regressions/check.\n",
         ),
     }
 }
