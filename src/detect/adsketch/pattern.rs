@@ -232,12 +232,7 @@ impl PatternSet {
 
     /// Number of patterns of each kind: `(normal, abnormal)`.
     pub fn counts(&self) -> (usize, usize) {
-        let abnormal = self
-            .patterns
-            .iter()
-            .filter(|p| p.kind == Kind::Abnormal)
-            .count();
-        (self.patterns.len() - abnormal, abnormal)
+        count_by_kind(&self.patterns)
     }
 
     /// The pattern with id `id`.
@@ -448,6 +443,12 @@ pub fn validate_labels(labels: &[String]) -> Result<(), AdsketchError> {
         }
     }
     Ok(())
+}
+
+/// Number of patterns of each kind in `patterns`: `(normal, abnormal)`.
+pub fn count_by_kind(patterns: &[Pattern]) -> (usize, usize) {
+    let abnormal = patterns.iter().filter(|p| p.kind == Kind::Abnormal).count();
+    (patterns.len() - abnormal, abnormal)
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use std::fmt::Write;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::detect::adsketch::{Kind, Pattern, PatternSet, Scaler};
+use crate::detect::adsketch::pattern::count_by_kind;
+use crate::detect::adsketch::{Pattern, PatternSet, Scaler};
 
 /// Longest time the catalog's copy of a group's patterns may lag the detector (sizes,
 /// means and last matches move with every step when learning is adaptive).
@@ -57,12 +58,7 @@ impl SeriesPatterns {
 
     /// Number of patterns of each kind: `(normal, abnormal)`.
     pub fn counts(&self) -> (usize, usize) {
-        let abnormal = self
-            .patterns
-            .iter()
-            .filter(|p| p.kind == Kind::Abnormal)
-            .count();
-        (self.patterns.len() - abnormal, abnormal)
+        count_by_kind(&self.patterns)
     }
 }
 
