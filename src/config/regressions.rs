@@ -408,6 +408,13 @@ fn validate_baseline(raw: RawBaseline, errs: &mut Vec<(String, String)>) -> Base
     let fallback = BaselineConfig::Offset {
         offset: Duration::from_secs(86_400),
     };
+    // Keys that only mode version_change takes (rejected in the other modes).
+    let version_change_keys = [
+        (raw.version_query.is_some(), "version_query"),
+        (raw.version_label.is_some(), "version_label"),
+        (raw.lookback.is_some(), "lookback"),
+        (raw.settle.is_some(), "settle"),
+    ];
     match raw.mode.as_str() {
         "version_change" => {
             misplaced(raw.offset.is_some(), "offset", "offset");
@@ -450,18 +457,9 @@ fn validate_baseline(raw: RawBaseline, errs: &mut Vec<(String, String)>) -> Base
             }
         }
         "offset" => {
-            misplaced(
-                raw.version_query.is_some(),
-                "version_query",
-                "version_change",
-            );
-            misplaced(
-                raw.version_label.is_some(),
-                "version_label",
-                "version_change",
-            );
-            misplaced(raw.lookback.is_some(), "lookback", "version_change");
-            misplaced(raw.settle.is_some(), "settle", "version_change");
+            for (present, field) in version_change_keys {
+                misplaced(present, field, "version_change");
+            }
             misplaced(raw.start.is_some(), "start", "pinned");
             misplaced(raw.end.is_some(), "end", "pinned");
             let Some(text) = raw.offset else {
@@ -483,18 +481,9 @@ fn validate_baseline(raw: RawBaseline, errs: &mut Vec<(String, String)>) -> Base
             BaselineConfig::Offset { offset }
         }
         "pinned" => {
-            misplaced(
-                raw.version_query.is_some(),
-                "version_query",
-                "version_change",
-            );
-            misplaced(
-                raw.version_label.is_some(),
-                "version_label",
-                "version_change",
-            );
-            misplaced(raw.lookback.is_some(), "lookback", "version_change");
-            misplaced(raw.settle.is_some(), "settle", "version_change");
+            for (present, field) in version_change_keys {
+                misplaced(present, field, "version_change");
+            }
             misplaced(raw.offset.is_some(), "offset", "offset");
             let mut time = |field: &str, v: Option<TimeValue>| match v.map(|t| t.to_ms()) {
                 Some(Ok(ms)) => Some(ms),
