@@ -1,6 +1,8 @@
 //! DynamicRegress inference speed: one KPI pair with a cached baseline embedding, i.e.
 //! encoding the current window (T steps) plus the head, at T = 300 and T = 60, at batch 1
-//! and batched (32 pairs of equal T). Single thread (tract's default executor).
+//! and batched (32 pairs of equal T). Single thread. Each case runs on both engines of
+//! `RegressModel` with the same inputs: `native` (the Rust LSTM of `model::lstm`, what
+//! the agent uses) and `tract` (forced with `Engine::Tract`).
 //!
 //! `cargo bench --bench regress` (needs models/regress_{encoder,head}.onnx). Criterion's
 //! "thrpt" line of the batched cases gives pairs per second; the PyTorch numbers of the
@@ -9,6 +11,7 @@
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use kpiwatch::detect::regress::model::Engine;
 use kpiwatch::detect::regress::RegressModel;
 
 fn sequence(batch: usize, len: usize) -> Vec<f32> {
@@ -22,30 +25,38 @@ fn sequence(batch: usize, len: usize) -> Vec<f32> {
 
 fn bench(c: &mut Criterion) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let model = match RegressModel::load(&dir) {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!("regress bench skipped: {e}");
-            return;
+    let mut models = Vec::new();
+    for engine in [Engine::Native, Engine::Tract] {
+        match RegressModel::load_with(&dir, engine) {
+            Ok(m) => models.push(m),
+            Err(e) => {
+                eprintln!("regress bench skipped: {e}");
+                return;
+            }
         }
-    };
-    let h = model.hidden();
+    }
+    let h = models[0].hidden();
     let mut group = c.benchmark_group("regress_pair_cached_baseline");
     for len in [300usize, 60] {
         for batch in [1usize, 32] {
             let x = sequence(batch, len);
             let zb = vec![0.1f32; batch * h];
             group.throughput(Throughput::Elements(batch as u64));
-            group.bench_with_input(
-                BenchmarkId::new(format!("T{len}"), format!("batch{batch}")),
-                &x,
-                |b, x| {
-                    b.iter(|| {
-                        let zc = model.embed_batch(x, batch, len).expect("embed");
-                        model.probability_batch(&zb, &zc, batch).expect("head")
-                    })
-                },
-            );
+            for model in &models {
+                group.bench_with_input(
+                    BenchmarkId::new(
+                        format!("T{len}/{}", model.engine()),
+                        format!("batch{batch}"),
+                    ),
+                    &x,
+                    |b, x| {
+                        b.iter(|| {
+                            let zc = model.embed_batch(x, batch, len).expect("embed");
+                            model.probability_batch(&zb, &zc, batch).expect("head")
+                        })
+                    },
+                );
+            }
         }
     }
     group.finish();
