@@ -13,7 +13,7 @@
 //!
 //! Two engines run them ([`Engine`]): tract, for any graph it can load, and the native
 //! code of [`lstm`] (same weights, read from the same files), which avoids tract's
-//! per-step scan-loop overhead (about 7× faster at batch 1, T = 300). [`RegressModel::load`]
+//! per-step scan-loop overhead (about 8× faster at batch 1, T = 300). [`RegressModel::load`]
 //! always builds the tract plans; it then uses the native engine when both graphs have
 //! the shape [`lstm`] supports **and** it agrees with tract within [`PROBE_TOL`] on a
 //! fixed probe, and otherwise stays on tract with a warning (a custom model still works).
