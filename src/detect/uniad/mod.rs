@@ -12,7 +12,8 @@
 //! | file | owns |
 //! |---|---|
 //! | `detector.rs` | [`UniadDetector`], [`UniadOptions`]: normalisation, batching entities by metric count, eq. 7, thresholds, snapshot |
-//! | `model.rs` | [`UniadModel`]: loading, checking and running the ONNX model with tract (the only tract import) |
+//! | `model.rs` | [`UniadModel`]: loading and checking the ONNX model, running it natively or with tract ([`PlanMode`]), the native pass's load-time check against tract and its fallback |
+//! | `native.rs` | the native forward pass of this architecture (weights from the ONNX file's initializers; blocked dense kernels, AVX2 + FMA when the CPU has them) |
 //! | `spot.rs` | [`Spot`]: the per-entity streaming threshold |
 //!
 //! Training, export and golden vectors live in `models/train/uniad/` (Python); the
@@ -21,6 +22,7 @@
 
 mod detector;
 mod model;
+mod native;
 mod spot;
 #[cfg(test)]
 mod tests;

@@ -1,21 +1,36 @@
-//! The Uni-AD ONNX model run with tract: the only tract import for Uni-AD.
+//! The Uni-AD ONNX model: loading, checking, and running it natively or with tract.
 //!
 //! The model maps `x: [batch, n, w]` (robust-z-scored windows, one token per metric)
 //! to its reconstruction of the same shape; `batch` and `n` are symbolic, `w` is
 //! fixed by the export. It is loaded, checked and optimised once ([`UniadModel::load`]);
 //! [`UniadModel::infer`] then runs any batch size and metric count.
 //!
-//! Two execution modes ([`PlanMode`]): one symbolic plan that resolves `batch` and
-//! `n` at run time, or plans concretised per shape bucket (batch rounded up to a
-//! power of two, padded with zero windows; `n` exact) and cached. Building a
-//! concrete plan costs milliseconds, so it pays only when shapes repeat, which they
-//! do in the agent (same entities every cycle). `benches/uniad.rs` measures both.
+//! Three execution modes ([`PlanMode`]):
+//!
+//! * `native` (default): the hand-written forward pass of `native.rs` for exactly this
+//!   architecture, with the weights read from the same ONNX file. At load it must
+//!   reproduce tract's symbolic plan on a fixed probe (n in {1, 3, 8, 38}, batch 1 and
+//!   5, max abs difference 1e-4); a graph it does not support (a custom model) or a
+//!   mismatch makes the model fall back to `bucketed`, with a warning saying why
+//!   ([`UniadModel::native_fallback`]).
+//! * `symbolic`: one tract plan that resolves `batch` and `n` at run time.
+//! * `bucketed`: tract plans concretised per shape bucket (batch rounded up to a power
+//!   of two, padded with zero windows; `n` exact) and cached. Building a concrete plan
+//!   costs milliseconds, so it pays only when shapes repeat, which they do in the agent
+//!   (same entities every cycle).
+//!
+//! `benches/uniad.rs` measures all three. tract is always loaded: it checks the
+//! model's signature, runs the probe, and is the fallback.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use tract_onnx::pb;
 use tract_onnx::prelude::*;
+
+use super::native::NativeModel;
 
 /// Why the model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]
@@ -61,14 +76,17 @@ pub enum ModelError {
     Run(String),
 }
 
-/// How [`UniadModel::infer`] turns shapes into plans.
+/// How [`UniadModel::infer`] runs the model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PlanMode {
-    /// One plan with symbolic `batch` and `n`.
-    Symbolic,
-    /// Plans concretised per (batch bucket, n), cached.
+    /// The native forward pass (weights from the ONNX file), checked against tract at
+    /// load; falls back to [`PlanMode::Bucketed`] for graphs it does not reproduce.
     #[default]
+    Native,
+    /// One tract plan with symbolic `batch` and `n`.
+    Symbolic,
+    /// tract plans concretised per (batch bucket, n), cached.
     Bucketed,
 }
 
@@ -78,6 +96,11 @@ type Plan = Arc<TypedRunnableModel>;
 const MAX_PLANS: usize = 64;
 /// Batches above this size run on the symbolic plan rather than a padded bucket.
 const MAX_BUCKET: usize = 1024;
+/// Largest difference between the native pass and tract the load-time probe accepts.
+const PROBE_TOLERANCE: f32 = 1e-4;
+/// Metric counts and batch sizes of the load-time probe.
+const PROBE_NS: [usize; 4] = [1, 3, 8, 38];
+const PROBE_BATCHES: [usize; 2] = [1, 5];
 
 /// A loaded, optimised Uni-AD model.
 #[derive(Debug)]
@@ -89,8 +112,13 @@ pub struct UniadModel {
     /// Decluttered symbolic model, the source of concrete plans.
     typed: TypedModel,
     symbolic: Plan,
+    /// The mode that runs: the one asked for, or `Bucketed` after a native fallback.
     mode: PlanMode,
     plans: Mutex<HashMap<(usize, usize), Plan>>,
+    /// The native forward pass, in `Native` mode.
+    native: Option<NativeModel>,
+    /// Why `Native` was asked for and not used.
+    fallback: Option<String>,
 }
 
 fn invalid(path: &Path, e: impl std::fmt::Display) -> ModelError {
@@ -119,8 +147,20 @@ impl UniadModel {
 
     /// Loads a model from bytes; `path` only names it in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path, mode: PlanMode) -> Result<Self, ModelError> {
+        let proto = tract_onnx::onnx()
+            .proto_model_for_read(&mut &*bytes)
+            .map_err(|e| invalid(path, e))?;
+        Self::from_proto(&proto, path, mode)
+    }
+
+    /// Loads a decoded ONNX model; `path` only names it in errors and logs.
+    pub(super) fn from_proto(
+        proto: &pb::ModelProto,
+        path: &Path,
+        mode: PlanMode,
+    ) -> Result<Self, ModelError> {
         let inference = tract_onnx::onnx()
-            .model_for_read(&mut &*bytes)
+            .model_for_proto_model(proto)
             .map_err(|e| invalid(path, e))?;
         if inference.inputs.len() != 1 || inference.outputs.len() != 1 {
             return Err(signature(
@@ -177,7 +217,7 @@ impl UniadModel {
             .into_optimized()
             .and_then(|m| m.into_runnable())
             .map_err(|e| invalid(path, e))?;
-        let model = UniadModel {
+        let mut model = UniadModel {
             path: path.to_path_buf(),
             w,
             batch_sym: batch_sym.clone(),
@@ -186,7 +226,23 @@ impl UniadModel {
             symbolic,
             mode,
             plans: Mutex::new(HashMap::new()),
+            native: None,
+            fallback: None,
         };
+        if mode == PlanMode::Native {
+            match model.checked_native(proto) {
+                Ok(native) => model.native = Some(native),
+                Err(reason) => {
+                    tracing::warn!(
+                        model = %path.display(),
+                        %reason,
+                        "Uni-AD: the native forward pass cannot run this model; using tract (plan: bucketed)"
+                    );
+                    model.mode = PlanMode::Bucketed;
+                    model.fallback = Some(reason);
+                }
+            }
+        }
         // A trial run catches models whose ops fail only at run time.
         model
             .infer(&vec![0.0; 2 * w], 1, 2)
@@ -202,6 +258,58 @@ impl UniadModel {
     /// The file the model came from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The mode that runs: the one asked for, or [`PlanMode::Bucketed`] when
+    /// [`PlanMode::Native`] was asked for and fell back.
+    pub fn plan_mode(&self) -> PlanMode {
+        self.mode
+    }
+
+    /// Why the native forward pass was asked for and not used (`None` when it runs or
+    /// was not asked for).
+    pub fn native_fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
+    }
+
+    /// Builds the native forward pass and checks it against tract's symbolic plan on
+    /// a fixed probe; the error says why it cannot be used.
+    fn checked_native(&self, proto: &pb::ModelProto) -> Result<NativeModel, String> {
+        let mut native = NativeModel::from_proto(proto, self.w)
+            .map_err(|e| format!("not the Uni-AD architecture of model.py: {e}"))?;
+        if std::env::var_os("KPIWATCH_UNIAD_PORTABLE").is_some_and(|v| v == "1") {
+            native = native.portable();
+        }
+        let mut rng = SmallRng::seed_from_u64(0x0A11_CE5E);
+        for n in PROBE_NS {
+            for batch in PROBE_BATCHES {
+                let mut input: Vec<f32> = (0..batch * n * self.w)
+                    .map(|_| rng.gen_range(-3.0..3.0))
+                    .collect();
+                // A spike at the last step of the first metric, as anomalies look.
+                input[self.w - 1] = 12.0;
+                let want = self
+                    .run_plan(&self.symbolic, &input, batch, batch, n)
+                    .map_err(|e| format!("tract failed on the probe: {e}"))?;
+                let got = native.infer(&input, batch, n);
+                let err = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, |m, d| if d.is_nan() || d > m { d } else { m });
+                if err.is_nan() || err > PROBE_TOLERANCE {
+                    return Err(format!(
+                        "it differs from tract by {err} (more than {PROBE_TOLERANCE}) on the probe at batch {batch}, n {n}"
+                    ));
+                }
+            }
+        }
+        tracing::debug!(
+            model = %self.path.display(),
+            avx2 = native.wide(),
+            "Uni-AD: native forward pass checked against tract"
+        );
+        Ok(native)
     }
 
     /// Reconstructs `batch_size` windows of `n` metrics: `batch` is row-major
@@ -221,6 +329,9 @@ impl UniadModel {
                 w: self.w,
             });
         }
+        if let Some(native) = &self.native {
+            return Ok(native.infer(batch, batch_size, n));
+        }
         let (plan, rows) = match self.mode {
             PlanMode::Bucketed if batch_size <= MAX_BUCKET => {
                 let bucket = batch_size.next_power_of_two();
@@ -228,6 +339,20 @@ impl UniadModel {
             }
             _ => (self.symbolic.clone(), batch_size),
         };
+        self.run_plan(&plan, batch, batch_size, rows, n)
+    }
+
+    /// Runs `plan` on `batch` (`batch_size × n` windows, checked), padded with zero
+    /// windows to `rows`.
+    fn run_plan(
+        &self,
+        plan: &Plan,
+        batch: &[f32],
+        batch_size: usize,
+        rows: usize,
+        n: usize,
+    ) -> Result<Vec<f32>, ModelError> {
+        let want = batch_size * n * self.w;
         let input = if rows == batch_size {
             Tensor::from_shape(&[rows, n, self.w], batch)
         } else {

@@ -1,4 +1,5 @@
-//! Tests of the shipped model (`models/uniad.onnx`) through tract and of the detector.
+//! Tests of the shipped model (`models/uniad.onnx`) through tract and the native
+//! forward pass, and of the detector.
 //!
 //! The golden vectors (`models/golden/uniad_golden.json`) come from PyTorch
 //! (`models/train/uniad/export.py`), checked there against onnxruntime.
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde::Deserialize;
 
+use super::native::{NativeError, NativeModel};
 use super::*;
 use crate::detect::{DetectError, Detector, EntityView, RobustStats, Scores};
 
@@ -97,10 +99,15 @@ fn tract_reproduces_golden_vectors_in_both_plan_modes() {
 
 #[test]
 fn permuting_metrics_permutes_the_reconstruction() {
+    for mode in [PlanMode::Bucketed, PlanMode::Native] {
+        permutation_check(&load(mode));
+    }
+}
+
+fn permutation_check(model: &UniadModel) {
     let g = golden();
     let case = g.cases.iter().find(|c| c.n == 8).expect("n = 8 case");
     let (n, w) = (case.n, g.w);
-    let model = load(PlanMode::Bucketed);
     let base = model.infer(&case.input, case.batch, n).expect("inference");
     let perm = [5, 2, 7, 0, 3, 1, 6, 4];
     let mut permuted = vec![0.0; case.input.len()];
@@ -115,7 +122,11 @@ fn permuting_metrics_permutes_the_reconstruction() {
         for (to, &from) in perm.iter().enumerate() {
             let a = &out[(b * n + to) * w..][..w];
             let e = &base[(b * n + from) * w..][..w];
-            assert!(max_abs(a, e) <= 1e-4, "metric {from} -> {to}");
+            assert!(
+                max_abs(a, e) <= 1e-4,
+                "{:?}: metric {from} -> {to}",
+                model.plan_mode()
+            );
         }
     }
 }
@@ -123,7 +134,7 @@ fn permuting_metrics_permutes_the_reconstruction() {
 #[test]
 fn any_metric_count_from_1_to_64_runs() {
     let mut rng = SmallRng::seed_from_u64(1);
-    for mode in [PlanMode::Symbolic, PlanMode::Bucketed] {
+    for mode in [PlanMode::Symbolic, PlanMode::Bucketed, PlanMode::Native] {
         let model = load(mode);
         let w = model.window();
         for n in 1..=64 {
@@ -194,6 +205,194 @@ fn missing_corrupt_and_wrong_shape_models_fail_at_load_with_a_clear_message() {
         err.to_string().contains("expected one input [batch, n, W]"),
         "{err}"
     );
+}
+
+// ---- the native forward pass ----
+
+fn shipped_proto() -> tract_onnx::pb::ModelProto {
+    use tract_onnx::prelude::Framework;
+    let bytes = std::fs::read(model_path()).expect("model bytes");
+    tract_onnx::onnx()
+        .proto_model_for_read(&mut &*bytes)
+        .expect("model decodes")
+}
+
+fn initializer<'a>(
+    proto: &'a mut tract_onnx::pb::ModelProto,
+    name: &str,
+) -> &'a mut tract_onnx::pb::TensorProto {
+    proto
+        .graph
+        .as_mut()
+        .expect("graph")
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == name)
+        .unwrap_or_else(|| panic!("initializer {name}"))
+}
+
+#[test]
+fn native_is_the_default_and_loads_the_shipped_model() {
+    assert_eq!(PlanMode::default(), PlanMode::Native);
+    let model = load(PlanMode::Native);
+    assert_eq!(model.plan_mode(), PlanMode::Native);
+    assert_eq!(model.native_fallback(), None);
+    let opts: UniadOptions =
+        serde_json::from_str(r#"{"model": "m.onnx", "plan": "native"}"#).expect("options");
+    assert_eq!(opts.plan, PlanMode::Native);
+    assert_eq!(UniadOptions::new("m.onnx").plan, PlanMode::Native);
+}
+
+#[test]
+fn native_reproduces_golden_vectors_with_both_kernels() {
+    let g = golden();
+    let model = load(PlanMode::Native);
+    assert_eq!(model.plan_mode(), PlanMode::Native);
+    let portable = NativeModel::from_proto(&shipped_proto(), g.w)
+        .expect("native loads")
+        .portable();
+    for case in &g.cases {
+        let got = model
+            .infer(&case.input, case.batch, case.n)
+            .expect("inference");
+        let err = max_abs(&got, &case.output);
+        assert!(err <= TOLERANCE, "native n={}: max abs error {err}", case.n);
+        let got = portable.infer(&case.input, case.batch, case.n);
+        let err = max_abs(&got, &case.output);
+        assert!(
+            err <= TOLERANCE,
+            "portable n={}: max abs error {err}",
+            case.n
+        );
+    }
+}
+
+#[test]
+fn native_matches_tract_on_random_inputs() {
+    let mut rng = SmallRng::seed_from_u64(3);
+    let tract = load(PlanMode::Symbolic);
+    let native = load(PlanMode::Native);
+    let portable = NativeModel::from_proto(&shipped_proto(), tract.window())
+        .expect("native loads")
+        .portable();
+    let w = tract.window();
+    // Batches across chunk boundaries (128 tokens), one entity larger than a chunk.
+    for (batch, n) in [(1, 1), (2, 5), (7, 8), (64, 8), (33, 38), (3, 64), (2, 150)] {
+        let mut input: Vec<f32> = (0..batch * n * w)
+            .map(|_| rng.gen_range(-4.0..4.0))
+            .collect();
+        for _ in 0..batch {
+            let at = rng.gen_range(0..input.len());
+            input[at] = rng.gen_range(-40.0..40.0);
+        }
+        let want = tract.infer(&input, batch, n).expect("tract");
+        let got = native.infer(&input, batch, n).expect("native");
+        let err = max_abs(&got, &want);
+        assert!(
+            err <= TOLERANCE,
+            "batch {batch} n {n}: native vs tract {err}"
+        );
+        let err = max_abs(&portable.infer(&input, batch, n), &want);
+        assert!(
+            err <= TOLERANCE,
+            "batch {batch} n {n}: portable vs tract {err}"
+        );
+    }
+}
+
+#[test]
+fn native_loader_rejects_missing_and_misshaped_tensors_and_the_load_falls_back() {
+    let w = 64;
+    let path = Path::new("custom.onnx");
+
+    // An initializer renamed (graph still valid for tract): the native loader misses it.
+    let mut renamed = shipped_proto();
+    initializer(&mut renamed, "trans.0.norm1.weight").name = "custom.scale".into();
+    for node in &mut renamed.graph.as_mut().expect("graph").node {
+        for input in &mut node.input {
+            if input == "trans.0.norm1.weight" {
+                *input = "custom.scale".into();
+            }
+        }
+    }
+    let err = NativeModel::from_proto(&renamed, w).expect_err("missing tensor");
+    assert_eq!(
+        err,
+        NativeError::Missing {
+            name: "trans.0.norm1.weight".into()
+        }
+    );
+    assert_eq!(err.to_string(), "tensor trans.0.norm1.weight is missing");
+    let model = UniadModel::from_proto(&renamed, path, PlanMode::Native).expect("tract loads");
+    assert_eq!(model.plan_mode(), PlanMode::Bucketed);
+    let reason = model.native_fallback().expect("fallback reason");
+    assert!(
+        reason.contains("trans.0.norm1.weight is missing"),
+        "{reason}"
+    );
+
+    // A bias of shape [1] (tract broadcasts it): wrong shape for the native loader.
+    let mut misshaped = shipped_proto();
+    let bias = initializer(&mut misshaped, "base.0.reduce.bias");
+    bias.dims = vec![1];
+    bias.raw_data.truncate(4);
+    // The export's shape annotation of the bias would contradict the new shape.
+    misshaped
+        .graph
+        .as_mut()
+        .expect("graph")
+        .value_info
+        .retain(|v| v.name != "base.0.reduce.bias");
+    let err = NativeModel::from_proto(&misshaped, w).expect_err("wrong shape");
+    assert_eq!(
+        err,
+        NativeError::Shape {
+            name: "base.0.reduce.bias".into(),
+            got: vec![1],
+            expected: vec![32],
+        }
+    );
+    assert!(err
+        .to_string()
+        .contains("base.0.reduce.bias has shape [1], expected [32]"));
+    let model = UniadModel::from_proto(&misshaped, path, PlanMode::Native).expect("tract loads");
+    assert_eq!(model.plan_mode(), PlanMode::Bucketed);
+    assert!(model
+        .native_fallback()
+        .is_some_and(|r| r.contains("base.0.reduce.bias")));
+    // The fallback runs the modified model, as tract does.
+    let input: Vec<f32> = (0..3 * w).map(|i| (i as f32 * 0.37).sin() * 2.0).collect();
+    let want = UniadModel::from_proto(&misshaped, path, PlanMode::Symbolic)
+        .expect("symbolic")
+        .infer(&input, 1, 3)
+        .expect("tract");
+    let got = model.infer(&input, 1, 3).expect("fallback");
+    assert!(max_abs(&got, &want) <= TOLERANCE);
+
+    // A weight matrix transposed ([64, 32] stored as [32, 64]) in a copy that keeps it
+    // out of tract's way: the native loader names the layer and the initializer.
+    let mut transposed = shipped_proto();
+    initializer(&mut transposed, "val_42").dims = vec![32, 64];
+    let err = NativeModel::from_proto(&transposed, w).expect_err("transposed weight");
+    assert_eq!(
+        err.to_string(),
+        "tensor trans.0.reduce weight (val_42) has shape [32, 64], expected [64, 32]"
+    );
+
+    // Everything the native loader reads is in place, but the graph computes something
+    // else (GELU's x / √2 changed to x / 2): the load-time probe catches it.
+    let mut other = shipped_proto();
+    initializer(&mut other, "val_46").raw_data = 2.0f32.to_le_bytes().to_vec();
+    assert!(NativeModel::from_proto(&other, w).is_ok());
+    let model = UniadModel::from_proto(&other, path, PlanMode::Native).expect("tract loads");
+    assert_eq!(model.plan_mode(), PlanMode::Bucketed);
+    let reason = model.native_fallback().expect("fallback reason");
+    assert!(reason.contains("differs from tract"), "{reason}");
+
+    // Symbolic and bucketed never build the native pass.
+    let model = UniadModel::from_proto(&other, path, PlanMode::Symbolic).expect("loads");
+    assert_eq!(model.plan_mode(), PlanMode::Symbolic);
+    assert_eq!(model.native_fallback(), None);
 }
 
 // ---- the detector ----
