@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::detect::uniad::{PlanMode, SpotOptions, UniadDetector, UniadOptions};
+use crate::detect::uniad::{SpotOptions, UniadDetector, UniadOptions};
 use crate::eval::{best_f1, pr_auc, prf, Prf};
 
 use super::offline::{load_input, replay, top_metric, Input};
@@ -67,7 +67,6 @@ pub(super) fn run(args: &Args) -> ExitCode {
         }
     };
     let mut options = UniadOptions::new(&args.model);
-    options.plan = PlanMode::Bucketed;
     options.threshold.risk = args.risk;
     options.threshold.calibration = args.calibration;
     if let Err(e) = options.validate() {

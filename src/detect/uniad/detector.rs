@@ -24,8 +24,10 @@ pub struct UniadOptions {
     /// The ONNX model (input `[batch, n, W]`, output its reconstruction), e.g.
     /// `models/uniad.onnx`.
     pub model: PathBuf,
-    /// How shapes map to execution plans: `bucketed` (default: a plan per batch
-    /// bucket and metric count, cached) or `symbolic` (one plan for every shape).
+    /// How the model runs: `native` (default: the native forward pass, checked
+    /// against tract at load, falling back to `bucketed` with a warning for a graph it
+    /// does not reproduce), `bucketed` (tract, a plan per batch bucket and metric
+    /// count, cached) or `symbolic` (tract, one plan for every shape).
     #[serde(default)]
     pub plan: PlanMode,
     /// Most entity windows per model call (default 512).
