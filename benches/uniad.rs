@@ -1,7 +1,9 @@
-//! Uni-AD inference speed with tract, single thread, W = 64.
+//! Uni-AD inference speed, single thread, W = 64.
 //!
-//! Latency per call at batch 1 and throughput at batch 64 and 512, for N in {8, 38},
-//! with the symbolic plan and with plans concretised per shape bucket.
+//! Latency per call at batch 1 and throughput at batch 64 and 512, for N in {8, 38}:
+//! the native forward pass (`native`: AVX2 + FMA kernels where the CPU has them;
+//! `native_portable`: the portable kernels, `KPIWATCH_UNIAD_PORTABLE=1`), tract's
+//! symbolic plan, and tract's plans concretised per shape bucket.
 //!
 //!     cargo bench --bench uniad
 //!
@@ -20,16 +22,28 @@ fn bench(c: &mut Criterion) {
     let mut rng = SmallRng::seed_from_u64(42);
     for n in [8usize, 38] {
         let mut group = c.benchmark_group(format!("uniad_n{n}"));
-        for mode in [PlanMode::Symbolic, PlanMode::Bucketed] {
+        for (name, mode) in [
+            ("native", PlanMode::Native),
+            ("native_portable", PlanMode::Native),
+            ("tract_symbolic", PlanMode::Symbolic),
+            ("tract_bucketed", PlanMode::Bucketed),
+        ] {
+            // Read once, at load (the bench is single-threaded here).
+            if name == "native_portable" {
+                std::env::set_var("KPIWATCH_UNIAD_PORTABLE", "1");
+            }
             let model = match UniadModel::load(&path, mode) {
                 Ok(m) => m,
                 Err(e) => panic!("{e}"),
             };
+            std::env::remove_var("KPIWATCH_UNIAD_PORTABLE");
+            assert_eq!(
+                model.plan_mode(),
+                mode,
+                "{name}: {:?}",
+                model.native_fallback()
+            );
             let w = model.window();
-            let name = match mode {
-                PlanMode::Symbolic => "tract_symbolic",
-                PlanMode::Bucketed => "tract_bucketed",
-            };
             for batch in [1usize, 64, 512] {
                 let input: Vec<f32> = (0..batch * n * w)
                     .map(|_| rng.gen_range(-3.0..3.0))
