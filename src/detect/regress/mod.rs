@@ -6,8 +6,10 @@
 //!
 //! * [`Method::Siamese`]: DynamicRegress (papers/dynamicregress-siamese-regression.md), a
 //!   shared LSTM encoder over `(workload, kpi)` sequences of any length, `|Z₁ − Z₂|`,
-//!   linear, softmax. [`model::RegressModel`] runs the ONNX export with tract (the only
-//!   tract import here) and splits encoder and head so baseline embeddings can be cached.
+//!   linear, softmax. [`model::RegressModel`] loads the ONNX export (encoder and head
+//!   split so baseline embeddings can be cached) and runs it with a native LSTM
+//!   ([`model::lstm`], weights read from the ONNX files) once it agrees with tract on a
+//!   probe at load, else with tract.
 //!   [`features`] is the input normalisation the model was trained with.
 //! * [`Method::Ks`] / [`Method::Mwu`]: two-sample tests on the KPI values alone
 //!   ([`stats`]), cheap and model-free, blind to the workload.
