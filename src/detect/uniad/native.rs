@@ -442,16 +442,24 @@ impl<'a> Graph<'a> {
             self.consumer(value, op)
                 .ok_or_else(|| graph_err(&format!("no {op} after {value}")))
         };
-        let tr = next(&reshape.output[0], "Transpose")?;
-        let mm = next(&tr.output[0], "MatMul")?;
-        let mul = next(&mm.output[0], "Mul")?;
+        // A node without outputs is a malformed file: an error, not an index panic.
+        let out0 = |n: &'a pb::NodeProto| {
+            n.output
+                .first()
+                .map(String::as_str)
+                .ok_or_else(|| graph_err(&format!("node {:?} has no output", n.name)))
+        };
+        let tr = next(out0(reshape)?, "Transpose")?;
+        let mm = next(out0(tr)?, "MatMul")?;
+        let mm_out = out0(mm)?;
+        let mul = next(mm_out, "Mul")?;
         let scale_name = mul
             .input
             .iter()
-            .find(|i| **i != mm.output[0])
+            .find(|i| i.as_str() != mm_out)
             .ok_or_else(|| graph_err("the score scale is not a constant"))?;
         let scale = self.scalar(scale_name)?;
-        let clip = next(&mul.output[0], "Clip")?;
+        let clip = next(out0(mul)?, "Clip")?;
         let (Some(lo), Some(hi)) = (clip.input.get(1), clip.input.get(2)) else {
             return Err(graph_err("the score Clip has no bounds"));
         };
@@ -459,7 +467,7 @@ impl<'a> Graph<'a> {
         if lo.is_nan() || hi.is_nan() || lo > hi {
             return Err(graph_err(&format!("score clamp [{lo}, {hi}] is empty")));
         }
-        next(&clip.output[0], "Exp")?;
+        next(out0(clip)?, "Exp")?;
         Ok(Attention {
             qkv,
             o,
