@@ -34,12 +34,17 @@ pub struct Supervisor {
 impl Supervisor {
     /// Creates a fresh temporary directory for the run.
     pub fn new(keep_dir: bool) -> Result<Self, LabError> {
+        // pid + time + a per-process sequence number: two supervisors started in the
+        // same millisecond (parallel tests) must never share, and so delete, one
+        // directory. `create_dir` (not `_all`) fails rather than reuse an existing one.
+        static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!(
-            "kpiwatch-lab-{}-{}",
+            "kpiwatch-lab-{}-{}-{seq}",
             std::process::id(),
             chrono::Utc::now().timestamp_millis()
         ));
-        std::fs::create_dir_all(&dir).map_err(LabError::io(&dir))?;
+        std::fs::create_dir(&dir).map_err(LabError::io(&dir))?;
         Ok(Self {
             dir,
             keep_dir,
