@@ -31,7 +31,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use tract_onnx::pb;
-use tract_onnx::prelude::Framework;
+
+use crate::detect::onnx_proto::{self, exp, TensorError};
 
 /// Why a graph cannot run natively.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -95,12 +96,10 @@ fn graph_err(msg: impl Into<String>) -> NativeError {
 
 /// Decodes an ONNX file into its protobuf model (the same decoder tract uses).
 pub fn read_proto(path: &Path) -> Result<pb::ModelProto, NativeError> {
-    tract_onnx::onnx()
-        .proto_model_for_path(path)
-        .map_err(|e| NativeError::Read {
-            path: path.to_path_buf(),
-            message: format!("{e:#}"),
-        })
+    onnx_proto::read_proto(path).map_err(|message| NativeError::Read {
+        path: path.to_path_buf(),
+        message,
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -190,18 +189,14 @@ impl<'a> GraphIndex<'a> {
             return Some(t);
         }
         match self.producer(name) {
-            Some((node, 0)) if node.op_type == "Constant" => node
-                .attribute
-                .iter()
-                .find(|a| a.name == "value")
-                .and_then(|a| a.t.as_ref()),
+            Some((node, 0)) => onnx_proto::constant_value(node),
             _ => None,
         }
     }
 
     /// The integers of a constant tensor (a scalar gives one).
     fn constant_ints(&self, name: &str) -> Option<Vec<i64>> {
-        self.constant(name).and_then(|t| tensor_ints(t).ok())
+        self.constant(name).and_then(|t| onnx_proto::ints(t).ok())
     }
 }
 
@@ -230,10 +225,6 @@ fn attribute_err(node: &pb::NodeProto, attribute: &str, detail: impl Into<String
     }
 }
 
-const FLOAT: i32 = pb::tensor_proto::DataType::Float as i32;
-const INT32: i32 = pb::tensor_proto::DataType::Int32 as i32;
-const INT64: i32 = pb::tensor_proto::DataType::Int64 as i32;
-
 fn tensor_err(t: &pb::TensorProto, detail: impl Into<String>) -> NativeError {
     NativeError::Tensor {
         name: t.name.clone(),
@@ -241,81 +232,13 @@ fn tensor_err(t: &pb::TensorProto, detail: impl Into<String>) -> NativeError {
     }
 }
 
-fn element_count(t: &pb::TensorProto) -> Result<usize, NativeError> {
-    t.dims.iter().try_fold(1usize, |n, &d| {
-        usize::try_from(d)
-            .ok()
-            .and_then(|d| n.checked_mul(d))
-            .ok_or_else(|| tensor_err(t, format!("bad dims {:?}", t.dims)))
-    })
-}
-
-fn check_inline(t: &pb::TensorProto) -> Result<(), NativeError> {
-    if !t.external_data.is_empty() || t.data_location.unwrap_or(0) != 0 {
-        return Err(tensor_err(t, "external data is not supported natively"));
+impl From<TensorError> for NativeError {
+    fn from(e: TensorError) -> Self {
+        NativeError::Tensor {
+            name: e.name,
+            detail: e.detail,
+        }
     }
-    if t.segment.is_some() {
-        return Err(tensor_err(
-            t,
-            "segmented tensors are not supported natively",
-        ));
-    }
-    Ok(())
-}
-
-/// The values of a float32 tensor, in row-major order.
-fn tensor_floats(t: &pb::TensorProto) -> Result<Vec<f32>, NativeError> {
-    check_inline(t)?;
-    if t.data_type != FLOAT {
-        return Err(tensor_err(
-            t,
-            format!("data type {} is not float32", t.data_type),
-        ));
-    }
-    let n = element_count(t)?;
-    let values: Vec<f32> = if t.raw_data.is_empty() {
-        t.float_data.clone()
-    } else {
-        t.raw_data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    };
-    if values.len() != n || (!t.raw_data.is_empty() && t.raw_data.len() != 4 * n) {
-        return Err(tensor_err(
-            t,
-            format!("{} values for dims {:?}", values.len(), t.dims),
-        ));
-    }
-    Ok(values)
-}
-
-/// The values of an int32 or int64 tensor.
-fn tensor_ints(t: &pb::TensorProto) -> Result<Vec<i64>, NativeError> {
-    check_inline(t)?;
-    let n = element_count(t)?;
-    let values: Vec<i64> = match (t.data_type, t.raw_data.is_empty()) {
-        (INT64, true) => t.int64_data.clone(),
-        (INT64, false) => t
-            .raw_data
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
-            .collect(),
-        (INT32, true) => t.int32_data.iter().map(|&v| i64::from(v)).collect(),
-        (INT32, false) => t
-            .raw_data
-            .chunks_exact(4)
-            .map(|b| i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-            .collect(),
-        (dt, _) => return Err(tensor_err(t, format!("data type {dt} is not an integer"))),
-    };
-    if values.len() != n {
-        return Err(tensor_err(
-            t,
-            format!("{} values for dims {:?}", values.len(), t.dims),
-        ));
-    }
-    Ok(values)
 }
 
 /// A float32 constant input of `node`, with the expected dims.
@@ -347,23 +270,23 @@ fn weight(
             ),
         ));
     }
-    tensor_floats(t)
+    Ok(onnx_proto::floats(t)?)
 }
 
 /// Whether `name` (an LSTM initial state input) is absent or provably all zeros.
 fn is_zero_state(g: &GraphIndex<'_>, name: Option<&str>) -> bool {
     let Some(name) = name else { return true };
     if let Some(t) = g.constant(name) {
-        return tensor_floats(t).is_ok_and(|v| v.iter().all(|&x| x == 0.0));
+        return onnx_proto::floats(t).is_ok_and(|v| v.iter().all(|&x| x == 0.0));
     }
     match g.producer(name) {
         // ConstantOfShape: `value` defaults to a float 0.
         Some((node, 0)) if node.op_type == "ConstantOfShape" => match attr(node, "value") {
             None => true,
-            Some(a) => {
-                a.t.as_ref()
-                    .is_some_and(|t| tensor_floats(t).is_ok_and(|v| v.len() == 1 && v[0] == 0.0))
-            }
+            Some(a) => a
+                .t
+                .as_ref()
+                .is_some_and(|t| onnx_proto::floats(t).is_ok_and(|v| v.len() == 1 && v[0] == 0.0)),
         },
         _ => false,
     }
@@ -542,33 +465,6 @@ impl Layer {
     }
 }
 
-/// `e^x` for `x` in about `[-87, 88]` (clamped outside; NaN stays NaN), branch-free so
-/// that loops over it vectorise (libm's `expf` is a call per element). Cephes `expf`:
-/// `x = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, a degree-6 polynomial for `e^r`, times `2^n` built
-/// in the exponent bits. Relative error ≤ 2 ulp (tested against `f32::exp`).
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    // Adding 1.5·2^23 rounds to an integer, which then sits in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let x = if x < -87.0 { -87.0 } else { x };
-    let x = if x > 88.0 { 88.0 } else { x };
-    let v = x * LOG2E + ROUND;
-    let n = v - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.987_569_1e-4f32;
-    let p = p * r + 1.398_199_9e-3;
-    let p = p * r + 8.333_452e-3;
-    let p = p * r + 4.166_579_6e-2;
-    let p = p * r + 1.666_666_5e-1;
-    let p = p * r + 0.5;
-    let p = p * r * r + r + 1.0;
-    let two_n = f32::from_bits(v.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
-    p * two_n
-}
-
 /// `1 / (1 + e^-x)`.
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
@@ -620,7 +516,7 @@ impl Encoder {
             Some((n, 0)) if n.op_type == "Gather" => {
                 let index = input(n, 1).and_then(|i| g.constant(i));
                 let scalar_zero = index.is_some_and(|t| {
-                    t.dims.is_empty() && tensor_ints(t).is_ok_and(|v| v == [0] || v == [-1])
+                    t.dims.is_empty() && onnx_proto::ints(t).is_ok_and(|v| v == [0] || v == [-1])
                 });
                 if attr_int(n, "axis", 0) != 0 || !scalar_zero {
                     return Err(graph_err(format!(
@@ -855,7 +751,7 @@ impl Head {
                 "the head has {classes} classes, expected 2"
             )));
         }
-        let raw = tensor_floats(wt)?;
+        let raw = onnx_proto::floats(wt)?;
         let alpha = attr(gemm, "alpha").map_or(1.0, |a| a.f);
         let beta = attr(gemm, "beta").map_or(1.0, |a| a.f);
         let mut w = vec![0.0; 2 * hidden];
@@ -880,7 +776,7 @@ impl Head {
                         input: "C (bias)",
                         name: name.to_string(),
                     })?;
-                match (t.dims.as_slice(), tensor_floats(t)?.as_slice()) {
+                match (t.dims.as_slice(), onnx_proto::floats(t)?.as_slice()) {
                     ([2] | [1, 2], &[b0, b1]) => [beta * b0, beta * b1],
                     ([] | [1] | [1, 1], &[b0]) => [beta * b0; 2],
                     (d, _) => return Err(tensor_err(t, format!("bias dims {d:?}"))),
@@ -925,21 +821,6 @@ mod tests {
     /// 2 000 001 evenly spaced values in `[lo, hi]`.
     fn grid(lo: f32, hi: f32) -> impl Iterator<Item = f32> {
         (0..=2_000_000).map(move |i| lo + (hi - lo) * i as f32 / 2_000_000.0)
-    }
-
-    #[test]
-    fn exp_is_within_2_ulp_of_libm() {
-        for x in grid(-87.0, 88.0) {
-            let (got, want) = (exp(x), x.exp());
-            assert!(
-                ((got - want) / want).abs() <= 2.0 * f32::EPSILON,
-                "exp({x}) = {got}, libm {want}"
-            );
-        }
-        assert_eq!(exp(0.0), 1.0);
-        assert!(exp(f32::NAN).is_nan());
-        assert!(exp(-1000.0) >= 0.0 && exp(-1000.0) < 1e-37);
-        assert!(exp(1000.0).is_finite() && exp(1000.0) > 1e38);
     }
 
     #[test]

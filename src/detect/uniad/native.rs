@@ -28,6 +28,8 @@ use std::collections::HashMap;
 
 use tract_onnx::pb;
 
+use crate::detect::onnx_proto::{self, exp, TensorError};
+
 /// Why the native forward pass cannot run a model.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub(super) enum NativeError {
@@ -67,12 +69,6 @@ const LANES: usize = 8;
 /// Tokens per chunk: whole entities, about this many tokens, so the activations of one
 /// chunk (at most ~100 KB at W = 64) stay in L2.
 const CHUNK_TOKENS: usize = 128;
-/// f32 ONNX data type.
-const FLOAT: i32 = 1;
-/// i64 ONNX data type.
-const INT64: i32 = 7;
-/// ONNX `DataLocation::External`.
-const EXTERNAL: i32 = 1;
 
 /// Whether the portable kernels use fused multiply-add (aarch64 has it in its base ISA;
 /// x86-64's base ISA does not, and `mul_add` would call libm).
@@ -226,26 +222,10 @@ struct Graph<'a> {
 
 impl<'a> Graph<'a> {
     fn new(graph: &'a pb::GraphProto) -> Graph<'a> {
-        let mut tensors: HashMap<&str, &pb::TensorProto> = graph
-            .initializer
-            .iter()
-            .map(|t| (t.name.as_str(), t))
-            .collect();
-        // Constant nodes hold tensors too (other exporters fold less into initializers).
-        for node in &graph.node {
-            if node.op_type == "Constant" {
-                if let (Some(out), Some(t)) = (
-                    node.output.first(),
-                    node.attribute
-                        .iter()
-                        .find(|a| a.name == "value")
-                        .and_then(|a| a.t.as_ref()),
-                ) {
-                    tensors.insert(out.as_str(), t);
-                }
-            }
+        Graph {
+            graph,
+            tensors: onnx_proto::constants(graph),
         }
-        Graph { graph, tensors }
     }
 
     fn tensor(&self, name: &str) -> Result<&'a pb::TensorProto, NativeError> {
@@ -265,8 +245,7 @@ impl<'a> Graph<'a> {
                 expected: shape.to_vec(),
             });
         }
-        let count: usize = shape.iter().product();
-        float_data(t, count)
+        Ok(onnx_proto::floats(t)?)
     }
 
     /// A float tensor of one element (any rank).
@@ -279,19 +258,12 @@ impl<'a> Graph<'a> {
                 expected: vec![],
             });
         }
-        Ok(float_data(t, 1)?[0])
+        Ok(onnx_proto::floats(t)?[0])
     }
 
     /// The single value of a one-element int64 tensor.
     fn int(&self, name: &str) -> Result<i64, NativeError> {
         let t = self.tensor(name)?;
-        let data_err = |reason: String| NativeError::Data {
-            name: name.into(),
-            reason,
-        };
-        if t.data_type != INT64 {
-            return Err(data_err(format!("type {} is not int64", t.data_type)));
-        }
         if t.dims.iter().any(|&d| d != 1) {
             return Err(NativeError::Shape {
                 name: name.into(),
@@ -299,14 +271,12 @@ impl<'a> Graph<'a> {
                 expected: vec![1],
             });
         }
-        if t.raw_data.len() == 8 {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&t.raw_data);
-            Ok(i64::from_le_bytes(b))
-        } else if t.int64_data.len() == 1 {
-            Ok(t.int64_data[0])
-        } else {
-            Err(data_err("holds no single int64 value".into()))
+        match onnx_proto::ints(t)?.as_slice() {
+            [v] => Ok(*v),
+            _ => Err(NativeError::Data {
+                name: name.into(),
+                reason: "holds no single integer".into(),
+            }),
         }
     }
 
@@ -502,43 +472,13 @@ impl<'a> Graph<'a> {
     }
 }
 
-/// The `count` f32 values of `t`.
-fn float_data(t: &pb::TensorProto, count: usize) -> Result<Vec<f32>, NativeError> {
-    let err = |reason: String| NativeError::Data {
-        name: t.name.clone(),
-        reason,
-    };
-    if t.data_type != FLOAT {
-        return Err(err(format!("type {} is not float32", t.data_type)));
-    }
-    if t.data_location == Some(EXTERNAL) {
-        return Err(err("stored in an external file".into()));
-    }
-    let v: Vec<f32> = if !t.raw_data.is_empty() {
-        if t.raw_data.len() != 4 * count {
-            return Err(err(format!(
-                "{} bytes of data for {count} values",
-                t.raw_data.len()
-            )));
+impl From<TensorError> for NativeError {
+    fn from(e: TensorError) -> Self {
+        NativeError::Data {
+            name: e.name,
+            reason: e.detail,
         }
-        t.raw_data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect()
-    } else {
-        if t.float_data.len() != count {
-            return Err(err(format!(
-                "{} values for shape {:?}",
-                t.float_data.len(),
-                t.dims
-            )));
-        }
-        t.float_data.clone()
-    };
-    if v.iter().any(|x| !x.is_finite()) {
-        return Err(err("holds a non-finite value".into()));
     }
-    Ok(v)
 }
 
 /// Layer `l` outputs the power of two nearest above `w / 2^(l+1)` (model.py).
@@ -1089,30 +1029,6 @@ fn gelu_impl(x: &mut [f32]) {
     }
 }
 
-/// e^x for x in [-87, 88] (clamped), Cephes' expf polynomial with branch-free range
-/// reduction: relative error below 1e-7.
-#[allow(clippy::excessive_precision)] // Cephes' constants, as published
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
-    let x = if x < -87.0 { -87.0 } else { x };
-    let x = if x > 88.0 { 88.0 } else { x };
-    let v = x * std::f32::consts::LOG2_E + MAGIC;
-    let n = v - MAGIC;
-    let r = x - n * 0.693_359_375;
-    let r = r - n * -2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
-    let y = p * r * r + r + 1.0;
-    let k = (v.to_bits() as i32).wrapping_sub(0x4B40_0000);
-    let scale = f32::from_bits((k.wrapping_add(127) << 23) as u32);
-    y * scale
-}
-
 /// Self-attention of every entity (`ents` × `n` tokens): `qkv` is `[t, 3d]` (Q | K | V),
 /// `out` `[t, d]`, heads side by side. Per (entity, head), `S = Q Kᵀ` and `O = P V` run
 /// through the blocked kernel: Kᵀ and V packed into panels of 8 keys / 8 features.
@@ -1210,18 +1126,6 @@ mod tests {
         assert_eq!(erf(0.0), 0.0);
         assert_eq!(erf(100.0), 1.0);
         assert_eq!(erf(-100.0), -1.0);
-    }
-
-    #[test]
-    fn exp_matches_std_over_the_score_range() {
-        let mut worst = 0.0f64;
-        for i in -300_000..=300_000 {
-            let x = i as f32 * 1e-4;
-            let want = f64::from(x).exp();
-            let rel = ((f64::from(exp(x)) - want) / want).abs();
-            worst = worst.max(rel);
-        }
-        assert!(worst <= 2e-7, "max relative error {worst}");
     }
 
     #[test]
