@@ -222,7 +222,7 @@ pub(super) fn validate(
         errs.push(("interval".into(), "must be at least 1s".into()));
     }
     let step = duration("step", raw.step.as_deref(), Duration::from_secs(15), errs);
-    if step < Duration::from_secs(1) || step.as_millis() % 1000 != 0 {
+    if step < Duration::from_secs(1) || !step.as_millis().is_multiple_of(1000) {
         errs.push((
             "step".into(),
             "must be a whole number of seconds, at least 1s".into(),

@@ -493,7 +493,7 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>, base: &Path) ->
         errs.push(&format!("{key}.interval"), "must be at least 1s");
     }
     let step = errs.duration(&format!("{key}.step"), g.step.as_deref(), interval);
-    if step < Duration::from_secs(1) || step.as_millis() % 1000 != 0 {
+    if step < Duration::from_secs(1) || !step.as_millis().is_multiple_of(1000) {
         errs.push(
             &format!("{key}.step"),
             "must be a whole number of seconds, at least 1s",

@@ -170,7 +170,7 @@ impl PatternSet {
         let max_of = |kind: Option<Kind>| {
             patterns
                 .iter()
-                .filter(|p| kind.map_or(true, |k| p.kind == k))
+                .filter(|p| kind.is_none_or(|k| p.kind == k))
                 .map(|p| p.radius)
                 .fold(0.0f64, f64::max)
         };

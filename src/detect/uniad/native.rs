@@ -402,7 +402,7 @@ impl<'a> Graph<'a> {
         if heads <= 0 || hd <= 0 || (heads * hd) as usize != d {
             return Err(graph_err(&format!("{heads} heads of {hd} do not make {d}")));
         }
-        if hd as usize % LANES != 0 {
+        if !(hd as usize).is_multiple_of(LANES) {
             return Err(graph_err(&format!(
                 "head size {hd} is not a multiple of {LANES}"
             )));

@@ -90,12 +90,12 @@ pub struct Filter {
 
 impl Filter {
     fn keeps(&self, s: &SeriesPatterns) -> bool {
-        self.group.as_ref().map_or(true, |g| *g == s.group)
-            && self.metric.as_ref().map_or(true, |m| *m == s.metric)
+        self.group.as_ref().is_none_or(|g| *g == s.group)
+            && self.metric.as_ref().is_none_or(|m| *m == s.metric)
             && self
                 .entity
                 .as_ref()
-                .map_or(true, |e| s.entity.contains(e.as_str()))
+                .is_none_or(|e| s.entity.contains(e.as_str()))
     }
 }
 
@@ -139,7 +139,7 @@ impl PatternCatalog {
         self.read()
             .get(group)
             .and_then(|g| g.refreshed)
-            .map_or(true, |t| now.saturating_duration_since(t) >= REFRESH)
+            .is_none_or(|t| now.saturating_duration_since(t) >= REFRESH)
     }
 
     /// Replaces every series of a group (series that are gone disappear).
