@@ -36,7 +36,7 @@ pub(super) fn replay(
             metric_names: names,
             rows: &slices,
             stats: &stats,
-            end_ms: 0,
+            end_ms: t as i64,
             step_ms: 1,
         };
         out.push(detector.score(&[view]).remove(0).ok());

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use super::model::{ModelError, PlanMode, UniadModel};
+use super::scale::{fit_window_ends, ErrorScales};
 use super::spot::{Spot, SpotOptions};
 use crate::detect::{DetectError, Detector, EntityView, MetricScore, Scores, Snapshot};
 
@@ -37,9 +38,19 @@ pub struct UniadOptions {
     /// scored (default 16).
     #[serde(default = "default_min_points")]
     pub min_points: usize,
+    /// Divide each metric's squared error by its typical value for the entity before
+    /// eq. 7's mean (default `true`; `false` = the paper's plain mean). See `scale.rs`:
+    /// without it, metrics the model reconstructs poorly (noisy quantiles) drown a
+    /// fault in a quiet one.
+    #[serde(default = "default_scale_errors")]
+    pub scale_errors: bool,
     /// The per-entity SPOT threshold.
     #[serde(default)]
     pub threshold: SpotOptions,
+}
+
+fn default_scale_errors() -> bool {
+    true
 }
 
 fn default_max_batch() -> usize {
@@ -58,6 +69,7 @@ impl UniadOptions {
             plan: PlanMode::default(),
             max_batch: default_max_batch(),
             min_points: default_min_points(),
+            scale_errors: default_scale_errors(),
             threshold: SpotOptions::default(),
         }
     }
@@ -108,6 +120,9 @@ pub struct UniadDetector {
     model: Arc<UniadModel>,
     options: UniadOptions,
     thresholds: HashMap<String, Spot>,
+    /// Per-entity error scales (when `options.scale_errors`); refitted from the history,
+    /// not persisted.
+    scales: HashMap<String, ErrorScales>,
 }
 
 /// One entity prepared for the model: which metrics go in, and their window.
@@ -133,6 +148,7 @@ impl UniadDetector {
             model,
             options,
             thresholds: HashMap::new(),
+            scales: HashMap::new(),
         }
     }
 
@@ -166,20 +182,7 @@ impl UniadDetector {
             if stats.count < self.options.min_points || !tail.iter().any(|v| v.is_finite()) {
                 continue;
             }
-            // Gaps: carry the last value forward; leading gaps take the first value.
-            let first = tail
-                .iter()
-                .copied()
-                .find(|v| v.is_finite())
-                .unwrap_or(stats.median);
-            let mut last = first;
-            for &v in tail {
-                if v.is_finite() {
-                    last = v;
-                }
-                let z = stats.z(last) as f32;
-                input.push(z.clamp(-Z_CLIP, Z_CLIP));
-            }
+            push_window(tail, &stats, &mut input);
             metrics.push(i);
         }
         if metrics.is_empty() {
@@ -197,6 +200,69 @@ impl UniadDetector {
             metrics,
             input,
         })
+    }
+
+    /// The windows ending at [`fit_window_ends`] of `view`'s history, for the metrics of
+    /// `p`, each as a [`Prepared`] with `p`'s index.
+    fn history_windows(&self, p: &Prepared, view: &EntityView<'_>) -> Vec<Prepared> {
+        let w = self.model.window();
+        fit_window_ends(view.len(), w)
+            .into_iter()
+            .map(|end| {
+                let mut input = Vec::with_capacity(p.metrics.len() * w);
+                for &i in &p.metrics {
+                    let stats = view
+                        .stats
+                        .get(i)
+                        .copied()
+                        .unwrap_or(crate::detect::RobustStats::IDENTITY);
+                    push_window(&view.row(i)[end - w..end], &stats, &mut input);
+                }
+                Prepared {
+                    index: p.index,
+                    metrics: p.metrics.clone(),
+                    input,
+                }
+            })
+            .collect()
+    }
+
+    /// Refits the error scales of the entities of `group` (all with `n` metrics) that
+    /// are due, in one batched pass over their history windows.
+    fn refit_scales(
+        &mut self,
+        group: &[Prepared],
+        n: usize,
+        batch: &[EntityView<'_>],
+    ) -> Result<(), DetectError> {
+        let due: Vec<&Prepared> = group
+            .iter()
+            .filter(|p| {
+                let v = &batch[p.index];
+                self.scales
+                    .get(v.key)
+                    .is_none_or(|s| s.is_due(&p.metrics, v.end_ms, v.step_ms))
+            })
+            .collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let per_entity: Vec<Vec<Prepared>> = due
+            .iter()
+            .map(|p| self.history_windows(p, &batch[p.index]))
+            .collect();
+        let refs: Vec<&Prepared> = per_entity.iter().flatten().collect();
+        let errors = self.last_step_errors(&refs, n)?;
+        // `errors` follows `refs`: each entity's windows, entity after entity.
+        let mut rest = errors.as_slice();
+        for (p, windows) in due.iter().zip(&per_entity) {
+            let (own, tail) = rest.split_at(windows.len());
+            rest = tail;
+            let view = &batch[p.index];
+            let fitted = ErrorScales::fit(&p.metrics, own, view.end_ms, view.len());
+            self.scales.insert(view.key.to_string(), fitted);
+        }
+        Ok(())
     }
 
     /// Runs the model on entities of equal metric count, `max_batch` at a time, and
@@ -260,8 +326,23 @@ impl Detector for UniadDetector {
                     continue;
                 }
             };
-            for (p, errs) in prepared.iter().zip(errors) {
+            if self.options.scale_errors {
+                if let Err(e) = self.refit_scales(&prepared, n, batch) {
+                    for p in &prepared {
+                        results[p.index] = Err(e.clone());
+                    }
+                    continue;
+                }
+            }
+            for (p, mut errs) in prepared.iter().zip(errors) {
                 let view = &batch[p.index];
+                if let Some(scales) = self
+                    .scales
+                    .get(view.key)
+                    .filter(|_| self.options.scale_errors)
+                {
+                    scales.standardise(&mut errs);
+                }
                 let count = errs.len() as f64;
                 let raw = errs.iter().sum::<f64>() / count;
                 let mut metrics: SmallVec<[MetricScore; 8]> = (0..view.metric_count())
@@ -288,6 +369,7 @@ impl Detector for UniadDetector {
 
     fn forget(&mut self, key: &str) {
         self.thresholds.remove(key);
+        self.scales.remove(key);
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -313,5 +395,23 @@ impl Detector for UniadDetector {
         }
         self.thresholds = stored.thresholds;
         Ok(())
+    }
+}
+
+/// Appends the normalised values of one metric's window: gaps carry the last value
+/// forward, leading gaps take the first value (the median when there is none).
+fn push_window(window: &[f64], stats: &crate::detect::RobustStats, out: &mut Vec<f32>) {
+    let first = window
+        .iter()
+        .copied()
+        .find(|v| v.is_finite())
+        .unwrap_or(stats.median);
+    let mut last = first;
+    for &v in window {
+        if v.is_finite() {
+            last = v;
+        }
+        let z = stats.z(last) as f32;
+        out.push(z.clamp(-Z_CLIP, Z_CLIP));
     }
 }

@@ -447,7 +447,8 @@ impl Entity {
             metric_names: &names,
             rows: &rows,
             stats: &self.stats,
-            end_ms: 0,
+            // One step per point, so that the detector sees history grow.
+            end_ms: self.rows.first().map_or(0, |r| r.len() as i64) * 15_000,
             step_ms: 15_000,
         })
     }
@@ -636,4 +637,122 @@ fn snapshot_restore_keeps_thresholds_and_forget_drops_them() {
     let mut bad = snap;
     bad["version"] = serde_json::json!(99);
     assert!(restored.restore(bad).unwrap_err().contains("version 99"));
+}
+
+/// The squared error of each metric at the last step of the window ending at `end`
+/// (exclusive), computed here from the model's reconstruction.
+fn last_step_errors_at(d: &UniadDetector, e: &Entity, end: usize) -> Vec<f64> {
+    let w = d.model().window();
+    let n = e.rows.len();
+    let input: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            e.rows[i][end - w..end]
+                .iter()
+                .map(move |&v| e.stats[i].z(v) as f32)
+        })
+        .collect();
+    let recon = d.model().infer(&input, 1, n).expect("inference");
+    (0..n)
+        .map(|i| {
+            let at = i * w + w - 1;
+            (f64::from(input[at]) - f64::from(recon[at])).powi(2)
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+#[test]
+fn eq7_divides_each_metrics_error_by_its_median_over_the_history() {
+    let mut d = detector();
+    let w = d.model().window();
+    // 100 points: 37 windows, fewer than the 64 the scales are fitted on, so all count.
+    let e = Entity::new("scaled", 5, 100, 11);
+    let windows: Vec<Vec<f64>> = (w..=100)
+        .map(|end| last_step_errors_at(&d, &e, end))
+        .collect();
+    let scales: Vec<f64> = (0..5)
+        .map(|i| median(windows.iter().map(|r| r[i]).collect()).max(0.01))
+        .collect();
+    let last = windows.last().expect("a window");
+    let want: f64 = last.iter().zip(&scales).map(|(e, s)| e / s).sum::<f64>() / 5.0;
+    let s = score_one(&mut d, &e).expect("scores");
+    assert!(
+        (s.raw - want).abs() <= 1e-4 * want,
+        "raw {} vs {want} recomputed",
+        s.raw
+    );
+    for i in 0..5 {
+        let c = last[i] / scales[i] / 5.0;
+        assert!((s.metrics[i].contribution - c).abs() <= 1e-4 * want);
+    }
+}
+
+#[test]
+fn scale_errors_false_is_the_papers_plain_mean() {
+    let mut options = UniadOptions::new(model_path());
+    options.scale_errors = false;
+    let mut d = UniadDetector::new(options).expect("detector");
+    let e = Entity::new("plain", 4, 150, 12);
+    let last = last_step_errors_at(&d, &e, 150);
+    let want = last.iter().sum::<f64>() / 4.0;
+    let s = score_one(&mut d, &e).expect("scores");
+    assert!((s.raw - want).abs() <= 1e-4 * want, "{} vs {want}", s.raw);
+}
+
+/// Metric 0 is noisy (uniform noise of ±4), the others smooth; metric 2 shifts by 3 of
+/// its robust sigmas over the last 5 steps. Scaled, the shift is the top contribution
+/// and lifts the score more above its calm value than the plain mean does.
+#[test]
+fn scaled_errors_let_a_quiet_metrics_fault_stand_out_of_a_noisy_metric() {
+    let build = |shift: bool| {
+        let mut e = Entity::new("mixed", 6, 400, 13);
+        let mut rng = SmallRng::seed_from_u64(99);
+        for v in &mut e.rows[0] {
+            *v += rng.gen_range(-4.0..4.0);
+        }
+        e.refit();
+        if shift {
+            let scale = e.stats[2].scale;
+            for v in &mut e.rows[2][395..] {
+                *v += 3.0 * scale;
+            }
+        }
+        e
+    };
+    let (calm, hot) = (build(false), build(true));
+    let run = |scale_errors: bool| {
+        let mut options = UniadOptions::new(model_path());
+        options.scale_errors = scale_errors;
+        let calm = score_one(&mut UniadDetector::new(options.clone()).unwrap(), &calm).unwrap();
+        let hot = score_one(&mut UniadDetector::new(options).unwrap(), &hot).unwrap();
+        (calm, hot)
+    };
+    let (scaled_calm, scaled_hot) = run(true);
+    let (plain_calm, plain_hot) = run(false);
+    let top = |s: &Scores| {
+        s.metrics
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.contribution.total_cmp(&b.1.contribution))
+            .map(|(i, _)| i)
+    };
+    assert_eq!(top(&scaled_hot), Some(2));
+    let (scaled, plain) = (
+        scaled_hot.raw / scaled_calm.raw,
+        plain_hot.raw / plain_calm.raw,
+    );
+    assert!(
+        scaled > plain,
+        "scaled lift {scaled:.2} vs plain {plain:.2} (plain top metric {:?})",
+        top(&plain_hot)
+    );
 }

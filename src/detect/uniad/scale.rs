@@ -1,0 +1,176 @@
+//! Per-metric error scales: eq. 7 over standardised squared errors.
+//!
+//! Metrics differ in how well any autoencoder can reconstruct their last step: a noisy
+//! p95 latency keeps a squared error around 4 in normal operation, an error ratio that
+//! sits at zero keeps one near 0.002 (`models/uniad.md`). Averaged as they are (eq. 7),
+//! the noisy metrics drown a fault that moves only a quiet one. So each metric's squared
+//! error is divided by its typical value for this entity before the mean: the median of
+//! that metric's last-step error over up to [`FIT_WINDOWS`] windows spread evenly over
+//! the entity's history (the same history the normaliser fits on), floored at
+//! [`SCALE_FLOOR`]. The floor is a residual of a tenth of a robust sigma, below the
+//! typical error of any metric that moves at all (the 5th percentile of per-metric
+//! medians is about 0.02 on synthetic entities and 0.06 on the lab's), so it only caps
+//! how much a flat metric's first deviation weighs.
+//!
+//! Like the normaliser, scales are refitted lazily: after `max(1, n / 32)` new points
+//! (n = history points at the last fit), or at once when the set of metrics that go into
+//! the model changes. They are not persisted: the first cycle after a restart has the
+//! history and refits them.
+
+use smallvec::SmallVec;
+
+/// Most windows the median is taken over (evenly spread; the last one always included).
+pub(super) const FIT_WINDOWS: usize = 64;
+/// Smallest scale (squared robust sigmas).
+pub(super) const SCALE_FLOOR: f64 = 0.01;
+/// Refit after this fraction of the history is new (as the normaliser).
+const REFIT_DIVISOR: usize = 32;
+
+/// The fitted scales of one entity.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct ErrorScales {
+    /// View positions of the metrics the scales belong to, in model input order.
+    metrics: SmallVec<[usize; 8]>,
+    /// One scale per entry of `metrics`.
+    scales: SmallVec<[f64; 8]>,
+    /// `end_ms` of the view at the fit.
+    end_ms: i64,
+    /// History points at the fit.
+    points: usize,
+}
+
+impl ErrorScales {
+    /// Scales from the per-window errors `errors[window][metric]` of `metrics`.
+    pub(super) fn fit(
+        metrics: &[usize],
+        errors: &[Vec<f64>],
+        end_ms: i64,
+        points: usize,
+    ) -> ErrorScales {
+        let mut column = Vec::with_capacity(errors.len());
+        let scales = (0..metrics.len())
+            .map(|m| {
+                column.clear();
+                column.extend(errors.iter().filter_map(|e| e.get(m).copied()));
+                median(&mut column).max(SCALE_FLOOR)
+            })
+            .collect();
+        ErrorScales {
+            metrics: metrics.into(),
+            scales,
+            end_ms,
+            points,
+        }
+    }
+
+    /// `true` when these scales do not fit `metrics` any more or enough is new.
+    pub(super) fn is_due(&self, metrics: &[usize], end_ms: i64, step_ms: i64) -> bool {
+        if self.metrics.as_slice() != metrics {
+            return true;
+        }
+        let new_points = if step_ms > 0 {
+            usize::try_from((end_ms - self.end_ms) / step_ms).unwrap_or(0)
+        } else {
+            0
+        };
+        new_points >= (self.points / REFIT_DIVISOR).max(1)
+    }
+
+    /// Divides each squared error by its metric's scale.
+    pub(super) fn standardise(&self, errors: &mut [f64]) {
+        for (e, s) in errors.iter_mut().zip(&self.scales) {
+            *e /= s;
+        }
+    }
+}
+
+/// End positions (exclusive) of up to [`FIT_WINDOWS`] windows of `w` points spread evenly
+/// over a history of `len` points, oldest first; the last ends at `len`.
+pub(super) fn fit_window_ends(len: usize, w: usize) -> Vec<usize> {
+    if len < w {
+        return Vec::new();
+    }
+    let available = len - w + 1;
+    let count = available.min(FIT_WINDOWS);
+    if count == 1 {
+        return vec![len];
+    }
+    // Evenly spaced over [w, len], rounded; distinct because count <= available.
+    (0..count)
+        .map(|i| w + (i * (available - 1) + (count - 1) / 2) / (count - 1))
+        .collect()
+}
+
+/// Median of `values` (reordered); 0 when empty.
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mid = values.len() / 2;
+    let (_, &mut upper, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
+    if values.len() % 2 == 1 {
+        upper
+    } else {
+        let lower = values[..mid]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        (lower + upper) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_ends_are_spread_distinct_and_end_at_the_last_point() {
+        assert!(fit_window_ends(10, 64).is_empty());
+        assert_eq!(fit_window_ends(64, 64), vec![64]);
+        assert_eq!(fit_window_ends(66, 64), vec![64, 65, 66]);
+        let ends = fit_window_ends(5760, 64);
+        assert_eq!(ends.len(), FIT_WINDOWS);
+        assert_eq!((ends[0], *ends.last().unwrap()), (64, 5760));
+        assert!(ends.windows(2).all(|p| p[0] < p[1]));
+        // Even spacing: gaps differ by at most one point.
+        let gaps: Vec<usize> = ends.windows(2).map(|p| p[1] - p[0]).collect();
+        assert!(gaps.iter().max().unwrap() - gaps.iter().min().unwrap() <= 1);
+    }
+
+    #[test]
+    fn scales_are_per_metric_medians_with_a_floor() {
+        let errors: Vec<Vec<f64>> = [[4.0, 0.0], [1.0, 0.001], [9.0, 0.002], [2.0, 50.0]]
+            .iter()
+            .map(|r| r.to_vec())
+            .collect();
+        let s = ErrorScales::fit(&[0, 2], &errors, 0, 100);
+        assert_eq!(s.scales.as_slice(), &[3.0, SCALE_FLOOR]);
+        let mut e = [6.0, 0.5];
+        s.standardise(&mut e);
+        assert_eq!(e, [2.0, 50.0]);
+    }
+
+    #[test]
+    fn refits_when_metrics_change_or_enough_is_new() {
+        let s = ErrorScales::fit(&[0, 1], &[vec![1.0, 1.0]], 1_000_000, 320);
+        let step = 15_000;
+        assert!(!s.is_due(&[0, 1], 1_000_000, step));
+        assert!(!s.is_due(&[0, 1], 1_000_000 + 9 * step, step));
+        assert!(
+            s.is_due(&[0, 1], 1_000_000 + 10 * step, step),
+            "320 / 32 new points"
+        );
+        assert!(s.is_due(&[0, 2], 1_000_000, step), "another metric set");
+        assert!(
+            !s.is_due(&[0, 1], 1_000_000 + 10 * step, 0),
+            "no step: no age"
+        );
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+    }
+}
