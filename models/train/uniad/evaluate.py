@@ -9,8 +9,11 @@ metric is robust-z-scored with its own statistics (as the agent's normaliser ove
 history). Scored steps: t >= s with s = max(W - 1, T // 4), the same for all detectors;
 steps before s are ADSketch's normal history ``T_n``.
 
-* Uni-AD: eq. 7 on the window ending at t (mean over metrics of the squared error at
-  the last step).
+* Uni-AD: eq. 7 on the window ending at t, as the agent scores by default
+  (``scale_errors: true``, ``src/detect/uniad/scale.rs``): each metric's squared error at
+  the last step divided by its median over up to 64 windows spread evenly over the
+  entity's history (floor 0.01), then the mean over metrics. ``uniad_plain``: the
+  paper's plain mean of the squared errors.
 * robust z-score: |z_t|; for N > 1 the max over metrics.
 * ADSketch: ``kpiwatch detect adsketch --train rows[0, s) --test rows[s, T) --m 15 --p 99``
   (fixed parameters, not tuned per series), score column (1.0 = threshold; 0 where the
@@ -41,15 +44,35 @@ ADS_M, ADS_P = 15, 99.0
 pr_auc_best_f1 = data.pr_auc_best_f1
 
 
-def uniad_scores(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
-    """Score of the window ending at each t >= W - 1 of a normalised (N, T) entity."""
+FIT_WINDOWS, SCALE_FLOOR = 64, 0.01  # src/detect/uniad/scale.rs
+
+
+def last_step_errors(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
+    """(T-W+1, N) squared errors at the last step of the window ending at each t >= W - 1."""
     win = data.windows(z, 1)  # (T-W+1, N, W)
-    out = np.empty(len(win), dtype=np.float64)
+    out = np.empty(win.shape[:2], dtype=np.float64)
     for s in range(0, len(win), 4096):
         x = win[s : s + 4096]
         r = sess.run(None, {"x": x})[0]
-        out[s : s + len(x)] = ((x[:, :, -1] - r[:, :, -1]) ** 2).mean(axis=1)
+        out[s : s + len(x)] = (x[:, :, -1] - r[:, :, -1]) ** 2
     return out
+
+
+def error_scales(err: np.ndarray) -> np.ndarray:
+    """Per metric: median error over up to FIT_WINDOWS windows spread evenly over the
+    history (the agent's ``fit_window_ends``), floored."""
+    avail = len(err)
+    count = min(avail, FIT_WINDOWS)
+    idx = [0] if count == 1 else [(i * (avail - 1) + (count - 1) // 2) // (count - 1) for i in range(count)]
+    return np.maximum(np.median(err[idx], axis=0), SCALE_FLOOR)
+
+
+def uniad_scores(sess: ort.InferenceSession, z: np.ndarray, scale: bool = True) -> np.ndarray:
+    """Score of the window ending at each t >= W - 1 of a normalised (N, T) entity."""
+    err = last_step_errors(sess, z)
+    if scale:
+        err = err / error_scales(err)
+    return err.mean(axis=1)
 
 
 def adsketch_scores(exe: Path, values: np.ndarray, split: int, tmp: Path) -> np.ndarray | None:
@@ -77,8 +100,11 @@ def adsketch_scores(exe: Path, values: np.ndarray, split: int, tmp: Path) -> np.
 
 def entities(name: str, root: Path):
     """(name, raw (N, T), labels) of one held-out set."""
-    if name == "lab":
-        for e in data.load_lab(data.HELD_OUT_LAB):
+    # lab_selection / lab_train: the lab entities that chose the scoring rule (their
+    # labels never reach training; lab_train's values do, unsupervised).
+    lab_sets = {"lab": data.HELD_OUT_LAB, "lab_selection": data.VAL_LAB, "lab_train": data.TRAIN_LAB}
+    if name in lab_sets:
+        for e in data.load_lab(lab_sets[name]):
             yield e.name, e.values, e.labels
     else:
         for s in data.held_out_series(root)[name]:
@@ -90,7 +116,8 @@ def main() -> None:
     ap.add_argument("--onnx", type=Path, default=REPO / "models" / "uniad.onnx")
     ap.add_argument("--kpiwatch", type=Path, default=REPO / "target" / "release" / "kpiwatch",
                     help="kpiwatch binary for ADSketch (cargo build --release); missing = no ADSketch column")
-    ap.add_argument("--sets", default="yahoo_a1,nab,lab")
+    ap.add_argument("--sets", default="yahoo_a1,nab,lab",
+                    help="comma-separated: yahoo_a1, nab, lab (held out), lab_selection, lab_train")
     ap.add_argument("--json", type=Path, default=None, help="also write per-entity results here")
     args = ap.parse_args()
     opts = ort.SessionOptions()
@@ -113,8 +140,10 @@ def main() -> None:
                 row = {"entity": name, "n": int(z.shape[0]), "scored_steps": int(len(y)),
                        "anomalous_steps": int(y.sum())}
                 u = uniad_scores(sess, z)[s - (data.W - 1):]
+                up = uniad_scores(sess, z, scale=False)[s - (data.W - 1):]
                 b = np.abs(z[:, s:]).max(axis=0).astype(np.float64)
                 row["uniad_pr_auc"], row["uniad_best_f1"] = pr_auc_best_f1(u, y)
+                row["uniad_plain_pr_auc"], row["uniad_plain_best_f1"] = pr_auc_best_f1(up, y)
                 row["zscore_pr_auc"], row["zscore_best_f1"] = pr_auc_best_f1(b, y)
                 if use_ads:
                     per = [adsketch_scores(args.kpiwatch, raw[i], s, tmp) for i in range(raw.shape[0])]
@@ -126,8 +155,8 @@ def main() -> None:
             keys = [k for k in rows[0] if k.endswith("_pr_auc") or k.endswith("_best_f1")]
             mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
             results[set_name] = {"entities": len(rows), "mean": mean, "rows": rows}
-            print(f"{set_name}: {len(rows)} labelled held-out entities")
-            for det in ("uniad", "zscore", "adsketch"):
+            print(f"{set_name}: {len(rows)} labelled entities")
+            for det in ("uniad", "uniad_plain", "zscore", "adsketch"):
                 if f"{det}_pr_auc" in mean:
                     print(f"  {det:8s} PR-AUC {mean[det + '_pr_auc']:.3f}  best-F1 {mean[det + '_best_f1']:.3f}")
     if args.json:
