@@ -5,6 +5,11 @@
 //! `native_portable`: the portable kernels, `KPIWATCH_UNIAD_PORTABLE=1`), tract's
 //! symbolic plan, and tract's plans concretised per shape bucket.
 //!
+//! `detector_n8`: one agent cycle of [`UniadDetector::score`] over 64 entities of 8
+//! metrics (history 256 points, the default 4 × W), the views advancing one step per
+//! cycle, with the per-metric error scales (`scaled`, refitted from 64 history windows
+//! every 64 new points) and without (`plain`): what the scaling costs per cycle.
+//!
 //!     cargo bench --bench uniad
 //!
 //! `models/train/uniad/bench.py` runs this bench and times the same weights in
@@ -14,7 +19,8 @@
 use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kpiwatch::detect::uniad::{PlanMode, UniadModel};
+use kpiwatch::detect::uniad::{PlanMode, UniadDetector, UniadModel, UniadOptions};
+use kpiwatch::detect::{Detector, EntityView, RobustStats};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
 fn bench(c: &mut Criterion) {
@@ -60,9 +66,80 @@ fn bench(c: &mut Criterion) {
     }
 }
 
+fn bench_detector(c: &mut Criterion) {
+    const ENTITIES: usize = 64;
+    const N: usize = 8;
+    const HISTORY: usize = 256;
+    const SPAN: usize = 4096;
+    const STEP_MS: i64 = 15_000;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/uniad.onnx");
+    let mut rng = SmallRng::seed_from_u64(7);
+    // Per entity and metric, SPAN + HISTORY points of a noisy sine.
+    let rows: Vec<Vec<Vec<f64>>> = (0..ENTITIES)
+        .map(|_| {
+            (0..N)
+                .map(|m| {
+                    (0..SPAN + HISTORY)
+                        .map(|t| (t as f64 / 30.0 + m as f64).sin() + rng.gen_range(-0.3..0.3))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let mut scratch = Vec::new();
+    let stats: Vec<Vec<RobustStats>> = rows
+        .iter()
+        .map(|e| {
+            e.iter()
+                .map(|r| {
+                    RobustStats::fit(&r[..HISTORY], &mut scratch).unwrap_or(RobustStats::IDENTITY)
+                })
+                .collect()
+        })
+        .collect();
+    let keys: Vec<String> = (0..ENTITIES).map(|i| format!("e{i}")).collect();
+    let names: Vec<String> = (0..N).map(|m| format!("m{m}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut group = c.benchmark_group("detector_n8");
+    group.throughput(Throughput::Elements(ENTITIES as u64));
+    for scale_errors in [true, false] {
+        let mut options = UniadOptions::new(&path);
+        options.scale_errors = scale_errors;
+        let mut detector = match UniadDetector::new(options) {
+            Ok(d) => d,
+            Err(e) => panic!("{e}"),
+        };
+        let mut cycle: usize = 0;
+        let name = if scale_errors { "scaled" } else { "plain" };
+        group.bench_function(BenchmarkId::new(name, ENTITIES), |b| {
+            b.iter(|| {
+                // The data repeats every SPAN cycles; time only moves forward.
+                let at = cycle % SPAN;
+                cycle += 1;
+                let slices: Vec<Vec<&[f64]>> = rows
+                    .iter()
+                    .map(|e| e.iter().map(|r| &r[at..at + HISTORY]).collect())
+                    .collect();
+                let views: Vec<EntityView<'_>> = (0..ENTITIES)
+                    .map(|i| EntityView {
+                        key: &keys[i],
+                        metric_names: &names,
+                        rows: &slices[i],
+                        stats: &stats[i],
+                        end_ms: (cycle + HISTORY) as i64 * STEP_MS,
+                        step_ms: STEP_MS,
+                    })
+                    .collect();
+                detector.score(&views).iter().filter(|r| r.is_ok()).count()
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20);
-    targets = bench
+    targets = bench, bench_detector
 }
 criterion_main!(benches);

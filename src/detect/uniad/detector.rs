@@ -235,13 +235,14 @@ impl UniadDetector {
         n: usize,
         batch: &[EntityView<'_>],
     ) -> Result<(), DetectError> {
+        let w = self.model.window();
         let due: Vec<&Prepared> = group
             .iter()
             .filter(|p| {
                 let v = &batch[p.index];
                 self.scales
                     .get(v.key)
-                    .is_none_or(|s| s.is_due(&p.metrics, v.end_ms, v.step_ms))
+                    .is_none_or(|s| s.is_due(&p.metrics, v.end_ms, v.step_ms, w))
             })
             .collect();
         if due.is_empty() {

@@ -12,9 +12,10 @@
 //! medians is about 0.02 on synthetic entities and 0.06 on the lab's), so it only caps
 //! how much a flat metric's first deviation weighs.
 //!
-//! Like the normaliser, scales are refitted lazily: after `max(1, n / 32)` new points
-//! (n = history points at the last fit), or at once when the set of metrics that go into
-//! the model changes. They are not persisted: the first cycle after a restart has the
+//! Scales are refitted lazily: after `max(W, n / 32)` new points (n = history points at
+//! the last fit), or at once when the set of metrics that go into the model changes. A
+//! refit runs the model on [`FIT_WINDOWS`] windows, so at most one window per new point
+//! is added to the cost of scoring (the bench `uniad` measures it: `detector_n8`). They are not persisted: the first cycle after a restart has the
 //! history and refits them.
 
 use smallvec::SmallVec;
@@ -23,7 +24,8 @@ use smallvec::SmallVec;
 pub(super) const FIT_WINDOWS: usize = 64;
 /// Smallest scale (squared robust sigmas).
 pub(super) const SCALE_FLOOR: f64 = 0.01;
-/// Refit after this fraction of the history is new (as the normaliser).
+/// Refit after this fraction of the history is new (as the normaliser), and no sooner
+/// than after one window of new points.
 const REFIT_DIVISOR: usize = 32;
 
 /// The fitted scales of one entity.
@@ -63,8 +65,9 @@ impl ErrorScales {
         }
     }
 
-    /// `true` when these scales do not fit `metrics` any more or enough is new.
-    pub(super) fn is_due(&self, metrics: &[usize], end_ms: i64, step_ms: i64) -> bool {
+    /// `true` when these scales do not fit `metrics` any more or enough is new (windows
+    /// of `w` points).
+    pub(super) fn is_due(&self, metrics: &[usize], end_ms: i64, step_ms: i64, w: usize) -> bool {
         if self.metrics.as_slice() != metrics {
             return true;
         }
@@ -73,7 +76,7 @@ impl ErrorScales {
         } else {
             0
         };
-        new_points >= (self.points / REFIT_DIVISOR).max(1)
+        new_points >= (self.points / REFIT_DIVISOR).max(w).max(1)
     }
 
     /// Divides each squared error by its metric's scale.
@@ -152,19 +155,24 @@ mod tests {
 
     #[test]
     fn refits_when_metrics_change_or_enough_is_new() {
-        let s = ErrorScales::fit(&[0, 1], &[vec![1.0, 1.0]], 1_000_000, 320);
         let step = 15_000;
-        assert!(!s.is_due(&[0, 1], 1_000_000, step));
-        assert!(!s.is_due(&[0, 1], 1_000_000 + 9 * step, step));
+        let t0 = 1_000_000;
+        let long = ErrorScales::fit(&[0, 1], &[vec![1.0, 1.0]], t0, 3200);
+        assert!(!long.is_due(&[0, 1], t0, step, 64));
+        assert!(!long.is_due(&[0, 1], t0 + 99 * step, step, 64));
         assert!(
-            s.is_due(&[0, 1], 1_000_000 + 10 * step, step),
-            "320 / 32 new points"
+            long.is_due(&[0, 1], t0 + 100 * step, step, 64),
+            "3200 / 32 new points"
         );
-        assert!(s.is_due(&[0, 2], 1_000_000, step), "another metric set");
+        assert!(long.is_due(&[0, 2], t0, step, 64), "another metric set");
         assert!(
-            !s.is_due(&[0, 1], 1_000_000 + 10 * step, 0),
+            !long.is_due(&[0, 1], t0 + 100 * step, 0, 64),
             "no step: no age"
         );
+        // A short history still waits for a whole new window.
+        let short = ErrorScales::fit(&[0, 1], &[vec![1.0, 1.0]], t0, 256);
+        assert!(!short.is_due(&[0, 1], t0 + 63 * step, step, 64));
+        assert!(short.is_due(&[0, 1], t0 + 64 * step, step, 64));
     }
 
     #[test]
