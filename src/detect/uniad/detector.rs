@@ -15,8 +15,9 @@ use crate::detect::{DetectError, Detector, EntityView, MetricScore, Scores, Snap
 /// Normalised inputs are clipped to this magnitude: a value 1000 robust sigmas away is
 /// anomalous enough, and the bound keeps the model's arithmetic finite.
 const Z_CLIP: f32 = 1000.0;
-/// Version of the snapshot format.
-const SNAPSHOT_VERSION: u64 = 1;
+/// Version of the snapshot format (2: records `scale_errors`, the score the thresholds
+/// were learned on; version 1 thresholds are on the plain eq. 7 score).
+const SNAPSHOT_VERSION: u64 = 2;
 
 /// Options of the Uni-AD detector (`detectors.uniad` in the config).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -376,6 +377,7 @@ impl Detector for UniadDetector {
     fn snapshot(&self) -> Snapshot {
         serde_json::json!({
             "version": SNAPSHOT_VERSION,
+            "scale_errors": self.options.scale_errors,
             "thresholds": self.thresholds,
         })
     }
@@ -384,14 +386,24 @@ impl Detector for UniadDetector {
         #[derive(Deserialize)]
         struct Stored {
             version: u64,
+            #[serde(default)]
+            scale_errors: bool,
             thresholds: HashMap<String, Spot>,
         }
         let stored: Stored =
             serde_json::from_value(snapshot).map_err(|e| format!("uniad snapshot: {e}"))?;
-        if stored.version != SNAPSHOT_VERSION {
+        // Version 1 had no `scale_errors`: its thresholds are on the plain score (false).
+        if !(1..=SNAPSHOT_VERSION).contains(&stored.version) {
             return Err(format!(
                 "uniad snapshot version {} is not supported (expected {SNAPSHOT_VERSION})",
                 stored.version
+            ));
+        }
+        // Thresholds learned on the other score (scaled or plain) are in other units.
+        if stored.scale_errors != self.options.scale_errors {
+            return Err(format!(
+                "uniad thresholds were learned with scale_errors: {}, now {}",
+                stored.scale_errors, self.options.scale_errors
             ));
         }
         self.thresholds = stored.thresholds;

@@ -634,6 +634,20 @@ fn snapshot_restore_keeps_thresholds_and_forget_drops_them() {
     assert_ne!(fresh.threshold, a.threshold);
     d.forget("d");
     assert_eq!(d.snapshot()["thresholds"], serde_json::json!({}));
+    // Thresholds learned on the scaled score do not go to a plain-score detector; a
+    // version 1 snapshot (plain score, before scale_errors existed) does.
+    let mut plain_options = UniadOptions::new(model_path());
+    plain_options.scale_errors = false;
+    let mut plain = UniadDetector::with_model(Arc::clone(d.model()), plain_options);
+    let err = plain.restore(snap.clone()).unwrap_err();
+    assert!(err.contains("scale_errors: true, now false"), "{err}");
+    let mut v1 = snap.clone();
+    v1["version"] = serde_json::json!(1);
+    v1.as_object_mut().expect("object").remove("scale_errors");
+    plain
+        .restore(v1.clone())
+        .expect("a version 1 snapshot restores on the plain score");
+    assert!(restored.restore(v1).is_err());
     let mut bad = snap;
     bad["version"] = serde_json::json!(99);
     assert!(restored.restore(bad).unwrap_err().contains("version 99"));
