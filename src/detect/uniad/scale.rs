@@ -8,15 +8,17 @@
 //! that metric's last-step error over up to [`FIT_WINDOWS`] windows spread evenly over
 //! the entity's history (the same history the normaliser fits on), floored at
 //! [`SCALE_FLOOR`]. The floor is a residual of a tenth of a robust sigma, below the
-//! typical error of any metric that moves at all (the 5th percentile of per-metric
-//! medians is about 0.02 on synthetic entities and 0.06 on the lab's), so it only caps
-//! how much a flat metric's first deviation weighs.
+//! typical error of metrics that move at all (per-metric medians: 5th percentile 0.02 on
+//! synthetic entities; on the lab's, lower quartile 0.06, and only flat metrics such as
+//! the error ratio sit below 0.01), so it only caps how much a flat metric's first
+//! deviation weighs.
 //!
 //! Scales are refitted lazily: after `max(W, n / 32)` new points (n = history points at
 //! the last fit), or at once when the set of metrics that go into the model changes. A
 //! refit runs the model on [`FIT_WINDOWS`] windows, so at most one window per new point
-//! is added to the cost of scoring (the bench `uniad` measures it: `detector_n8`). They are not persisted: the first cycle after a restart has the
-//! history and refits them.
+//! is added to the cost of scoring (the bench `uniad` measures it: `detector_n8`).
+//! Scales are not persisted: the first cycle after a restart has the history and refits
+//! them.
 
 use smallvec::SmallVec;
 
