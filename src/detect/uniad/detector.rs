@@ -10,7 +10,9 @@ use smallvec::SmallVec;
 use super::model::{ModelError, PlanMode, UniadModel};
 use super::scale::{fit_window_ends, ErrorScales};
 use super::spot::{Spot, SpotOptions};
-use crate::detect::{DetectError, Detector, EntityView, MetricScore, Scores, Snapshot};
+use crate::detect::{
+    DetectError, Detector, EntityView, MetricScore, RobustStats, Scores, Snapshot,
+};
 
 /// Normalised inputs are clipped to this magnitude: a value 1000 robust sigmas away is
 /// anomalous enough, and the bound keeps the model's arithmetic finite.
@@ -121,8 +123,8 @@ pub struct UniadDetector {
     model: Arc<UniadModel>,
     options: UniadOptions,
     thresholds: HashMap<String, Spot>,
-    /// Per-entity error scales (when `options.scale_errors`); refitted from the history,
-    /// not persisted.
+    /// Per-entity error scales, fitted only when `options.scale_errors`; refitted from
+    /// the history, not persisted.
     scales: HashMap<String, ErrorScales>,
 }
 
@@ -171,11 +173,7 @@ impl UniadDetector {
         let mut input = Vec::with_capacity(view.metric_count() * w);
         let mut most_history = 0;
         for i in 0..view.metric_count() {
-            let stats = view
-                .stats
-                .get(i)
-                .copied()
-                .unwrap_or(crate::detect::RobustStats::IDENTITY);
+            let stats = metric_stats(view, i);
             most_history = most_history.max(stats.count);
             let tail = view.tail(i, w);
             // Metrics without statistics yet or without a point in the window are left
@@ -212,12 +210,11 @@ impl UniadDetector {
             .map(|end| {
                 let mut input = Vec::with_capacity(p.metrics.len() * w);
                 for &i in &p.metrics {
-                    let stats = view
-                        .stats
-                        .get(i)
-                        .copied()
-                        .unwrap_or(crate::detect::RobustStats::IDENTITY);
-                    push_window(&view.row(i)[end - w..end], &stats, &mut input);
+                    push_window(
+                        &view.row(i)[end - w..end],
+                        &metric_stats(view, i),
+                        &mut input,
+                    );
                 }
                 Prepared {
                     index: p.index,
@@ -338,11 +335,7 @@ impl Detector for UniadDetector {
             }
             for (p, mut errs) in prepared.iter().zip(errors) {
                 let view = &batch[p.index];
-                if let Some(scales) = self
-                    .scales
-                    .get(view.key)
-                    .filter(|_| self.options.scale_errors)
-                {
+                if let Some(scales) = self.scales.get(view.key) {
                     scales.standardise(&mut errs);
                 }
                 let count = errs.len() as f64;
@@ -411,9 +404,14 @@ impl Detector for UniadDetector {
     }
 }
 
+/// The robust statistics of metric `i` (identity when the view has none for it).
+fn metric_stats(view: &EntityView<'_>, i: usize) -> RobustStats {
+    view.stats.get(i).copied().unwrap_or(RobustStats::IDENTITY)
+}
+
 /// Appends the normalised values of one metric's window: gaps carry the last value
 /// forward, leading gaps take the first value (the median when there is none).
-fn push_window(window: &[f64], stats: &crate::detect::RobustStats, out: &mut Vec<f32>) {
+fn push_window(window: &[f64], stats: &RobustStats, out: &mut Vec<f32>) {
     let first = window
         .iter()
         .copied()

@@ -261,7 +261,7 @@ impl<'a> Graph<'a> {
         Ok(onnx_proto::floats(t)?[0])
     }
 
-    /// The single value of a one-element int64 tensor.
+    /// The single value of a one-element integer (int64 or int32) tensor.
     fn int(&self, name: &str) -> Result<i64, NativeError> {
         let t = self.tensor(name)?;
         if t.dims.iter().any(|&d| d != 1) {
