@@ -80,8 +80,9 @@ impl RobustStats {
     }
 }
 
-/// Median of `v`, reordering it. `v` must be non-empty and hold no NaN.
-fn median_in_place(v: &mut [f64]) -> f64 {
+/// Median of `v` (the mean of the two middle values when the count is even), reordering
+/// it. `v` must be non-empty and hold no NaN. The one median of the crate's detectors.
+pub(crate) fn median_in_place(v: &mut [f64]) -> f64 {
     let n = v.len();
     let mid = n / 2;
     let (lower, m, _) = v.select_nth_unstable_by(mid, f64::total_cmp);

@@ -259,14 +259,7 @@ fn similarity(points: &[Vec<f64>]) -> Vec<f64> {
 
 /// numpy's `median` (mean of the two middle values when the count is even).
 fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
+    crate::normalize::median_in_place(&mut values.to_vec())
 }
 
 fn all_equal_off_diagonal(s: &[f64], n: usize) -> bool {

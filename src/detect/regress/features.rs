@@ -30,17 +30,10 @@ const FLOOR: f64 = 1e-9;
 
 /// Median of a slice (NaN-free); NaN when empty.
 pub fn median(x: &[f64]) -> f64 {
-    let mut v = x.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
+    if x.is_empty() {
         return f64::NAN;
     }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
+    crate::normalize::median_in_place(&mut x.to_vec())
 }
 
 /// The scaling of one KPI value given the baseline median `m`.

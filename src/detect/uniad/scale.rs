@@ -22,6 +22,8 @@
 
 use smallvec::SmallVec;
 
+use crate::normalize::median_in_place;
+
 /// Most windows the median is taken over (evenly spread; the last one always included).
 pub(super) const FIT_WINDOWS: usize = 64;
 /// Smallest scale (squared robust sigmas).
@@ -111,17 +113,7 @@ fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
-    let mid = values.len() / 2;
-    let (_, &mut upper, _) = values.select_nth_unstable_by(mid, f64::total_cmp);
-    if values.len() % 2 == 1 {
-        upper
-    } else {
-        let lower = values[..mid]
-            .iter()
-            .copied()
-            .fold(f64::NEG_INFINITY, f64::max);
-        (lower + upper) / 2.0
-    }
+    median_in_place(values)
 }
 
 #[cfg(test)]
