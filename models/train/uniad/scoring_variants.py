@@ -1,0 +1,93 @@
+"""How Uni-AD's score was chosen: scoring variants on the lab entities that are NOT held
+out (the selection scenario and the training scenarios, whose labels never reach
+training), with the shipped model. Never run on the held-out entities.
+
+    .venv-uniad/bin/python models/train/uniad/scoring_variants.py
+
+Prints, per variant, the mean PR-AUC over the 15 labelled entities (and per set), next
+to the robust z-score; then each metric's median squared error at the last step (why
+plain eq. 7 is dominated by noisy metrics). Variants:
+
+* ``plain``: eq. 7, the mean over metrics of the squared errors;
+* ``last2``, ``last4``: the mean over the last 2 / 4 steps of the window as well;
+* ``scaled median floor F``: each metric's error divided by its median over up to 64
+  history windows (the agent's rule, ``evaluate.error_scales``) floored at F, then the
+  mean (the agent's default is F = 0.01);
+* ``scaled mean`` / ``scaled p75``: the same with the mean or the 75th percentile.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+import data
+import evaluate
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def window_errors(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
+    """(T-W+1, N, W) squared errors of every window of a normalised (N, T) entity."""
+    win = data.windows(z, 1)
+    return ((win - sess.run(None, {"x": win})[0]) ** 2).astype(np.float64)
+
+
+def scaled(stat, floor: float):
+    def score(err: np.ndarray) -> np.ndarray:
+        last = err[:, :, -1]
+        avail = len(last)
+        count = min(avail, evaluate.FIT_WINDOWS)
+        idx = [0] if count == 1 else [(i * (avail - 1) + (count - 1) // 2) // (count - 1)
+                                      for i in range(count)]
+        return (last / np.maximum(stat(last[idx], axis=0), floor)).mean(axis=1)
+    return score
+
+
+VARIANTS = {
+    "plain": lambda e: e[:, :, -1].mean(axis=1),
+    "last2": lambda e: e[:, :, -2:].mean(axis=(1, 2)),
+    "last4": lambda e: e[:, :, -4:].mean(axis=(1, 2)),
+    **{f"scaled median floor {f}": scaled(np.median, f) for f in (0.01, 0.05, 0.2)},
+    "scaled mean floor 0.01": scaled(np.mean, 0.01),
+    "scaled p75 floor 0.01": scaled(lambda a, axis: np.percentile(a, 75, axis=axis), 0.01),
+}
+
+
+def main() -> None:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(REPO / "models" / "uniad.onnx"), opts,
+                                providers=["CPUExecutionProvider"])
+    sets = {"lab_selection": data.VAL_LAB, "lab_train": data.TRAIN_LAB}
+    every: dict[str, list[float]] = {v: [] for v in [*VARIANTS, "zscore"]}
+    medians: dict[str, list[float]] = {}
+    for set_name, scenarios in sets.items():
+        per: dict[str, list[float]] = {v: [] for v in every}
+        for e in data.load_lab(scenarios):
+            z = data.normalise_entity(e.values)
+            s = max(data.W - 1, z.shape[1] // 4)
+            y = e.labels[s:]
+            err = window_errors(sess, z)
+            for metric, m in zip(e.metrics, np.median(err[:, :, -1], axis=0)):
+                medians.setdefault(metric, []).append(float(m))
+            if y.sum() == 0:
+                continue
+            for name, f in VARIANTS.items():
+                per[name].append(data.pr_auc_best_f1(f(err)[s - (data.W - 1):], y)[0])
+            per["zscore"].append(data.pr_auc_best_f1(np.abs(z[:, s:]).max(axis=0).astype(np.float64), y)[0])
+        for name, v in per.items():
+            every[name] += v
+        print(f"{set_name}: {len(per['zscore'])} labelled entities")
+    print(f"{'variant':28s} {'all':>6s}")
+    for name, v in every.items():
+        print(f"{name:28s} {np.mean(v):6.3f}")
+    print("median squared error at the last step, per metric (median over entities):")
+    for metric, v in medians.items():
+        print(f"  {metric:18s} {np.median(v):.4f}")
+
+
+if __name__ == "__main__":
+    main()
