@@ -29,7 +29,7 @@ use crate::detect::{Detector, Snapshot};
 use crate::export::catalog::{
     CatalogHandle, EditError, EditOutcome, LabelEdit, LabelEditRequest, PatternCatalog,
 };
-use crate::export::{Admin, AdminServer, ReloadRequest, ScoreBoard};
+use crate::export::{Admin, AdminServer, ReloadRequest, ScoreBoard, WriteAuth};
 use crate::reader::Client;
 use crate::regressions::{RegressionMetrics, Regressions, Setup as RegressSetup};
 use crate::state::{self, State};
@@ -124,7 +124,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let (edit_tx, mut edit_rx) = mpsc::channel::<LabelEditRequest>(16);
+    let write_auth = WriteAuth::new(config.write_token_file.clone(), &registry)
+        .context("registering the admin server metrics")?;
+    warn_if_writes_are_open(&config, write_auth.enabled());
     let admin = Admin {
+        write_auth: Arc::new(write_auth),
         registry,
         scores,
         ready,
@@ -211,6 +215,18 @@ async fn shutdown_signal() -> &'static str {
     tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+/// Says once at start that anyone who reaches the port may reload the config, edit
+/// pattern labels and run regression checks, unless the port is on loopback.
+fn warn_if_writes_are_open(config: &Config, token_required: bool) {
+    if !token_required && !config.listen.ip().is_loopback() {
+        warn!(
+            listen = %config.listen,
+            "Write endpoints (POST /-/reload, pattern label edits, POST /api/v1/regressions/check) \
+             need no token: set server.write_token_file, or keep the port on a trusted network."
+        );
     }
 }
 
@@ -373,6 +389,9 @@ impl Agent {
                 return Err(format!("{e:#}"));
             }
         };
+        if new.write_token_file != self.config.write_token_file {
+            warn!("server.write_token_file changes only on restart (a new token in the same file is read at once).");
+        }
         if new.listen != self.config.listen {
             warn!(old = %self.config.listen, new = %new.listen, "server.listen changes only on restart.");
         }

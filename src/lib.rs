@@ -18,6 +18,7 @@
 //! | [`state`] | persisted learned state (atomic, versioned, checksummed) |
 //! | [`cycle`] | one group's evaluation loop |
 //! | [`regressions`] | the agent's regression checks per interface (loop, canary API, exports) |
+//! | [`secret`] | token files re-read on rotation, compared in constant time |
 //! | [`app`] | wiring, reload, shutdown |
 //! | [`dataset`] | CSV formats of the offline tools |
 //! | [`cli`] | the command line |
@@ -34,6 +35,7 @@ pub mod lab;
 pub mod normalize;
 pub mod reader;
 pub mod regressions;
+pub mod secret;
 pub mod state;
 pub mod store;
 pub mod telemetry;

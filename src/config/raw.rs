@@ -91,6 +91,8 @@ pub struct RawTls {
 pub struct RawServer {
     /// Listen address (default `0.0.0.0:9847`).
     pub listen: Option<String>,
+    /// File holding the bearer token that write requests must carry.
+    pub write_token_file: Option<String>,
 }
 
 /// `shard:`: either node mode or hash mode.

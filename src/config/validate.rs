@@ -25,6 +25,9 @@ pub struct Config {
     pub prometheus: PrometheusConfig,
     /// Listen address of the admin/metrics server.
     pub listen: SocketAddr,
+    /// When set, the admin server's write endpoints (reload, pattern label edits,
+    /// regression checks) need `Authorization: Bearer <the file's content>`.
+    pub write_token_file: Option<PathBuf>,
     /// Which entities this agent keeps.
     pub shard: Shard,
     /// State directory, if state is persisted.
@@ -227,6 +230,27 @@ impl Errors<'_> {
         }
         path
     }
+
+    /// A readable file whose content (trimmed) is not empty: an empty token would let
+    /// every request with `Authorization: Bearer ` through.
+    fn token_file(&mut self, key: &str, value: &str, base: &Path) -> PathBuf {
+        let path = resolve(base, value);
+        match crate::secret::read_trimmed(&path) {
+            Ok(token) if token.is_empty() => self.push(
+                key,
+                format!("{} is empty (expected a token)", path.display()),
+            ),
+            Ok(_) => {}
+            Err(e) => self.push(
+                key,
+                format!(
+                    "cannot read {}: {e} (expected a readable file holding a token)",
+                    path.display()
+                ),
+            ),
+        }
+        path
+    }
 }
 
 pub(super) fn resolve(base: &Path, value: &str) -> PathBuf {
@@ -255,6 +279,11 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
         );
         SocketAddr::from(([0, 0, 0, 0], 9847))
     });
+    let write_token_file = raw
+        .server
+        .write_token_file
+        .as_deref()
+        .map(|f| errs.token_file("server.write_token_file", f, base));
     let shard = validate_shard(raw.shard, &mut errs);
     let state_dir = raw.state_dir.map(|d| resolve(base, &d));
     let state_save_interval = errs.duration(
@@ -296,6 +325,7 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
             source: file.to_string(),
             prometheus,
             listen,
+            write_token_file,
             shard,
             state_dir,
             state_save_interval,

@@ -12,17 +12,21 @@
 //! | POST | `/api/v1/regressions/check` | an on-demand regression comparison (see [`regress_api`]) |
 //! | GET | `/` | a short page linking the above |
 //!
-//! Request bodies over [`MAX_BODY_BYTES`] get 413 without being read further.
+//! Request bodies over [`MAX_BODY_BYTES`] get 413 without being read further. With
+//! `server.write_token_file`, every method but GET and HEAD needs
+//! `Authorization: Bearer <token>` (401 without it; see [`auth`]).
 //!
 //! The server runs on its own thread with a current-thread runtime, so a busy worker
 //! pool cannot delay scrapes or probes. It computes nothing: scores are published into
 //! [`ScoreBoard`] by the cycles, and reloads are requested from the app over a channel.
 
+pub mod auth;
 pub mod catalog;
 pub mod regress_api;
 mod scores;
 mod server;
 
+pub use auth::WriteAuth;
 pub use catalog::{CatalogHandle, PatternCatalog};
 pub use scores::{ScoreBoard, SeriesLabels};
 pub use server::{handle, Admin, AdminServer, ApiRequest, Body, ReloadRequest, MAX_BODY_BYTES};

@@ -30,6 +30,8 @@ pub struct Admin {
     pub regressions: Option<Arc<dyn super::regress_api::RegressionChecker>>,
     /// The ADSketch pattern catalog (`/patterns`, `/api/v1/patterns`).
     pub catalog: Option<super::catalog::CatalogHandle>,
+    /// Who may write (`server.write_token_file`); the default lets everyone.
+    pub write_auth: Arc<super::auth::WriteAuth>,
 }
 
 /// Response body type of every endpoint.
@@ -50,6 +52,8 @@ pub struct ApiRequest {
     pub query: Option<String>,
     /// Request body.
     pub body: Bytes,
+    /// The `Authorization` header, if any (checked by [`super::auth::WriteAuth`]).
+    pub authorization: Option<String>,
 }
 
 impl ApiRequest {
@@ -60,6 +64,7 @@ impl ApiRequest {
             path: path.to_string(),
             query: None,
             body: Bytes::new(),
+            authorization: None,
         }
     }
 }
@@ -103,6 +108,9 @@ const INDEX: &str = "<!doctype html><title>kpiwatch</title><h1>kpiwatch</h1><ul>
 
 /// Routes one request. Separate from the socket so tests call it directly.
 pub async fn handle(req: &ApiRequest, admin: &Admin) -> Response<Body> {
+    if let Some(refused) = admin.write_auth.refuse(req) {
+        return refused;
+    }
     let path = req.path.as_str();
     if path == "/patterns" || path.starts_with("/api/v1/patterns") {
         return super::catalog::handle(req, admin).await;
@@ -302,6 +310,12 @@ async fn receive(req: hyper::Request<hyper::body::Incoming>, admin: &Admin) -> R
         path: parts.uri.path().to_string(),
         query: parts.uri.query().map(str::to_string),
         body,
+        // A header that is not visible ASCII cannot hold a valid token: treat as absent.
+        authorization: parts
+            .headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     };
     handle(&req, admin).await
 }
@@ -363,5 +377,61 @@ mod tests {
         assert_eq!(r.status(), 500);
         assert!(body(r).await.contains("groups[0].interval: bad"));
         assert_eq!(get(&a, Method::POST, "/-/reload").await.status(), 200);
+    }
+
+    /// Over a real socket: the `Authorization` header reaches the check, reads stay
+    /// open, and only the right token gets a write through to the app.
+    #[tokio::test]
+    async fn writes_over_the_socket_need_the_configured_token() {
+        let token_file =
+            std::env::temp_dir().join(format!("kpiwatch-server-token-{}", std::process::id()));
+        std::fs::write(&token_file, "let-me-write\n").unwrap();
+        let (tx, mut rx) = mpsc::channel::<ReloadRequest>(1);
+        let mut a = admin();
+        a.reload = Some(tx);
+        a.write_auth = Arc::new(
+            super::super::auth::WriteAuth::new(Some(token_file.clone()), &a.registry).unwrap(),
+        );
+        let reloads = tokio::spawn(async move {
+            let mut count = 0;
+            while let Some(answer) = rx.recv().await {
+                count += 1;
+                answer.send(Ok("kpiwatch.yaml".into())).unwrap();
+            }
+            count
+        });
+        let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), a).unwrap();
+        let url = |path: &str| format!("http://{}{path}", server.local_addr());
+        let http = reqwest::Client::new();
+
+        let r = http.post(url("/-/reload")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = http
+            .post(url("/-/reload"))
+            .bearer_auth("guess")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        let r = http
+            .post(url("/-/reload"))
+            .bearer_auth("let-me-write")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let metrics = http.get(url("/metrics")).send().await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        let text = metrics.text().await.unwrap();
+        assert!(text.contains("kpiwatch_http_requests_refused_total{reason=\"missing_token\"} 1"));
+        assert!(text.contains("kpiwatch_http_requests_refused_total{reason=\"wrong_token\"} 1"));
+
+        server.stop();
+        assert_eq!(
+            reloads.await.unwrap(),
+            1,
+            "only the authorised reload reached the app"
+        );
+        std::fs::remove_file(token_file).unwrap();
     }
 }

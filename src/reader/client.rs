@@ -1,6 +1,6 @@
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -11,6 +11,7 @@ use url::Url;
 use super::response::{decode, error_message};
 use super::{Error, QueryResult};
 use crate::config::{Auth, PrometheusConfig};
+use crate::secret::{read_trimmed, SecretFile};
 use crate::telemetry::Telemetry;
 
 /// A Prometheus API client. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -32,12 +33,9 @@ pub struct Client {
 
 enum AuthState {
     None,
-    /// The token is cached with the file's modification time and re-read when it
-    /// changes: Kubernetes rotates projected service-account tokens in place.
-    Bearer {
-        path: PathBuf,
-        cache: Mutex<Option<(SystemTime, String)>>,
-    },
+    /// Re-read when the file changes: Kubernetes rotates projected service-account
+    /// tokens in place.
+    Bearer(SecretFile),
     Basic {
         username: String,
         password: String,
@@ -49,19 +47,17 @@ impl std::fmt::Debug for AuthState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AuthState::None => f.write_str("None"),
-            AuthState::Bearer { path, .. } => write!(f, "Bearer(file {})", path.display()),
+            AuthState::Bearer(token) => write!(f, "Bearer({token:?})"),
             AuthState::Basic { username, .. } => write!(f, "Basic({username}, password redacted)"),
         }
     }
 }
 
-fn read_secret(path: &PathBuf) -> Result<String, Error> {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| Error::Credentials {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })
+fn credentials_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Credentials {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 impl AuthState {
@@ -69,24 +65,11 @@ impl AuthState {
         Ok(match self {
             AuthState::None => req,
             AuthState::Basic { username, password } => req.basic_auth(username, Some(password)),
-            AuthState::Bearer { path, cache } => {
-                let modified = std::fs::metadata(path)
-                    .and_then(|m| m.modified())
-                    .map_err(|e| Error::Credentials {
-                        path: path.display().to_string(),
-                        message: e.to_string(),
-                    })?;
-                let mut guard = cache.lock().unwrap_or_else(|p| p.into_inner());
-                let token = match guard.as_ref() {
-                    Some((at, token)) if *at == modified => token.clone(),
-                    _ => {
-                        let token = read_secret(path)?;
-                        *guard = Some((modified, token.clone()));
-                        token
-                    }
-                };
-                req.bearer_auth(token)
-            }
+            AuthState::Bearer(token) => req.bearer_auth(
+                token
+                    .read()
+                    .map_err(|e| credentials_error(token.path(), e))?,
+            ),
         })
     }
 }
@@ -131,16 +114,14 @@ impl Client {
         let http = builder.build().map_err(|e| Error::Setup(e.to_string()))?;
         let auth = match &cfg.auth {
             Auth::None => AuthState::None,
-            Auth::BearerTokenFile(path) => AuthState::Bearer {
-                path: path.clone(),
-                cache: Mutex::new(None),
-            },
+            Auth::BearerTokenFile(path) => AuthState::Bearer(SecretFile::new(path.clone())),
             Auth::Basic {
                 username,
                 password_file,
             } => AuthState::Basic {
                 username: username.clone(),
-                password: read_secret(password_file)?,
+                password: read_trimmed(password_file)
+                    .map_err(|e| credentials_error(password_file, e))?,
             },
         };
         let mut base = cfg.url.clone();

@@ -69,6 +69,7 @@ async fn call(a: &Admin, method: Method, path: &str, body: &str) -> (u16, String
         path: path.to_string(),
         query,
         body: Bytes::from(body.to_string()),
+        authorization: None,
     };
     let r = crate::export::handle(&req, a).await;
     let status = r.status().as_u16();
