@@ -45,7 +45,7 @@ pub struct RawPrometheus {
     pub max_concurrency: Option<usize>,
     /// Largest accepted response body in bytes (default 64 MiB).
     pub max_response_bytes: Option<u64>,
-    /// Retries on connection errors, 429 and 5xx (default 2).
+    /// Retries on connection errors, timeouts, 429 and 5xx (default 2).
     pub retries: Option<u32>,
     /// First retry delay, doubled each retry, jittered (default 200ms).
     pub retry_backoff: Option<String>,
@@ -91,7 +91,8 @@ pub struct RawTls {
 pub struct RawServer {
     /// Listen address (default `0.0.0.0:9847`).
     pub listen: Option<String>,
-    /// File holding the bearer token that write requests must carry.
+    /// File holding the bearer token that write requests (every method but GET and
+    /// HEAD) must carry; re-read when it changes. Writes are open when absent.
     pub write_token_file: Option<String>,
 }
 

@@ -50,8 +50,8 @@ impl Family {
             Family::AnomalyScore => "Anomaly score of an entity by detector; 1.0 is the detector's threshold, above is anomalous.",
             Family::Anomaly => "1 when the entity's anomaly score is above 1.0, else 0.",
             Family::ZscoreValue => "Absolute robust z-score of the last point of each metric.",
-            Family::UniadReconstructionError => "Uni-AD reconstruction error at the last step (mean over metrics).",
-            Family::UniadMetricContribution => "Uni-AD squared reconstruction error of each metric at the last step.",
+            Family::UniadReconstructionError => "Uni-AD reconstruction error at the last step: the mean over metrics of their squared errors, each divided by its median over the history when scale_errors is on.",
+            Family::UniadMetricContribution => "Uni-AD share of each metric in the reconstruction error at the last step: its squared error (scaled when scale_errors is on) divided by the number of metrics; the shares sum to the error.",
             Family::AdsketchDistance => "ADSketch distance of the latest subsequence to its nearest pattern.",
             Family::AdsketchMatch => "ADSketch nearest pattern of the latest subsequence (value 1), with its kind and issue labels.",
         }
