@@ -392,6 +392,9 @@ impl Agent {
         if new.write_token_file != self.config.write_token_file {
             warn!("server.write_token_file changes only on restart (a new token in the same file is read at once).");
         }
+        if new.state_save_interval != self.config.state_save_interval {
+            warn!("state_save_interval changes only on restart.");
+        }
         if new.listen != self.config.listen {
             warn!(old = %self.config.listen, new = %new.listen, "server.listen changes only on restart.");
         }
@@ -415,6 +418,9 @@ impl Agent {
                 None => fresh.remove(&g.name).expect("built above"),
             };
             self.spawn(runner);
+        }
+        for removed in old.keys() {
+            self.ctx.telemetry.group_removed(removed);
         }
         let names: Vec<String> = new.groups.iter().map(|g| g.name.clone()).collect();
         self.ctx.scores.retain_groups(&names);

@@ -291,6 +291,10 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
         raw.state_save_interval.as_deref(),
         Duration::from_secs(300),
     );
+    if state_save_interval < Duration::from_secs(1) {
+        // A zero period would also stop the agent at start (tokio's interval panics).
+        errs.push("state_save_interval", "must be at least 1s");
+    }
     if raw.groups.is_empty() && raw.regressions.is_none() {
         errs.push(
             "groups",

@@ -176,6 +176,7 @@ impl Client {
         loop {
             match self.attempt(endpoint, params).await {
                 Ok(r) => {
+                    self.telemetry.query_finished(endpoint, None);
                     self.telemetry
                         .query_succeeded(promql, r.sample_count(), &r.warnings);
                     return Ok(r);
@@ -186,7 +187,10 @@ impl Client {
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.telemetry.query_finished(endpoint, Some(e.cause()));
+                    return Err(e);
+                }
             }
         }
     }

@@ -56,7 +56,17 @@ impl Telemetry {
         debug!(cause, error = %error, retry_in_ms = retry_in.as_millis() as u64, "Query attempt failed; retrying.");
     }
 
-    /// A query failed for good (after retries).
+    /// A query is over, after its last attempt: `failed` holds the error's cause.
+    /// Counted here, for every caller, so that errors / queries is a failure ratio.
+    pub fn query_finished(&self, endpoint: &'static str, failed: Option<&'static str>) {
+        self.metrics.queries.with_label_values(&[endpoint]).inc();
+        if let Some(cause) = failed {
+            self.metrics.query_errors.with_label_values(&[cause]).inc();
+        }
+    }
+
+    /// A group's query failed for good (after retries); already counted by
+    /// [`Telemetry::query_finished`].
     pub fn query_failed(
         &self,
         group: &str,
@@ -64,7 +74,6 @@ impl Telemetry {
         cause: &'static str,
         error: &dyn std::fmt::Display,
     ) {
-        self.metrics.query_errors.with_label_values(&[cause]).inc();
         warn!(group, metric, cause, error = %error, "Query failed; the group's entities are stale until the next good cycle.");
     }
 
@@ -106,6 +115,28 @@ impl Telemetry {
                 "Cycle finished."
             );
         }
+    }
+
+    /// A group left the config (reload): its per-group series leave /metrics, so that
+    /// no stale `kpiwatch_last_successful_cycle_timestamp_seconds` fires an alert for a
+    /// group that no longer exists.
+    pub fn group_removed(&self, group: &str) {
+        let m = &self.metrics;
+        // Absent series (a group that never finished a cycle) are not an error here.
+        let _ = m.last_success.remove_label_values(&[group]);
+        let _ = m.cycle_duration.remove_label_values(&[group]);
+        for result in ["ok", "error"] {
+            let _ = m.cycles.remove_label_values(&[group, result]);
+        }
+        let _ = m.cycle_overruns.remove_label_values(&[group]);
+        for gauge in [&m.entities, &m.entities_stale, &m.series] {
+            let _ = gauge.remove_label_values(&[group]);
+        }
+        let _ = m.entities_expired.remove_label_values(&[group]);
+        info!(
+            group,
+            "Group removed from the config; its series left /metrics."
+        );
     }
 
     /// A tick came while the previous cycle of the group was still running.

@@ -13,6 +13,8 @@ pub struct SelfMetrics {
     pub build_info: IntGaugeVec,
     /// Duration of each HTTP request to Prometheus, by endpoint.
     pub query_duration: HistogramVec,
+    /// Queries (each once, however many attempts), by endpoint.
+    pub queries: IntCounterVec,
     /// Failed queries (after retries) by cause.
     pub query_errors: IntCounterVec,
     /// Retried attempts by cause.
@@ -145,6 +147,7 @@ impl SelfMetrics {
         Ok(SelfMetrics {
             build_info,
             query_duration: histogram_vec(r, "kpiwatch_query_duration_seconds", "Duration of HTTP requests to Prometheus, by API endpoint.", &["endpoint"], seconds_buckets())?,
+            queries: counter_vec(r, "kpiwatch_queries_total", "Queries to Prometheus, anomaly groups and regression checks alike, each counted once however many attempts it took, by API endpoint.", &["endpoint"])?,
             query_errors: counter_vec(r, "kpiwatch_query_errors_total", "Queries that failed after retries, by cause.", &["cause"])?,
             query_retries: counter_vec(r, "kpiwatch_query_retries_total", "Query attempts that failed and were retried, by cause.", &["cause"])?,
             samples_fetched,

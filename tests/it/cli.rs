@@ -161,11 +161,13 @@ fn serves_scores_reloads_and_saves_state_on_sigterm() {
     );
     assert!(metrics.contains("instance=\"n1\""));
 
-    // SIGHUP with a good config applies it.
+    // SIGHUP with a good config applies it. The group is renamed: the old name's
+    // per-group self-metrics must leave /metrics (a stale last-success timestamp
+    // would fire KpiwatchCycleStale for a group that no longer exists).
     write(
         dir.path(),
         "k.yaml",
-        &agent_config(&fake.url(), port, &state, "2s"),
+        &agent_config(&fake.url(), port, &state, "2s").replace("name: node", "name: node2"),
     );
     signal(&agent.0, "-HUP");
     wait_for("reload success", Duration::from_secs(10), || {
@@ -173,6 +175,23 @@ fn serves_scores_reloads_and_saves_state_on_sigterm() {
             metric_value(&m, r#"kpiwatch_config_reloads_total{result="success"}"#) == Some(1.0)
         })
     });
+    wait_for(
+        "the renamed group's first cycle",
+        Duration::from_secs(10),
+        || {
+            http(port, "GET", "/metrics", None).is_some_and(|(_, m)| {
+                m.contains(r#"kpiwatch_last_successful_cycle_timestamp_seconds{group="node2"}"#)
+            })
+        },
+    );
+    let (_, metrics) = http(port, "GET", "/metrics", None).unwrap();
+    for gone in [
+        r#"kpiwatch_last_successful_cycle_timestamp_seconds{group="node"}"#,
+        r#"kpiwatch_entities{group="node"}"#,
+        r#"group="node","#,
+    ] {
+        assert!(!metrics.contains(gone), "{gone} left over:\n{metrics}");
+    }
 
     signal(&agent.0, "-TERM");
     let start = Instant::now();
@@ -189,7 +208,7 @@ fn serves_scores_reloads_and_saves_state_on_sigterm() {
     assert!(status.success(), "{status:?}");
     let saved = std::fs::read_to_string(state.join("state.json")).unwrap();
     assert!(saved.starts_with("{\"format\":\"kpiwatch-state\""));
-    assert!(saved.contains("\"node\""));
+    assert!(saved.contains("\"node2\""));
     let mut log = String::new();
     agent
         .0
@@ -226,6 +245,16 @@ fn keeps_serving_while_prometheus_is_down() {
                 .is_some_and(|v| v >= 2.0)
         })
     });
+    // Every query failed (no retries configured): the failure ratio the
+    // KpiwatchQueryErrors alert computes, errors / queries, is 1. Both counters move
+    // together, so a scrape sees at most one query not yet counted as failed.
+    let (_, m) = http(port, "GET", "/metrics", None).unwrap();
+    let errors = metric_value(&m, r#"kpiwatch_query_errors_total{cause="connect"}"#).unwrap();
+    let queries = metric_value(&m, r#"kpiwatch_queries_total{endpoint="query_range"}"#).unwrap();
+    assert!(
+        queries >= errors && queries <= errors + 1.0,
+        "{queries} queries, {errors} errors"
+    );
     assert_eq!(http(port, "GET", "/-/healthy", None).unwrap().0, 200);
     assert_eq!(
         http(port, "GET", "/-/ready", None).unwrap().0,
