@@ -398,6 +398,17 @@ fn validate_prometheus(raw: RawPrometheus, errs: &mut Errors<'_>, base: &Path) -
         raw.retry_backoff.as_deref(),
         Duration::from_millis(200),
     );
+    if retry_backoff > Duration::from_secs(60) {
+        // Backoff doubles per retry: a longer base would stall a cycle for hours (and
+        // a huge one would overflow the delay arithmetic).
+        errs.push(
+            "prometheus.retry_backoff",
+            format!(
+                "{} is too long (expected at most 1m)",
+                super::format_duration(retry_backoff)
+            ),
+        );
+    }
     let auth = match (raw.bearer_token_file, raw.basic_auth) {
         (Some(_), Some(_)) => {
             errs.push(
