@@ -26,7 +26,9 @@ Usage (scripts/check-deploy.sh runs all of it inside .venv-deploy):
   default and ci/ values pass kubernetes-validate (strict) for built-in kinds, the
   ServiceMonitor matches the Service, the PrometheusRule equals the rule file, and the
   DaemonSet keeps its promises (non-root, read-only root, no capabilities, probes,
-  NODE_NAME, resources);
+  NODE_NAME, resources); rendered once more with writeTokenSecret set, the config's
+  server.write_token_file must be that Secret's `token` key, mounted read-only as a
+  directory (not subPath, so that a rotated token reaches the agent);
 * every values file in helm/kpiwatch/tests/bad-values/ is rejected by Helm's schema
   validation and by `jsonschema`, and Helm's lint is clean.
 
@@ -45,7 +47,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
@@ -73,8 +75,12 @@ EXPORTED = {
     "kpiwatch_adsketch_match",
     "kpiwatch_adsketch_patterns",
     "kpiwatch_regression_probability",
+    "kpiwatch_regression_p_value",
     "kpiwatch_regression",
+    "kpiwatch_regression_insufficient_data",
     "kpiwatch_regression_baseline_info",
+    "kpiwatch_regression_checks_total",
+    "kpiwatch_regression_errors_total",
     "kpiwatch_build_info",
     "kpiwatch_query_errors_total",
     "kpiwatch_samples_fetched_total",
@@ -555,6 +561,41 @@ def check_manifests(docs: list[dict], src: str, problems: Problems, configs_out:
             problems.add(f"{src}: PrometheusRule/{pr['metadata']['name']}", "spec differs from deploy/rules/kpiwatch.rules.yml")
 
 
+WRITE_TOKEN_SECRET = "kpiwatch-write-token"
+
+
+def check_write_token(docs: list[dict], src: str, secret: str, problems: Problems) -> None:
+    """With writeTokenSecret, server.write_token_file must be the Secret's `token` key,
+    mounted read-only as a directory (a subPath mount never sees a rotated token)."""
+    for cm in (d for d in docs if d["kind"] == "ConfigMap" and "kpiwatch.yaml" in d.get("data", {})):
+        path = (yaml.safe_load(cm["data"]["kpiwatch.yaml"]).get("server") or {}).get("write_token_file")
+        if not path:
+            problems.add(src, "writeTokenSecret is set but the config has no server.write_token_file")
+            continue
+        for ds in (d for d in docs if d["kind"] == "DaemonSet"):
+            where = f"{src}: DaemonSet/{ds['metadata']['name']}"
+            spec = ds["spec"]["template"]["spec"]
+            agent = next((c for c in spec["containers"] if c["name"] == "kpiwatch"), {})
+            volumes = {v["name"]: v for v in spec.get("volumes", [])}
+            found = False
+            for m in agent.get("volumeMounts", []):
+                sec = volumes.get(m["name"], {}).get("secret", {})
+                if sec.get("secretName") != secret:
+                    continue
+                if m.get("subPath"):
+                    problems.add(where, "the write token Secret is mounted with subPath: a rotated token never reaches the agent")
+                if m.get("readOnly") is not True:
+                    problems.add(where, "the write token Secret must be mounted read-only")
+                try:
+                    rel = str(PurePosixPath(path).relative_to(m["mountPath"]))
+                except ValueError:
+                    continue
+                items = {i["path"]: i["key"] for i in sec.get("items", [])}
+                found |= items.get(rel, rel if not items else None) == "token"
+            if not found:
+                problems.add(where, f"server.write_token_file {path} is not the `token` key of the mounted Secret {secret}")
+
+
 def deep_merge(base: dict, over: dict) -> dict:
     """Helm's values merge: maps merge recursively, anything else replaces, null deletes."""
     out = copy.deepcopy(base)
@@ -576,6 +617,9 @@ def check_helm(problems: Problems, configs_out: Path | None, bad_out: Path | Non
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     cases = [("default", {})] + [(p.stem, yaml.safe_load(p.read_text())) for p in sorted((CHART / "ci").glob("*.yaml"))]
+    # Rendered and validated, but its config is not written out: check-config would need
+    # the token file, which exists only in the pod.
+    cases.append(("writeTokenSecret", {"writeTokenSecret": WRITE_TOKEN_SECRET}))
     kinds_seen: set[str] = set()
     for name, values in cases:
         src = f"helm template ({name} values)"
@@ -593,7 +637,11 @@ def check_helm(problems: Problems, configs_out: Path | None, bad_out: Path | Non
             except yaml.YAMLError as e:
                 problems.add(f"{src}: {tpl}", f"renders invalid YAML: {e}")
         kinds_seen |= {d["kind"] for d in docs}
-        check_manifests(docs, src, problems, configs_out, f"helm-{name}")
+        if "writeTokenSecret" in values:
+            check_manifests(docs, src, problems, None, f"helm-{name}")
+            check_write_token(docs, src, values["writeTokenSecret"], problems)
+        else:
+            check_manifests(docs, src, problems, configs_out, f"helm-{name}")
     for kind in ("ServiceMonitor", "PrometheusRule"):
         if kind not in kinds_seen:
             problems.add("helm/kpiwatch/ci", f"no values file renders a {kind}")
@@ -677,6 +725,8 @@ MUTATIONS = [
     ("helm/kpiwatch/values.yaml", "  readOnlyRootFilesystem: true", "  readOnlyRootFilesystem: false", "root filesystem must be read-only"),
     ("helm/kpiwatch/values.yaml", "  honorLabels: true", "  honorLabels: false", "honorLabels must be true"),
     ("helm/kpiwatch/values.schema.json", '"enum": [\n        "text",', '"enum": [\n        "xml",\n        "text",', "log-format.yaml: Helm's schema validation accepts it"),
+    ("helm/kpiwatch/templates/_helpers.tpl", '(include "kpiwatch.writeTokenFile" .)', '"/etc/kpiwatch/token"', "is not the `token` key of the mounted Secret"),
+    ("helm/kpiwatch/values.schema.json", '"minimum": 1024', '"minimum": 1', "max-response-bytes.yaml: Helm's schema validation accepts it"),
     ("helm/kpiwatch/templates/service.yaml", "port: {{ .Values.port }}", "port: {{ .Values.port | quote }}", "invalid for Kubernetes"),
     ("docs/deploy.md", "| Anomaly flags |", "| Flags |", "not listed in docs/deploy.md's panel tables"),
 ]

@@ -392,6 +392,7 @@ def anomalies() -> dict:
 def regressions() -> dict:
     lay = Layout()
     sel = 'interface=~"$interface"'
+    ri = "$__rate_interval"
     lay.add(
         stat(
             "Interfaces regressed now",
@@ -402,6 +403,14 @@ def regressions() -> dict:
         w=6,
         h=5,
     )
+    insufficient_now = stat(
+        "Interfaces with insufficient data now",
+        "Interfaces with a KPI that cannot be judged (window shorter than min_window, too "
+        "many gaps, no load): their flag is NaN, never 0.",
+        [target(f"count(kpiwatch_regression_insufficient_data{{{sel}}} == 1) or vector(0)", legend="insufficient data")],
+    )
+    insufficient_now["fieldConfig"]["defaults"]["thresholds"] = thresholds((None, "green"), (1, "orange"))
+    lay.add(insufficient_now, w=6, h=5)
     lay.add(
         table(
             "Baselines",
@@ -410,13 +419,14 @@ def regressions() -> dict:
             [target(f"kpiwatch_regression_baseline_info{{{sel}}}", instant=True)],
             hide=["Value"],
         ),
-        w=18,
+        w=12,
         h=5,
     )
     lay.add(
         state_timeline(
             "Regression flag per interface",
-            "kpiwatch_regression: red while any KPI of the interface is judged regressed.",
+            "kpiwatch_regression: red while any KPI of the interface is judged regressed, "
+            "whatever the method; empty while the data is insufficient (NaN).",
             [target(f"kpiwatch_regression{{{sel}}}", legend="{{interface}}")],
             ok="ok",
             bad="regressed",
@@ -424,11 +434,24 @@ def regressions() -> dict:
         w=24,
         h=8,
     )
+    insufficient = state_timeline(
+        "Insufficient data per interface",
+        "kpiwatch_regression_insufficient_data: orange while some KPI of the interface cannot "
+        "be judged (window too short, gaps, no load).",
+        [target(f"kpiwatch_regression_insufficient_data{{{sel}}}", legend="{{interface}}")],
+        ok="judged",
+        bad="insufficient data",
+    )
+    defaults = insufficient["fieldConfig"]["defaults"]
+    defaults["thresholds"] = thresholds((None, "green"), (1, "orange"))
+    defaults["mappings"][0]["options"]["1"]["color"] = "orange"
+    lay.add(insufficient, w=24, h=6)
     lay.add(
         timeseries(
             "Regression probability per interface and KPI",
-            "P(regression) from the Siamese model for each KPI; above 0.5 (red) the KPI "
-            "counts as regressed.",
+            "Siamese method only: P(regression) per KPI (kpiwatch_regression_probability). "
+            "A KPI counts as regressed at or above regressions.threshold; the line is the "
+            "default, 0.5. Empty with ks or mwu: see the p-values.",
             [target(f"kpiwatch_regression_probability{{{sel}}}", legend="{{interface}} {{kpi}}")],
             unit="percentunit",
             threshold_line=0.5,
@@ -439,7 +462,7 @@ def regressions() -> dict:
     lay.add(
         bargauge(
             "Probability now",
-            "Latest P(regression) per interface and KPI.",
+            "Siamese method only: latest P(regression) per interface and KPI.",
             [target(f"sort_desc(kpiwatch_regression_probability{{{sel}}})", legend="{{interface}} {{kpi}}", instant=True)],
             unit="percentunit",
             red_at=0.5,
@@ -447,11 +470,50 @@ def regressions() -> dict:
         w=24,
         h=8,
     )
+    p_values = timeseries(
+        "p-value per interface and KPI",
+        "ks and mwu methods only: p-value of each KPI's test (kpiwatch_regression_p_value), "
+        "log scale. A KPI counts as regressed below regressions.alpha; the red area is "
+        "under the default, 0.05. Empty with the siamese method: see the probabilities.",
+        [target(f"kpiwatch_regression_p_value{{{sel}}}", legend="{{interface}} {{kpi}}")],
+    )
+    custom = p_values["fieldConfig"]["defaults"]["custom"]
+    custom["scaleDistribution"] = {"type": "log", "log": 10}
+    custom["thresholdsStyle"] = {"mode": "line+area"}
+    p_values["fieldConfig"]["defaults"]["thresholds"] = thresholds((None, "red"), (0.05, "transparent"))
+    p_values["fieldConfig"]["defaults"]["max"] = 1
+    lay.add(p_values, w=24, h=10)
+    lay.add(
+        timeseries(
+            "Regression checks by result",
+            "Interface checks per second: normal, regression, insufficient_data, error "
+            "(all interfaces, scheduled and on-demand checks).",
+            [target(f"sum by (result) (rate(kpiwatch_regression_checks_total[{ri}]))", legend="{{result}}")],
+            unit="ops",
+            stack=True,
+        ),
+        w=12,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Regression check errors by cause",
+            "Failed checks per second (kpiwatch_regression_errors_total): a query cause "
+            "(timeout, connect, http_4xx, ...), series, out_of_range, model or task. "
+            "KpiwatchRegressionErrors fires when they recur.",
+            [target(f"sum by (cause) (rate(kpiwatch_regression_errors_total[{ri}]))", legend="{{cause}}")],
+            unit="ops",
+            stack=True,
+        ),
+        w=12,
+        h=8,
+    )
     variables = [query_var("interface", "Interface", "label_values(kpiwatch_regression, interface)")]
     return dashboard(
         "kpiwatch-regressions",
         "kpiwatch / Performance regressions",
-        "DynamicRegress: regression flags and probabilities per interface and KPI.",
+        "DynamicRegress: regression flags per interface, the per-KPI evidence of the method "
+        "(siamese probabilities, ks/mwu p-values), insufficient data and failing checks.",
         variables,
         lay,
     )

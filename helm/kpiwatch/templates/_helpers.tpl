@@ -46,13 +46,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* Where the writeTokenSecret is mounted, and the token file in it. */}}
+{{- define "kpiwatch.writeTokenDir" -}}/etc/kpiwatch-write-token{{- end -}}
+{{- define "kpiwatch.writeTokenFile" -}}{{ include "kpiwatch.writeTokenDir" . }}/token{{- end -}}
+
 {{/*
 The agent's config: .Values.config with server.listen forced to .Values.port, so that
-the container port, the probes and the Service always agree with the agent.
+the container port, the probes and the Service always agree with the agent, and, when
+.Values.writeTokenSecret is set, server.write_token_file forced to the mounted token.
 */}}
 {{- define "kpiwatch.config" -}}
 {{- $cfg := deepCopy .Values.config -}}
 {{- $server := dict "listen" (printf "0.0.0.0:%v" .Values.port) -}}
+{{- if .Values.writeTokenSecret -}}
+{{- $_ := set $server "write_token_file" (include "kpiwatch.writeTokenFile" .) -}}
+{{- end -}}
 {{- $_ := set $cfg "server" (mergeOverwrite (default dict $cfg.server) $server) -}}
 {{- toYaml $cfg -}}
 {{- end -}}
