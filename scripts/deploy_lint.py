@@ -99,6 +99,8 @@ EXPORTED = {
     "kpiwatch_prometheus_warnings_total",
     "kpiwatch_detector_skipped_total",
     "kpiwatch_entities_expired_total",
+    "kpiwatch_queries_total",
+    "kpiwatch_http_requests_refused_total",
 } | HISTOGRAMS
 STANDARD = {
     "up",

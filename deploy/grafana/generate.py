@@ -688,13 +688,30 @@ def agent() -> dict:
     )
     lay.add(
         timeseries(
+            "Query failure ratio",
+            "Failed queries (after retries) / queries, each query counted once however many "
+            "attempts it took: what KpiwatchQueryErrors alerts on above 5%.",
+            [
+                target(
+                    f"sum by (instance) (rate(kpiwatch_query_errors_total{{{s}}}[{ri}])) / "
+                    f"sum by (instance) (rate(kpiwatch_queries_total{{{s}}}[{ri}]))",
+                    legend="{{instance}}",
+                )
+            ],
+            unit="percentunit",
+        ),
+        w=8,
+        h=8,
+    )
+    lay.add(
+        timeseries(
             "Query retries by cause",
             "Failed attempts that were retried (errors counts only queries that failed after retries).",
             [target(f"sum by (cause) (rate(kpiwatch_query_retries_total{{{s}}}[{ri}]))", legend="{{cause}}")],
             unit="ops",
             stack=True,
         ),
-        w=12,
+        w=8,
         h=8,
     )
     lay.add(
@@ -704,7 +721,7 @@ def agent() -> dict:
             [target(f"sum by (instance) (rate(kpiwatch_prometheus_warnings_total{{{s}}}[{ri}]))", legend="{{instance}}")],
             unit="ops",
         ),
-        w=12,
+        w=8,
         h=8,
     )
     lay.row("State and configuration")
@@ -724,6 +741,17 @@ def agent() -> dict:
             [target(f"sum by (result) (increase(kpiwatch_config_reloads_total{{{s}}}[{ri}]))", legend="{{result}}")],
         ),
         w=12,
+        h=7,
+    )
+    lay.add(
+        timeseries(
+            "Write requests refused",
+            "kpiwatch_http_requests_refused_total: reloads, pattern label edits and regression "
+            "checks refused for a missing or wrong bearer token (server.write_token_file), or "
+            "because the agent could not read its token file.",
+            [target(f"sum by (reason) (increase(kpiwatch_http_requests_refused_total{{{s}}}[{ri}]))", legend="{{reason}}")],
+        ),
+        w=24,
         h=7,
     )
     variables = [
