@@ -18,13 +18,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{free_port, http, http_get, metric, start_prometheus, wait_for, Proc, BIN};
+use common::{free_port, http_as, http_get, metric, start_prometheus, wait_for, Proc, BIN};
 use serde_json::Value;
 
 /// Subsequence length in the agent's config.
 const M: usize = 5;
 /// Seconds of history backfilled before the test starts.
 const BACKFILL_S: i64 = 600;
+/// The agent's `server.write_token_file` content: label edits carry it.
+const WRITE_TOKEN: &str = "adsketch-e2e-write-token";
+
+/// A request to the agent with the write token (reads ignore it).
+fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16, String)> {
+    http_as(port, method, path, body, Some(WRITE_TOKEN))
+}
 
 fn now_s() -> i64 {
     SystemTime::now()
@@ -126,6 +133,8 @@ impl Stack {
         wait_for("Prometheus ready", Duration::from_secs(60), || {
             http_get(prom, "/-/ready").is_some_and(|(s, _)| s == 200)
         });
+        let token_file = dir.path().join("write-token");
+        std::fs::write(&token_file, format!("{WRITE_TOKEN}\n")).unwrap();
         std::fs::write(
             dir.path().join("kpiwatch.yaml"),
             format!(
@@ -133,6 +142,7 @@ impl Stack {
   url: http://127.0.0.1:{prom}
 server:
   listen: 127.0.0.1:{agent}
+  write_token_file: {token}
 state_dir: {state}
 state_save_interval: 1h
 groups:
@@ -152,7 +162,8 @@ groups:
         test_points: 120
         adaptive: false
 "#,
-                state = dir.path().join("state").display()
+                state = dir.path().join("state").display(),
+                token = token_file.display(),
             ),
         )
         .unwrap();
@@ -256,6 +267,32 @@ fn patterns_and_labels_survive_sigkill_and_bad_edits_change_nothing() {
     let first = ids[0];
     let base = format!("/api/v1/patterns/{sid}");
     let put = |path: &str, body: Option<&str>| http(stack.agent, "PUT", path, body).unwrap();
+
+    // 0. Without the write token (server.write_token_file) an edit is refused and
+    //    changes nothing; reads need no token.
+    let edit = format!("{base}/{first}/labels");
+    let labels_now = || labels_of(&stack.series()[0]);
+    let before = labels_now();
+    for token in [None, Some("not-the-token")] {
+        let (status, body) = http_as(
+            stack.agent,
+            "PUT",
+            &edit,
+            Some(r#"{"labels": ["sneaky"]}"#),
+            token,
+        )
+        .unwrap();
+        assert_eq!(status, 401, "{body}");
+    }
+    assert_eq!(labels_now(), before, "a refused edit changed the labels");
+    let metrics = http_get(stack.agent, "/metrics").unwrap().1;
+    assert_eq!(
+        metric(
+            &metrics,
+            r#"kpiwatch_http_requests_refused_total{reason="missing_token"}"#
+        ),
+        Some(1.0)
+    );
 
     // 1. Good edits: replace, remove one, add one to every pattern.
     let (status, body) = put(
