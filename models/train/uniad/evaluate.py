@@ -58,13 +58,18 @@ def last_step_errors(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
     return out
 
 
-def error_scales(err: np.ndarray) -> np.ndarray:
-    """Per metric: median error over up to FIT_WINDOWS windows spread evenly over the
-    history (the agent's ``fit_window_ends``), floored."""
-    avail = len(err)
+def fit_windows(avail: int) -> list[int]:
+    """Indices of up to FIT_WINDOWS of ``avail`` windows spread evenly, the last one
+    included (the agent's ``fit_window_ends``)."""
     count = min(avail, FIT_WINDOWS)
-    idx = [0] if count == 1 else [(i * (avail - 1) + (count - 1) // 2) // (count - 1) for i in range(count)]
-    return np.maximum(np.median(err[idx], axis=0), SCALE_FLOOR)
+    if count == 1:
+        return [0]
+    return [(i * (avail - 1) + (count - 1) // 2) // (count - 1) for i in range(count)]
+
+
+def error_scales(err: np.ndarray) -> np.ndarray:
+    """Per metric: median error over the windows of ``fit_windows``, floored."""
+    return np.maximum(np.median(err[fit_windows(len(err))], axis=0), SCALE_FLOOR)
 
 
 def uniad_scores(sess: ort.InferenceSession, z: np.ndarray, scale: bool = True) -> np.ndarray:

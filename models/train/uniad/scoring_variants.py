@@ -46,11 +46,8 @@ def window_errors(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
 def scaled(stat, floor: float, agg=np.mean):
     def score(err: np.ndarray) -> np.ndarray:
         last = err[:, :, -1]
-        avail = len(last)
-        count = min(avail, evaluate.FIT_WINDOWS)
-        idx = [0] if count == 1 else [(i * (avail - 1) + (count - 1) // 2) // (count - 1)
-                                      for i in range(count)]
-        return agg(last / np.maximum(stat(last[idx], axis=0), floor), axis=1)
+        fit = last[evaluate.fit_windows(len(last))]
+        return agg(last / np.maximum(stat(fit, axis=0), floor), axis=1)
     return score
 
 
