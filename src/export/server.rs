@@ -404,22 +404,16 @@ mod tests {
         let url = |path: &str| format!("http://{}{path}", server.local_addr());
         let http = reqwest::Client::new();
 
-        let r = http.post(url("/-/reload")).send().await.unwrap();
-        assert_eq!(r.status(), 401);
-        let r = http
-            .post(url("/-/reload"))
-            .bearer_auth("guess")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401);
-        let r = http
-            .post(url("/-/reload"))
-            .bearer_auth("let-me-write")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let reload = |token: Option<&str>| {
+            let mut req = http.post(url("/-/reload"));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            async move { req.send().await.unwrap().status() }
+        };
+        assert_eq!(reload(None).await, 401);
+        assert_eq!(reload(Some("guess")).await, 401);
+        assert_eq!(reload(Some("let-me-write")).await, 200);
         let metrics = http.get(url("/metrics")).send().await.unwrap();
         assert_eq!(metrics.status(), 200);
         let text = metrics.text().await.unwrap();
