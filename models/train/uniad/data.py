@@ -166,16 +166,6 @@ def training_series(root: Path) -> list[Series]:
     return ys + ns
 
 
-def selection_entities(root: Path) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
-    """{set: [(name, normalised (N, T), labels)]} of the selection entities."""
-    out = {
-        "yahoo_a1": [(s.name, robust_z(s.values)[None, :], s.labels) for s in load_yahoo(root, VAL_YAHOO)],
-        "nab": [(s.name, robust_z(s.values)[None, :], s.labels) for s in load_nab(root, VAL_NAB)],
-        "lab": [(e.name, normalise_entity(e.values), e.labels) for e in load_lab(VAL_LAB)],
-    }
-    return out
-
-
 def pr_auc_best_f1(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """Average precision and best point-wise F1 (ties never split by a threshold)."""
     order = np.argsort(-scores, kind="stable")

@@ -36,6 +36,7 @@ import numpy as np
 import onnxruntime as ort
 
 import data
+import scoring
 
 REPO = Path(__file__).resolve().parents[3]
 ADS_M, ADS_P = 15, 99.0
@@ -44,7 +45,9 @@ ADS_M, ADS_P = 15, 99.0
 pr_auc_best_f1 = data.pr_auc_best_f1
 
 
-FIT_WINDOWS, SCALE_FLOOR = 64, 0.01  # src/detect/uniad/scale.rs
+def uniad_scores(sess: ort.InferenceSession, z: np.ndarray, scale: bool = True) -> np.ndarray:
+    """Score of the window ending at each t >= W - 1 of a normalised (N, T) entity."""
+    return scoring.uniad_scores(last_step_errors(sess, z), scale)
 
 
 def last_step_errors(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
@@ -56,28 +59,6 @@ def last_step_errors(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
         r = sess.run(None, {"x": x})[0]
         out[s : s + len(x)] = (x[:, :, -1] - r[:, :, -1]) ** 2
     return out
-
-
-def fit_windows(avail: int) -> list[int]:
-    """Indices of up to FIT_WINDOWS of ``avail`` windows spread evenly, the last one
-    included (the agent's ``fit_window_ends``)."""
-    count = min(avail, FIT_WINDOWS)
-    if count == 1:
-        return [0]
-    return [(i * (avail - 1) + (count - 1) // 2) // (count - 1) for i in range(count)]
-
-
-def error_scales(err: np.ndarray) -> np.ndarray:
-    """Per metric: median error over the windows of ``fit_windows``, floored."""
-    return np.maximum(np.median(err[fit_windows(len(err))], axis=0), SCALE_FLOOR)
-
-
-def uniad_scores(sess: ort.InferenceSession, z: np.ndarray, scale: bool = True) -> np.ndarray:
-    """Score of the window ending at each t >= W - 1 of a normalised (N, T) entity."""
-    err = last_step_errors(sess, z)
-    if scale:
-        err = err / error_scales(err)
-    return err.mean(axis=1)
 
 
 def adsketch_scores(exe: Path, values: np.ndarray, split: int, tmp: Path) -> np.ndarray | None:
@@ -138,7 +119,7 @@ def main() -> None:
             for name, raw, labels in entities(set_name, root):
                 z = data.normalise_entity(raw)
                 t = z.shape[1]
-                s = max(data.W - 1, t // 4)
+                s = scoring.first_scored(t)
                 y = labels[s:]
                 if y.sum() == 0:
                     continue
@@ -146,7 +127,7 @@ def main() -> None:
                        "anomalous_steps": int(y.sum())}
                 u = uniad_scores(sess, z)[s - (data.W - 1):]
                 up = uniad_scores(sess, z, scale=False)[s - (data.W - 1):]
-                b = np.abs(z[:, s:]).max(axis=0).astype(np.float64)
+                b = scoring.zscore_scores(z[:, s:])
                 row["uniad_pr_auc"], row["uniad_best_f1"] = pr_auc_best_f1(u, y)
                 row["uniad_plain_pr_auc"], row["uniad_plain_best_f1"] = pr_auc_best_f1(up, y)
                 row["zscore_pr_auc"], row["zscore_best_f1"] = pr_auc_best_f1(b, y)

@@ -12,7 +12,7 @@ follows a sustained shift. Variants:
 * ``plain``: eq. 7, the mean over metrics of the squared errors;
 * ``last2``, ``last4``: the mean over the last 2 / 4 steps of the window as well;
 * ``scaled median floor F``: each metric's error divided by its median over up to 64
-  history windows (the agent's rule, ``evaluate.error_scales``) floored at F, then the
+  history windows (the agent's rule, ``scoring.error_scales``) floored at F, then the
   mean (the agent's default is F = 0.01);
 * ``scaled mean`` / ``scaled p75``: the same with the mean or the 75th percentile;
 * ``plain max``, ``scaled max``, ``scaled top2``: the largest (or the mean of the two
@@ -32,7 +32,7 @@ import numpy as np
 import onnxruntime as ort
 
 import data
-import evaluate
+import scoring
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -46,7 +46,7 @@ def window_errors(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
 def scaled(stat, floor: float, agg=np.mean):
     def score(err: np.ndarray) -> np.ndarray:
         last = err[:, :, -1]
-        fit = last[evaluate.fit_windows(len(last))]
+        fit = last[scoring.fit_windows(len(last))]
         return agg(last / np.maximum(stat(fit, axis=0), floor), axis=1)
     return score
 
@@ -78,7 +78,7 @@ def main() -> None:
         per: dict[str, list[float]] = {v: [] for v in every}
         for e in data.load_lab(scenarios):
             z = data.normalise_entity(e.values)
-            s = max(data.W - 1, z.shape[1] // 4)
+            s = scoring.first_scored(z.shape[1])
             y = e.labels[s:]
             err = window_errors(sess, z)
             for metric, m in zip(e.metrics, np.median(err[:, :, -1], axis=0)):
@@ -87,7 +87,7 @@ def main() -> None:
                 continue
             for name, f in VARIANTS.items():
                 per[name].append(data.pr_auc_best_f1(f(err)[s - (data.W - 1):], y)[0])
-            per["zscore"].append(data.pr_auc_best_f1(np.abs(z[:, s:]).max(axis=0).astype(np.float64), y)[0])
+            per["zscore"].append(data.pr_auc_best_f1(scoring.zscore_scores(z[:, s:]), y)[0])
             scenario = by_scenario.setdefault(e.name.split("/")[1], {k: [] for k in ("plain", AGENT, "zscore")})
             for k in scenario:
                 scenario[k].append(per[k][-1])

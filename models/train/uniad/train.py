@@ -1,11 +1,15 @@
-"""Train Uni-AD on CPU. Seeded; writes a checkpoint and a JSON training log.
+"""Train Uni-AD (CPU by default, ``--device cuda`` on a GPU). Seeded; writes the best
+checkpoint, optionally every epoch's weights, and a JSON training log.
 
     nice -n 10 python models/train/uniad/train.py --out models/train/uniad/out
 
-Corpus: Yahoo A1 + NAB series (N = 1 entities) minus the held-out lists in
-``data.py``, plus synthetic multivariate entities (N from 1 to 40). Windows of
-one batch share N. 25% of the windows (random, per N) are the validation
-split; training stops early when the validation Huber loss stops improving.
+Corpus (``data.build_corpus``): Yahoo A1 + NAB series (N = 1 entities) minus the
+held-out and selection lists in ``data.py``, synthetic multivariate entities (N from 1
+to 40) and the lab's training scenarios. Windows of one batch share N; 25% of the
+windows (random, per N) are the validation split. The checkpoint kept is the epoch with
+the best detection criterion on the selection entities (``selection.py``; ``--select
+loss``: the validation Huber loss); training stops after ``--patience`` + 1 epochs
+without improvement.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 from torch import nn
 
 import data
+import selection
 from model import UniAD
 
 
@@ -66,10 +71,12 @@ def add_segments(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Te
     level, and eq. 7 keeps scoring the fault for as long as it stays in the window's
     second half, instead of fading as the model starts to follow the new level.
     Metric-group level shifts in the synthetic data stay normal (they are not corrupted).
+    Only windows of N >= 2 metrics: a lone series has no other metric to tell a fault's
+    shift from a normal change of regime, so it is left to follow its new level.
     """
-    if prob <= 0:
-        return x
     b, n, w = x.shape
+    if prob <= 0 or n < 2:
+        return x
     hit = torch.rand(b, generator=gen) < prob
     if not hit.any():
         return x
@@ -111,31 +118,6 @@ def evaluate(model: nn.Module, by_n, loss_fn, size: int) -> float:
     return total / max(count, 1)
 
 
-def detection_quality(model: nn.Module, sel: dict) -> dict:
-    """Mean PR-AUC of eq. 7 scores on the selection entities, per set and overall (mean of
-    the set means, so that each data set counts the same)."""
-    model.eval()
-    dev = next(model.parameters()).device
-    per_set = {}
-    with torch.no_grad():
-        for name, ents in sel.items():
-            aps = []
-            for _, z, labels in ents:
-                y = labels[data.W - 1:]
-                if y.sum() == 0:
-                    continue
-                win = torch.from_numpy(data.windows(z, 1))
-                sc = []
-                for s in range(0, len(win), 4096):
-                    x = win[s:s + 4096].to(dev)
-                    sc.append(((x[:, :, -1] - model(x)[:, :, -1]) ** 2).mean(dim=1).cpu())
-                aps.append(data.pr_auc_best_f1(torch.cat(sc).double().numpy(), y)[0])
-            if aps:
-                per_set[name] = float(np.mean(aps))
-    per_set["mean"] = float(np.mean(list(per_set.values())))
-    return per_set
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
@@ -150,8 +132,8 @@ def main() -> None:
     ap.add_argument("--spike-prob", type=float, default=0.5,
                     help="fraction of training windows given synthetic spikes (denoising); 0 = plain autoencoder")
     ap.add_argument("--segment-prob", type=float, default=0.0,
-                    help="fraction of training windows where one metric shifts level over its last"
-                         " 2..W/2 steps (denoising for sustained faults); 0 = off")
+                    help="fraction of training windows (N >= 2 only) where one metric shifts level over"
+                         " its last 2..W/2 steps (denoising for sustained faults); 0 = off")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from this checkpoint (fine-tuning) instead of random weights")
     ap.add_argument("--threads", type=int, default=2)
@@ -162,8 +144,10 @@ def main() -> None:
     ap.add_argument("--mask-last", action="store_true",
                     help="zero the input's last step inside the model (predict the scored step; see model.py)")
     ap.add_argument("--select", choices=("detection", "loss"), default="detection",
-                    help="checkpoint / early-stopping criterion: PR-AUC on the selection entities "
-                         "(data.VAL_*) or the Huber loss on the 25%% validation windows")
+                    help="checkpoint / early-stopping criterion: the agent's score's PR-AUC on the selection "
+                         "entities (selection.py) or the Huber loss on the 25%% validation windows")
+    ap.add_argument("--keep-epochs", action="store_true",
+                    help="also save every epoch's weights as epochK.pt (to compare scores afterwards)")
     ap.add_argument("--synthetic-entities", type=int, default=400)
     ap.add_argument("--synth-len", type=int, default=1200)
     ap.add_argument("--synth-stride", type=int, default=16)
@@ -191,7 +175,7 @@ def main() -> None:
                   mask_last=args.mask_last).to(dev)
     if args.init is not None:
         model.load_state_dict(torch.load(args.init, map_location=dev))
-    sel = data.selection_entities(root) if args.select == "detection" else None
+    sel = selection.load_sets(root) if args.select == "detection" else None
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     loss_fn = nn.SmoothL1Loss(beta=1.0)  # eq. 5-6: Huber with delta 1
@@ -200,8 +184,8 @@ def main() -> None:
     best_loss = float("inf")
     if args.init is not None and sel is not None:
         # Fine-tuning must beat its starting point on the selection entities to be saved.
-        q = detection_quality(model, sel)
-        best = q["mean"]
+        q = selection.quality(model, sel)
+        best = q["criterion"]
         history.append({"epoch": 0, "init": str(args.init), "selection_pr_auc": q})
         print(json.dumps(history[-1]), flush=True)
     t_train = time.time()
@@ -220,14 +204,16 @@ def main() -> None:
         v = evaluate(model, val, loss_fn, 512)
         entry = {"epoch": epoch + 1, "train_loss": run / max(steps, 1), "val_loss": v}
         if sel is not None:
-            q = detection_quality(model, sel)
+            q = selection.quality(model, sel)
             entry["selection_pr_auc"] = q
-            crit = q["mean"]
+            crit = q["criterion"]
         else:
             crit = -v
         entry["elapsed_s"] = round(time.time() - t_train, 1)
         history.append(entry)
         print(json.dumps(history[-1]), flush=True)
+        if args.keep_epochs:
+            torch.save({k: v.cpu() for k, v in model.state_dict().items()}, args.out / f"epoch{epoch + 1}.pt")
         if crit > best + 1e-5:
             best, best_epoch, bad, best_loss = crit, epoch + 1, 0, v
             torch.save({k: v.cpu() for k, v in model.state_dict().items()}, args.out / "uniad.pt")
@@ -247,7 +233,8 @@ def main() -> None:
         "best_criterion": best,
         "best_val_loss": best_loss,
         "best_epoch": best_epoch,
-        "selection_entities": {"yahoo_a1": data.VAL_YAHOO, "nab": data.VAL_NAB, "lab": data.VAL_LAB},
+        "selection_entities": {"yahoo_a1": data.VAL_YAHOO, "nab": data.VAL_NAB, "lab_selection": data.VAL_LAB,
+                               "lab_train": data.TRAIN_LAB},
         "history": history,
         "train_time_s": round(time.time() - t_train, 1),
         "torch": torch.__version__,

@@ -1,0 +1,49 @@
+"""The scoring protocol shared by checkpoint selection (``selection.py``), the held-out
+evaluation (``evaluate.py``) and ``scoring_variants.py``: which steps are scored, and
+the agent's score over last-step reconstruction errors.
+
+* Scored steps of an entity of T points: t >= max(W - 1, T // 4).
+* The agent's score (``scale_errors: true``, ``src/detect/uniad/scale.rs``): each
+  metric's squared error at the last step divided by its median over up to 64 windows
+  spread evenly over the entity's history (floor 0.01), then the mean over metrics;
+  ``scale=False`` is the paper's plain eq. 7.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import data
+
+FIT_WINDOWS, ERROR_SCALE_FLOOR = 64, 0.01  # src/detect/uniad/scale.rs
+
+
+def first_scored(t: int) -> int:
+    """First scored step of an entity of ``t`` points (steps before it are history)."""
+    return max(data.W - 1, t // 4)
+
+
+def fit_windows(avail: int) -> list[int]:
+    """Indices of up to FIT_WINDOWS of ``avail`` windows spread evenly, the last one
+    included (the agent's ``fit_window_ends``)."""
+    count = min(avail, FIT_WINDOWS)
+    if count == 1:
+        return [0]
+    return [(i * (avail - 1) + (count - 1) // 2) // (count - 1) for i in range(count)]
+
+
+def error_scales(err: np.ndarray) -> np.ndarray:
+    """Per metric: median error over the windows of ``fit_windows``, floored."""
+    return np.maximum(np.median(err[fit_windows(len(err))], axis=0), ERROR_SCALE_FLOOR)
+
+
+def uniad_scores(err: np.ndarray, scale: bool = True) -> np.ndarray:
+    """Score per window from its ``(windows, N)`` last-step squared errors."""
+    if scale:
+        err = err / error_scales(err)
+    return err.mean(axis=1)
+
+
+def zscore_scores(z: np.ndarray) -> np.ndarray:
+    """The robust z-score detector on a normalised ``(N, T)`` entity: |z|, max over metrics."""
+    return np.abs(z).max(axis=0).astype(np.float64)
