@@ -2,7 +2,10 @@
 out (the selection scenario and the training scenarios, whose labels never reach
 training), with the shipped model. Never run on the held-out entities.
 
-    .venv-uniad/bin/python models/train/uniad/scoring_variants.py
+    .venv-uniad/bin/python models/train/uniad/scoring_variants.py [--onnx FILE]
+
+(BENCHMARKS.md's figures are the previous model's: ``--onnx`` with
+``git show 2869f17:models/uniad.onnx``.)
 
 Prints, per variant, the mean PR-AUC over the 15 labelled entities (and per set), next
 to the robust z-score; then each metric's median squared error at the last step (why
@@ -26,6 +29,7 @@ fault is in the error ratio, a metric the model reconstructs almost exactly).
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +70,12 @@ AGENT = "scaled median floor 0.01"
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--onnx", type=Path, default=REPO / "models" / "uniad.onnx")
+    args = ap.parse_args()
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(REPO / "models" / "uniad.onnx"), opts,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(str(args.onnx), opts, providers=["CPUExecutionProvider"])
     sets = {"lab_selection": data.VAL_LAB, "lab_train": data.TRAIN_LAB}
     every: dict[str, list[float]] = {v: [] for v in [*VARIANTS, "zscore"]}
     by_scenario: dict[str, dict[str, list[float]]] = {}
