@@ -2,7 +2,8 @@
 # How the shipped Uni-AD checkpoint was chosen (models/uniad.md, "Training"): segment
 # augmentation on / off, lab data on / off (seed 7, early stopping), then on / off with
 # lab data for seeds 8 and 9 (3 epochs each), every epoch's weights scored by
-# selection.py (non-held-out entities only). CPU, about 25 s per epoch on 2 cores.
+# selection.py (non-held-out entities only). CPU, about 25 s per epoch on 2 cores, about
+# 25 minutes in all. Its output, as run for the shipped model: segment_study.jsonl.
 #
 #   bash models/train/uniad/segment_study.sh [OUT_DIR]     # default /tmp/uniad-study
 set -euo pipefail
