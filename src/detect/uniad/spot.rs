@@ -29,6 +29,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+use crate::normalize::median_in_place;
+
 /// Tuning of the per-entity threshold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -168,16 +170,6 @@ fn three_sigma(values: &[f64]) -> Option<f64> {
         sigma = (logs.iter().map(|l| (l - mean) * (l - mean)).sum::<f64>() / (n - 1.0)).sqrt();
     }
     Some((median + 3.0 * sigma).exp())
-}
-
-fn median_in_place(xs: &mut [f64]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    let n = xs.len();
-    if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        0.5 * (xs[n / 2 - 1] + xs[n / 2])
-    }
 }
 
 fn calibrate(values: &[f64], opts: &SpotOptions) -> Spot {
