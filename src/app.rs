@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
-use crate::config::{self, Config, DetectorsConfig, GroupConfig};
+use crate::config::{self, Config, DetectorsConfig, GroupConfig, Shard};
 use crate::cycle::{CycleContext, GroupRunner};
 use crate::detect::adsketch::AdsketchDetector;
 use crate::detect::uniad::UniadDetector;
@@ -81,6 +81,8 @@ struct RunningGroup {
 struct Agent {
     config_path: PathBuf,
     config: Config,
+    /// What the agent started with of the keys a reload cannot change.
+    restart_only: RestartOnly,
     ctx: CycleContext,
     groups: Vec<RunningGroup>,
     regressions: Arc<Regressions>,
@@ -127,6 +129,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let write_auth = WriteAuth::new(config.write_token_file.clone(), &registry)
         .context("registering the admin server metrics")?;
     warn_if_writes_are_open(&config, write_auth.enabled());
+    warn_if_regressions_repeat(&config);
     let admin = Admin {
         write_auth: Arc::new(write_auth),
         registry,
@@ -158,6 +161,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     let mut agent = Agent {
         config_path,
+        restart_only: RestartOnly::of(&config),
         config,
         ctx,
         groups: Vec::new(),
@@ -228,6 +232,68 @@ fn warn_if_writes_are_open(config: &Config, token_required: bool) {
              need no token: set server.write_token_file, or keep the port on a trusted network."
         );
     }
+}
+
+/// Says once at start that a sharded agent still runs every regression check: shards
+/// split entities, not interfaces, so each agent of a DaemonSet (or hash-sharded
+/// set) would judge and export the same interfaces, and alerts would fire once per agent.
+fn warn_if_regressions_repeat(config: &Config) {
+    if regressions_repeat(config) {
+        warn!(
+            "Regression checks are not sharded: every agent with this config runs all of them \
+             and exports the same interfaces. Run them in one agent (a config with groups: [] \
+             and no shard; Helm: a second release pinned to one node, see \
+             helm/kpiwatch/ci/regressions-values.yaml)."
+        );
+    }
+}
+
+/// The keys a reload cannot change: the server, its token reader and the save timer are
+/// built once at start. Reloads are compared with the values the agent started with, so
+/// that a change keeps being reported on every reload until a restart applies it.
+#[derive(Debug, Clone, PartialEq)]
+struct RestartOnly {
+    listen: std::net::SocketAddr,
+    write_token_file: Option<PathBuf>,
+    state_save_interval: Duration,
+}
+
+impl RestartOnly {
+    fn of(config: &Config) -> Self {
+        RestartOnly {
+            listen: config.listen,
+            write_token_file: config.write_token_file.clone(),
+            state_save_interval: config.state_save_interval,
+        }
+    }
+
+    /// The keys whose value in `new` differs from the running one, each with a note.
+    fn changed_keys(&self, new: &Config) -> Vec<(&'static str, &'static str)> {
+        let mut keys = Vec::new();
+        if new.listen != self.listen {
+            keys.push(("server.listen", ""));
+        }
+        if new.write_token_file != self.write_token_file {
+            keys.push((
+                "server.write_token_file",
+                " (a new token in the same file is read at once)",
+            ));
+        }
+        if new.state_save_interval != self.state_save_interval {
+            keys.push(("state_save_interval", ""));
+        }
+        keys
+    }
+}
+
+/// Whether this config runs regression checks in an agent that is one of several shards.
+fn regressions_repeat(config: &Config) -> bool {
+    let sharded = match &config.shard {
+        Shard::All => false,
+        Shard::Node { .. } => true,
+        Shard::Hash { total, .. } => *total > 1,
+    };
+    sharded && config.regressions.is_some()
 }
 
 fn restore_state(dir: Option<&Path>) -> State {
@@ -389,14 +455,8 @@ impl Agent {
                 return Err(format!("{e:#}"));
             }
         };
-        if new.write_token_file != self.config.write_token_file {
-            warn!("server.write_token_file changes only on restart (a new token in the same file is read at once).");
-        }
-        if new.state_save_interval != self.config.state_save_interval {
-            warn!("state_save_interval changes only on restart.");
-        }
-        if new.listen != self.config.listen {
-            warn!(old = %self.config.listen, new = %new.listen, "server.listen changes only on restart.");
+        for (key, note) in self.restart_only.changed_keys(&new) {
+            warn!(key, "{key} changes only on restart; the value the agent started with stays in use{note}.");
         }
         let same_shard = new.shard == self.config.shard;
         let old: HashMap<String, GroupRunner> = self
@@ -504,4 +564,71 @@ async fn group_loop(
         }
     }
     runner
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A valid config with `shard_yaml` and, when `regressions` is set, a model-free
+    /// regressions section.
+    fn config(shard_yaml: &str, regressions: bool) -> Config {
+        let mut text = format!("prometheus:\n  url: http://127.0.0.1:9090\n{shard_yaml}");
+        if regressions {
+            text.push_str(
+                "groups: []\nregressions:\n  method: mwu\n  interface_label: route\n  \
+                 discover: up\n  workload: up\n  kpis:\n    response_time: up{route=\"$interface\"}\n  \
+                 baseline:\n    mode: offset\n    offset: 1d\n",
+            );
+        } else {
+            text.push_str(
+                "groups:\n  - name: g\n    metrics:\n      m: up\n    entity_labels: [instance]\n    detectors:\n      zscore: {}\n",
+            );
+        }
+        let env = std::collections::HashMap::new();
+        config::parse_str(&text, Path::new("test.yaml"), &env).expect("test config is valid")
+    }
+
+    #[test]
+    fn restart_only_keys_are_compared_with_the_values_at_start() {
+        let started = config("", false);
+        let running = RestartOnly::of(&started);
+        let mut moved = started.clone();
+        moved.listen = "127.0.0.1:9999".parse().expect("address");
+        moved.state_save_interval = Duration::from_secs(7);
+        let keys = |c: &Config| -> Vec<&str> {
+            running
+                .changed_keys(c)
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect()
+        };
+        assert_eq!(keys(&moved), ["server.listen", "state_save_interval"]);
+        moved.write_token_file = Some(PathBuf::from("/run/token"));
+        assert_eq!(
+            keys(&moved),
+            [
+                "server.listen",
+                "server.write_token_file",
+                "state_save_interval"
+            ]
+        );
+        assert!(keys(&started).is_empty());
+    }
+
+    #[test]
+    fn only_sharded_agents_with_regressions_repeat_them() {
+        let node = "shard:\n  node_name: n1\n";
+        assert!(regressions_repeat(&config(node, true)));
+        assert!(regressions_repeat(&config(
+            "shard:\n  total: 3\n  index: 1\n",
+            true
+        )));
+        assert!(!regressions_repeat(&config(
+            "shard:\n  total: 1\n  index: 0\n",
+            true
+        )));
+        assert!(!regressions_repeat(&config("", true)));
+        assert!(!regressions_repeat(&config(node, false)));
+    }
 }
