@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
-use crate::config::{self, Config, DetectorsConfig, GroupConfig, Shard};
+use crate::config::{self, Config, DetectorsConfig, GroupConfig};
 use crate::cycle::{CycleContext, GroupRunner};
 use crate::detect::adsketch::AdsketchDetector;
 use crate::detect::uniad::UniadDetector;
@@ -128,8 +128,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let (edit_tx, mut edit_rx) = mpsc::channel::<LabelEditRequest>(16);
     let write_auth = WriteAuth::new(config.write_token_file.clone(), &registry)
         .context("registering the admin server metrics")?;
-    warn_if_writes_are_open(&config, write_auth.enabled());
-    warn_if_regressions_repeat(&config);
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     let admin = Admin {
         write_auth: Arc::new(write_auth),
         registry,
@@ -222,32 +223,6 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// Says once at start that anyone who reaches the port may reload the config, edit
-/// pattern labels and run regression checks, unless the port is on loopback.
-fn warn_if_writes_are_open(config: &Config, token_required: bool) {
-    if !token_required && !config.listen.ip().is_loopback() {
-        warn!(
-            listen = %config.listen,
-            "Write endpoints (POST /-/reload, pattern label edits, POST /api/v1/regressions/check) \
-             need no token: set server.write_token_file, or keep the port on a trusted network."
-        );
-    }
-}
-
-/// Says once at start that a sharded agent still runs every regression check: shards
-/// split entities, not interfaces, so each agent of a DaemonSet (or hash-sharded
-/// set) would judge and export the same interfaces, and alerts would fire once per agent.
-fn warn_if_regressions_repeat(config: &Config) {
-    if regressions_repeat(config) {
-        warn!(
-            "Regression checks are not sharded: every agent with this config runs all of them \
-             and exports the same interfaces. Run them in one agent (a config with groups: [] \
-             and no shard; Helm: a second release pinned to one node, see \
-             helm/kpiwatch/ci/regressions-values.yaml)."
-        );
-    }
-}
-
 /// The keys a reload cannot change: the server, its token reader and the save timer are
 /// built once at start. Reloads are compared with the values the agent started with, so
 /// that a change keeps being reported on every reload until a restart applies it.
@@ -284,16 +259,6 @@ impl RestartOnly {
         }
         keys
     }
-}
-
-/// Whether this config runs regression checks in an agent that is one of several shards.
-fn regressions_repeat(config: &Config) -> bool {
-    let sharded = match &config.shard {
-        Shard::All => false,
-        Shard::Node { .. } => true,
-        Shard::Hash { total, .. } => *total > 1,
-    };
-    sharded && config.regressions.is_some()
 }
 
 fn restore_state(dir: Option<&Path>) -> State {
@@ -570,28 +535,18 @@ async fn group_loop(
 mod tests {
     use super::*;
 
-    /// A valid config with `shard_yaml` and, when `regressions` is set, a model-free
-    /// regressions section.
-    fn config(shard_yaml: &str, regressions: bool) -> Config {
-        let mut text = format!("prometheus:\n  url: http://127.0.0.1:9090\n{shard_yaml}");
-        if regressions {
-            text.push_str(
-                "groups: []\nregressions:\n  method: mwu\n  interface_label: route\n  \
-                 discover: up\n  workload: up\n  kpis:\n    response_time: up{route=\"$interface\"}\n  \
-                 baseline:\n    mode: offset\n    offset: 1d\n",
-            );
-        } else {
-            text.push_str(
-                "groups:\n  - name: g\n    metrics:\n      m: up\n    entity_labels: [instance]\n    detectors:\n      zscore: {}\n",
-            );
-        }
+    /// A minimal valid config.
+    fn config() -> Config {
+        let text =
+            "prometheus:\n  url: http://127.0.0.1:9090\ngroups:\n  - name: g\n    metrics:\n      \
+                    m: up\n    entity_labels: [instance]\n    detectors:\n      zscore: {}\n";
         let env = std::collections::HashMap::new();
-        config::parse_str(&text, Path::new("test.yaml"), &env).expect("test config is valid")
+        config::parse_str(text, Path::new("test.yaml"), &env).expect("test config is valid")
     }
 
     #[test]
     fn restart_only_keys_are_compared_with_the_values_at_start() {
-        let started = config("", false);
+        let started = config();
         let running = RestartOnly::of(&started);
         let mut moved = started.clone();
         moved.listen = "127.0.0.1:9999".parse().expect("address");
@@ -614,21 +569,5 @@ mod tests {
             ]
         );
         assert!(keys(&started).is_empty());
-    }
-
-    #[test]
-    fn only_sharded_agents_with_regressions_repeat_them() {
-        let node = "shard:\n  node_name: n1\n";
-        assert!(regressions_repeat(&config(node, true)));
-        assert!(regressions_repeat(&config(
-            "shard:\n  total: 3\n  index: 1\n",
-            true
-        )));
-        assert!(!regressions_repeat(&config(
-            "shard:\n  total: 1\n  index: 0\n",
-            true
-        )));
-        assert!(!regressions_repeat(&config("", true)));
-        assert!(!regressions_repeat(&config(node, false)));
     }
 }

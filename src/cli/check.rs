@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use super::EXIT_CONFIG;
 
-/// Prints every error of the file (one per line) and returns 2, or a summary and 0.
+/// Prints every error of the file (one per line) and returns 2, or a summary, the
+/// config's warnings (on stderr, `warning: ...`) and 0: a warning never fails the check.
 pub(super) fn check_config(path: &Path) -> ExitCode {
     match crate::config::load(path) {
         Ok(c) => {
@@ -17,6 +18,9 @@ pub(super) fn check_config(path: &Path) -> ExitCode {
                 metrics,
                 c.listen
             );
+            for warning in c.warnings() {
+                eprintln!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(errs) => {

@@ -78,7 +78,8 @@ pub enum Command {
         #[arg(long, short, env = "KPIWATCH_CONFIG")]
         config: PathBuf,
     },
-    /// Validate a config file and print every error (exit 0 if valid, 2 if not).
+    /// Validate a config file and print every error (exit 0 if valid, 2 if not); warnings
+    /// about valid but risky settings go to stderr.
     CheckConfig {
         /// Config file (YAML).
         file: PathBuf,

@@ -13,6 +13,7 @@ mod error;
 pub mod raw;
 pub mod regressions;
 mod validate;
+mod warnings;
 
 pub use duration::{format_duration, parse_duration};
 pub use env::{expand_env, EnvLookup, ProcessEnv};

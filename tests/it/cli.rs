@@ -26,6 +26,27 @@ fn signal(child: &Child, sig: &str) {
 }
 
 #[test]
+fn check_config_passes_with_warnings_on_stderr() {
+    let out = Command::new(BIN)
+        .args([
+            "check-config",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/data/config/warn/sharded_regressions.yaml"
+            ),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.starts_with("warning: Regression checks are not sharded"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
 fn check_config_exit_codes() {
     let ok = Command::new(BIN)
         .args([
