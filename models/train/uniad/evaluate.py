@@ -47,18 +47,8 @@ pr_auc_best_f1 = data.pr_auc_best_f1
 
 def uniad_scores(sess: ort.InferenceSession, z: np.ndarray, scale: bool = True) -> np.ndarray:
     """Score of the window ending at each t >= W - 1 of a normalised (N, T) entity."""
-    return scoring.uniad_scores(last_step_errors(sess, z), scale)
-
-
-def last_step_errors(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
-    """(T-W+1, N) squared errors at the last step of the window ending at each t >= W - 1."""
-    win = data.windows(z, 1)  # (T-W+1, N, W)
-    out = np.empty(win.shape[:2], dtype=np.float64)
-    for s in range(0, len(win), 4096):
-        x = win[s : s + 4096]
-        r = sess.run(None, {"x": x})[0]
-        out[s : s + len(x)] = (x[:, :, -1] - r[:, :, -1]) ** 2
-    return out
+    err = scoring.last_step_errors(z, lambda x: sess.run(None, {"x": x})[0])
+    return scoring.uniad_scores(err, scale)
 
 
 def adsketch_scores(exe: Path, values: np.ndarray, split: int, tmp: Path) -> np.ndarray | None:

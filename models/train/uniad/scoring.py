@@ -11,11 +11,25 @@ the agent's score over last-step reconstruction errors.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 import data
 
 FIT_WINDOWS, ERROR_SCALE_FLOOR = 64, 0.01  # src/detect/uniad/scale.rs
+
+
+def last_step_errors(z: np.ndarray, reconstruct: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """(T-W+1, N) squared errors at the last step of the window ending at each t >= W - 1
+    of a normalised (N, T) entity; ``reconstruct`` maps a float32 (batch, N, W) array to
+    its reconstruction (onnxruntime or PyTorch)."""
+    win = data.windows(z, 1)  # (T-W+1, N, W)
+    out = np.empty(win.shape[:2], dtype=np.float64)
+    for s in range(0, len(win), 4096):
+        x = win[s : s + 4096]
+        out[s : s + len(x)] = (x[:, :, -1] - reconstruct(x)[:, :, -1]) ** 2
+    return out
 
 
 def first_scored(t: int) -> int:

@@ -44,21 +44,21 @@ def load_sets(root: Path) -> dict[str, Entities]:
     return out
 
 
-def last_step_errors(model: nn.Module, z: np.ndarray) -> np.ndarray:
-    """(T-W+1, N) squared errors at the last step of every window of ``z``."""
+def reconstruct_with(model: nn.Module):
+    """``model`` as a numpy (batch, N, W) -> reconstruction function, no gradients."""
     dev = next(model.parameters()).device
-    win = torch.from_numpy(data.windows(z, 1))
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(win), 4096):
-            x = win[s:s + 4096].to(dev)
-            out.append(((x[:, :, -1] - model(x)[:, :, -1]) ** 2).double().cpu().numpy())
-    return np.concatenate(out)
+
+    def reconstruct(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(x).to(dev)).cpu().numpy()
+
+    return reconstruct
 
 
 def quality(model: nn.Module, sets: dict[str, Entities]) -> dict:
     """{set: {uniad, uniad_plain, zscore}: mean PR-AUC, ..., "criterion": float}."""
     model.eval()
+    reconstruct = reconstruct_with(model)
     out: dict = {}
     for name, ents in sets.items():
         aps: dict[str, list[float]] = {"uniad": [], "uniad_plain": [], "zscore": []}
@@ -67,7 +67,7 @@ def quality(model: nn.Module, sets: dict[str, Entities]) -> dict:
             y = labels[s:]
             if y.sum() == 0:
                 continue
-            err = last_step_errors(model, z)
+            err = scoring.last_step_errors(z, reconstruct)
             off = s - (data.W - 1)
             aps["uniad"].append(data.pr_auc_best_f1(scoring.uniad_scores(err)[off:], y)[0])
             aps["uniad_plain"].append(data.pr_auc_best_f1(scoring.uniad_scores(err, False)[off:], y)[0])
