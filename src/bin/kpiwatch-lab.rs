@@ -43,6 +43,10 @@ enum Command {
         /// Keep the temporary directory (Prometheus data, process logs).
         #[arg(long)]
         keep_tmp: bool,
+        /// Replace every scenario's `seed` (noise of the service and the load): records a
+        /// replicate of a scenario, same schedule, fresh noise. Use another --out.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Serve the lab's test service.
     Serve {
@@ -73,12 +77,18 @@ fn main() -> ExitCode {
             scenarios,
             out,
             keep_tmp,
+            seed,
         } => {
             // Validate every scenario before starting anything.
             let mut loaded = Vec::new();
             for path in &scenarios {
                 match scenario::load(path) {
-                    Ok(sc) => loaded.push(sc),
+                    Ok(mut sc) => {
+                        if let Some(seed) = seed {
+                            sc.load.seed = seed;
+                        }
+                        loaded.push(sc)
+                    }
                     Err(e) => {
                         eprintln!("error: {e}");
                         return ExitCode::from(2);
