@@ -5,7 +5,8 @@
 //! thread. Baseline windows and their embeddings are cached per (interface, baseline
 //! range) and dropped when the baseline moves. In version-change mode a verdict on a
 //! full current window is final: it stays exported, and is not recomputed, until the
-//! next change.
+//! next change. In hash-sharded mode (`shard: {total, index}`) each agent checks only
+//! the interfaces whose name hashes to its index.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,13 +20,14 @@ use tracing::{debug, info, warn};
 use super::fetch::{self, VersionChanges, WindowQueries};
 use super::metrics::{BaselineInfo, RegressionMetrics};
 use super::Error;
-use crate::config::{BaselineConfig, Config, RegressionsConfig};
+use crate::config::{BaselineConfig, Config, RegressionsConfig, Shard};
 use crate::detect::regress::baseline::{
     align_down, offset_plan, pinned_plan, version_change_plan, Plan, Range,
 };
 use crate::detect::regress::cache::{BaselineKey, EmbeddingCache};
 use crate::detect::regress::{compare_with, LoadTest, Options, RegressModel, Report};
 use crate::reader::Client;
+use crate::store::shard_hash;
 
 /// A validated `regressions:` section with its model loaded and its client.
 #[derive(Debug)]
@@ -33,6 +35,8 @@ pub struct Setup {
     pub(super) cfg: RegressionsConfig,
     pub(super) model: Option<Arc<RegressModel>>,
     pub(super) client: Arc<Client>,
+    /// The agent's shard: in hash mode the loop checks only the interfaces it owns.
+    pub(super) shard: Shard,
 }
 
 impl Setup {
@@ -49,7 +53,27 @@ impl Setup {
             }
             None => None,
         };
-        Ok(Some(Setup { cfg, model, client }))
+        Ok(Some(Setup {
+            cfg,
+            model,
+            client,
+            shard: config.shard.clone(),
+        }))
+    }
+
+    /// Whether this agent's loop checks and exports `interface`: in hash mode the stable
+    /// hash of the interface name picks one agent (as entity keys do); node mode has no
+    /// owner for an interface, so every agent checks all (`Config::warnings` says so).
+    /// On-demand checks (`POST /api/v1/regressions/check`) answer for any interface.
+    pub(super) fn owns(&self, interface: &str) -> bool {
+        owns(&self.shard, interface)
+    }
+}
+
+fn owns(shard: &Shard, interface: &str) -> bool {
+    match shard {
+        Shard::Hash { total, index } => shard_hash(interface) % total == *index,
+        Shard::All | Shard::Node { .. } => true,
     }
 }
 
@@ -193,10 +217,12 @@ impl Regressions {
                 return;
             }
         };
+        // Every discovered interface can be checked on demand; the loop keeps its own.
+        state.known = interfaces.clone();
+        let interfaces: BTreeSet<String> = interfaces.into_iter().filter(|i| s.owns(i)).collect();
         state.interfaces.retain(|i, _| interfaces.contains(i));
         state.cache.retain_interfaces(|i| interfaces.contains(i));
         self.metrics.retain(|i| interfaces.contains(i));
-        state.known = interfaces.clone();
         let mut any_ok = false;
         for interface in &interfaces {
             let started = Instant::now();
@@ -379,5 +405,29 @@ impl Regressions {
         let (hits, misses) = joined.1.stats();
         self.metrics.embeddings(hits - hits0, misses - misses0);
         Ok(joined)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_shards_split_interfaces_and_other_modes_keep_all() {
+        let names: Vec<String> = (0..300).map(|i| format!("/api/route-{i}")).collect();
+        let mut counts = [0usize; 3];
+        for name in &names {
+            let owners: Vec<u64> = (0..3)
+                .filter(|&index| owns(&Shard::Hash { total: 3, index }, name))
+                .collect();
+            assert_eq!(owners.len(), 1, "{name}: owners {owners:?}");
+            counts[owners[0] as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 70), "balanced: {counts:?}");
+        let node = Shard::Node {
+            name: "n1".into(),
+            label: "node".into(),
+        };
+        assert!(names.iter().all(|n| owns(&node, n) && owns(&Shard::All, n)));
     }
 }

@@ -40,7 +40,7 @@ fn check_config_passes_with_warnings_on_stderr() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.starts_with("warning: Regression checks are not sharded"),
+        stderr.starts_with("warning: Regression checks are not split by node"),
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
