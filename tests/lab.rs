@@ -94,6 +94,30 @@ fn anomaly_datasets_match_the_documented_format() {
     assert!(kinds.len() >= 4, "fault kinds {kinds:?} (want >= 4)");
 }
 
+#[test]
+fn held_out_replicas_match_the_format_and_record_their_seed() {
+    // tests/data/lab-replica/s<seed>/anomaly/<scenario>/: the held-out scenarios played
+    // again with `kpiwatch-lab run --seed <seed>` (models/train/uniad evaluates them).
+    let replicas = dirs(&root().join("tests/data/lab-replica"));
+    assert!(
+        !replicas.is_empty(),
+        "no replicate under tests/data/lab-replica"
+    );
+    for replica in replicas {
+        let name = replica.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let seed: u64 = name
+            .strip_prefix('s')
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{}: want s<seed>", replica.display()));
+        let anomaly = replica.join("anomaly");
+        check_anomaly_root(&anomaly, 100);
+        for dir in dirs(&anomaly) {
+            let m: Value = serde_json::from_str(&read(&dir.join("manifest.json"))).expect("JSON");
+            assert_eq!(m["seed"].as_u64(), Some(seed), "{}", dir.display());
+        }
+    }
+}
+
 /// Checks every recording under `root` (`<root>/<scenario>/`) against the anomaly
 /// format; returns the number of entities, of fault windows, and the kinds seen.
 fn check_anomaly_root(root: &Path, min_rows: usize) -> (usize, usize, BTreeSet<String>) {

@@ -3,6 +3,8 @@
 # detection quality on the selection entities (data.VAL_*), and three more seeds of the
 # DynamicRegress recipe of gpu_train.sh's h32-full run (the shipped model is the seed
 # with the best selection F1; every seed's test F1 is reported).
+# History for Uni-AD: its part trained the model shipped before 3a4ee20. The shipped
+# Uni-AD is trained on the CPU (segment augmentation; command in models/uniad.md).
 set -u
 export PYTHONUNBUFFERED=1 KPIWATCH_DATA=${KPIWATCH_DATA:-$PWD/.gpu_data}
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"

@@ -3,6 +3,8 @@
 # variants concurrently, each under a wall-clock cap, and packs checkpoints + logs into
 # $OUT (export, golden vectors and evaluation then run locally with the pinned venvs).
 #   run from the repository root; datasets in $KPIWATCH_DATA (default .gpu_data)
+# History for Uni-AD: its part trained the model shipped before 3a4ee20. The shipped
+# Uni-AD is trained on the CPU (segment augmentation; command in models/uniad.md).
 set -u
 export PYTHONUNBUFFERED=1 KPIWATCH_DATA=${KPIWATCH_DATA:-$PWD/.gpu_data}
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"

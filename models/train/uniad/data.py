@@ -55,6 +55,9 @@ VAL_NAB = [
 # same run (shared host metrics, same load) is seen in training.
 LAB_DIR = Path(__file__).resolve().parents[3] / "tests" / "data" / "lab" / "anomaly"
 HELD_OUT_LAB = ["mixed", "cpu", "concurrency"]
+# Replicates of the held-out scenarios (same files, other seeds), recorded after the model
+# was chosen: tests/data/lab-replica/s<seed>/anomaly/<scenario>/ (see its README.md).
+LAB_REPLICA_DIR = LAB_DIR.parents[1] / "lab-replica"
 VAL_LAB = ["dependency"]
 TRAIN_LAB = ["latency", "errors", "memory"]
 
@@ -156,6 +159,16 @@ def load_lab(scenarios: list[str], lab: Path = LAB_DIR) -> list[Entity]:
                           for c in cols])
             y = np.array([int(float(r["label"])) for r in rows])
             out.append(Entity(f"lab/{sc}/{f.stem}", v, y, cols))
+    return out
+
+
+def load_lab_replicas(root: Path = LAB_REPLICA_DIR) -> list[Entity]:
+    """The held-out scenarios' replicates, named ``lab-replica/s<seed>/<scenario>/<route>``."""
+    out = []
+    for seed_dir in sorted(p for p in root.glob("s*") if p.is_dir()):
+        for e in load_lab(HELD_OUT_LAB, seed_dir / "anomaly"):
+            e.name = f"lab-replica/{seed_dir.name}/{e.name[len('lab/'):]}"
+            out.append(e)
     return out
 
 
