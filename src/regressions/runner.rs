@@ -20,14 +20,14 @@ use tracing::{debug, info, warn};
 use super::fetch::{self, VersionChanges, WindowQueries};
 use super::metrics::{BaselineInfo, RegressionMetrics};
 use super::Error;
-use crate::config::{BaselineConfig, Config, RegressionsConfig, Shard};
+use crate::config::{BaselineConfig, Config, RegressionsConfig};
 use crate::detect::regress::baseline::{
     align_down, offset_plan, pinned_plan, version_change_plan, Plan, Range,
 };
 use crate::detect::regress::cache::{BaselineKey, EmbeddingCache};
 use crate::detect::regress::{compare_with, LoadTest, Options, RegressModel, Report};
 use crate::reader::Client;
-use crate::store::shard_hash;
+use crate::store::ShardFilter;
 
 /// A validated `regressions:` section with its model loaded and its client.
 #[derive(Debug)]
@@ -36,7 +36,7 @@ pub struct Setup {
     pub(super) model: Option<Arc<RegressModel>>,
     pub(super) client: Arc<Client>,
     /// The agent's shard: in hash mode the loop checks only the interfaces it owns.
-    pub(super) shard: Shard,
+    pub(super) shard: ShardFilter,
 }
 
 impl Setup {
@@ -57,7 +57,7 @@ impl Setup {
             cfg,
             model,
             client,
-            shard: config.shard.clone(),
+            shard: ShardFilter(config.shard.clone()),
         }))
     }
 
@@ -66,14 +66,7 @@ impl Setup {
     /// owner for an interface, so every agent checks all (`Config::warnings` says so).
     /// On-demand checks (`POST /api/v1/regressions/check`) answer for any interface.
     pub(super) fn owns(&self, interface: &str) -> bool {
-        owns(&self.shard, interface)
-    }
-}
-
-fn owns(shard: &Shard, interface: &str) -> bool {
-    match shard {
-        Shard::Hash { total, index } => shard_hash(interface) % total == *index,
-        Shard::All | Shard::Node { .. } => true,
+        self.shard.owns_key(interface)
     }
 }
 
@@ -405,29 +398,5 @@ impl Regressions {
         let (hits, misses) = joined.1.stats();
         self.metrics.embeddings(hits - hits0, misses - misses0);
         Ok(joined)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hash_shards_split_interfaces_and_other_modes_keep_all() {
-        let names: Vec<String> = (0..300).map(|i| format!("/api/route-{i}")).collect();
-        let mut counts = [0usize; 3];
-        for name in &names {
-            let owners: Vec<u64> = (0..3)
-                .filter(|&index| owns(&Shard::Hash { total: 3, index }, name))
-                .collect();
-            assert_eq!(owners.len(), 1, "{name}: owners {owners:?}");
-            counts[owners[0] as usize] += 1;
-        }
-        assert!(counts.iter().all(|&c| c > 70), "balanced: {counts:?}");
-        let node = Shard::Node {
-            name: "n1".into(),
-            label: "node".into(),
-        };
-        assert!(names.iter().all(|n| owns(&node, n) && owns(&Shard::All, n)));
     }
 }

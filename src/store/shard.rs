@@ -22,7 +22,17 @@ impl ShardFilter {
         match &self.0 {
             Shard::All => true,
             Shard::Node { name, label } => series.label(label) == Some(name.as_str()),
-            Shard::Hash { total, index } => shard_hash(entity_key) % total == *index,
+            Shard::Hash { .. } => self.owns_key(entity_key),
+        }
+    }
+
+    /// Whether this agent owns work known by a key alone, with no series labels to look
+    /// at (a regression interface): hash mode hashes the key; node mode cannot tell, so
+    /// every agent owns it.
+    pub fn owns_key(&self, key: &str) -> bool {
+        match &self.0 {
+            Shard::Hash { total, index } => shard_hash(key) % total == *index,
+            Shard::All | Shard::Node { .. } => true,
         }
     }
 }
@@ -50,6 +60,10 @@ mod tests {
         assert!(f.keeps(&series(&[("node", "n1")]), "k"));
         assert!(!f.keeps(&series(&[("node", "n2")]), "k"));
         assert!(!f.keeps(&series(&[]), "k"));
+        assert!(
+            f.owns_key("k"),
+            "a key alone has no node: every agent owns it"
+        );
     }
 
     #[test]
@@ -58,7 +72,11 @@ mod tests {
         let mut counts = [0usize; 3];
         for k in &keys {
             let owners: Vec<u64> = (0..3)
-                .filter(|&i| ShardFilter(Shard::Hash { total: 3, index: i }).keeps(&series(&[]), k))
+                .filter(|&i| {
+                    let f = ShardFilter(Shard::Hash { total: 3, index: i });
+                    assert_eq!(f.keeps(&series(&[]), k), f.owns_key(k));
+                    f.owns_key(k)
+                })
                 .collect();
             assert_eq!(owners.len(), 1, "each entity has exactly one owner");
             counts[owners[0] as usize] += 1;
