@@ -19,7 +19,8 @@
 //! about half the runs (P 0.52-0.61); see docs/deploy.md on baselines.
 //!
 //! Then the canary API is asked the same questions (and KS / MWU on the same windows,
-//! printed for comparison). Needs `prometheus` on PATH (`scripts/install-deps.sh`);
+//! printed for comparison), and a second, hash-sharded agent (`shard: {total: 2,
+//! index: 0}`) must check and export only the routes whose name hashes to it. Needs `prometheus` on PATH (`scripts/install-deps.sh`);
 //! skipped locally without it, fails in CI.
 
 mod common;
@@ -370,5 +371,76 @@ regressions:
         cached.unwrap_or(0.0) > 0.0,
         "baseline embeddings were reused"
     );
+    sharded_agent_checks_only_its_interfaces(dir.path(), prom, windows[1]);
     rt.shutdown_background();
+}
+
+/// A second agent, one of two hash shards, against the same Prometheus: its loop
+/// exports exactly the routes it owns (FNV-1a of the name, as `kpiwatch::store`
+/// shards entities) and its canary API still answers for the others.
+fn sharded_agent_checks_only_its_interfaces(
+    dir: &std::path::Path,
+    prom: u16,
+    (_, b, c): (&str, (f64, f64), (f64, f64)),
+) {
+    let agent = free_port();
+    let config = dir.join("sharded.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"prometheus: {{url: "http://127.0.0.1:{prom}", timeout: 5s}}
+server: {{listen: "127.0.0.1:{agent}"}}
+shard: {{total: 2, index: 0}}
+regressions:
+  method: mwu
+  interval: 1s
+  step: 1s
+  window: 20s
+  min_window: 10s
+  interface_label: route
+  discover: sum by (route) (rate(lab_http_requests_total[10s]))
+  workload: sum(lab_load_virtual_users)
+  kpis:
+    response_time: 1000 * sum(rate(lab_http_request_duration_seconds_sum{{route="$interface"}}[5s])) / sum(rate(lab_http_request_duration_seconds_count{{route="$interface"}}[5s]))
+  baseline: {{mode: offset, offset: 30s}}
+"#
+        ),
+    )
+    .unwrap();
+    let _sharded = Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("sharded.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the sharded agent ready", Duration::from_secs(60), || {
+        http(agent, "GET", "/-/ready", None).is_some_and(|(s, _)| s == 200)
+    });
+    let owned: Vec<&str> = ROUTES
+        .into_iter()
+        .filter(|r| kpiwatch::store::shard_hash(r).is_multiple_of(2))
+        .collect();
+    assert!(
+        !owned.is_empty() && owned.len() < ROUTES.len(),
+        "the split is proper: {owned:?}"
+    );
+    let metrics = http(agent, "GET", "/metrics", None).expect("metrics").1;
+    let mut exported: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("kpiwatch_regression{interface=\""))
+        .filter_map(|l| l.split('"').next())
+        .collect();
+    exported.sort_unstable();
+    let mut want = owned.clone();
+    want.sort_unstable();
+    assert_eq!(exported, want, "shard 0 of 2 exports its own routes");
+    let other = ROUTES.into_iter().find(|r| !owned.contains(r)).unwrap();
+    let (status, v) = check(agent, other, "mwu", b, c);
+    assert_eq!(
+        status, 200,
+        "canary check of {other} on another shard's agent: {v}"
+    );
 }
