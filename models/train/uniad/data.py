@@ -58,6 +58,10 @@ HELD_OUT_LAB = ["mixed", "cpu", "concurrency"]
 # Replicates of the held-out scenarios (same files, other seeds), recorded after the model
 # was chosen: tests/data/lab-replica/s<seed>/anomaly/<scenario>/ (see its README.md).
 LAB_REPLICA_DIR = LAB_DIR.parents[1] / "lab-replica"
+# Round 2 (tests/data/lab-replica/README.md): s101, s102 helped choose the error-scale
+# floor (floor_study.py); s103, s104 were recorded after that choice, to test it.
+LAB_REPLICA_CHOICE = ["s101", "s102"]
+LAB_FRESH = ["s103", "s104"]
 VAL_LAB = ["dependency"]
 TRAIN_LAB = ["latency", "errors", "memory"]
 
@@ -162,12 +166,16 @@ def load_lab(scenarios: list[str], lab: Path = LAB_DIR) -> list[Entity]:
     return out
 
 
-def load_lab_replicas(root: Path = LAB_REPLICA_DIR) -> list[Entity]:
-    """The held-out scenarios' replicates, named ``lab-replica/s<seed>/<scenario>/<route>``."""
+def load_lab_replicas(seeds: list[str], root: Path = LAB_REPLICA_DIR) -> list[Entity]:
+    """The held-out scenarios' replicates ``seeds`` (``s101``, ...), named
+    ``lab-replica/s<seed>/<scenario>/<route>``."""
     out = []
-    for seed_dir in sorted(p for p in root.glob("s*") if p.is_dir()):
+    for seed in seeds:
+        seed_dir = root / seed
+        if not seed_dir.is_dir():
+            raise SystemExit(f"{seed_dir} not found (record it: tests/data/lab-replica/README.md)")
         for e in load_lab(HELD_OUT_LAB, seed_dir / "anomaly"):
-            e.name = f"lab-replica/{seed_dir.name}/{e.name[len('lab/'):]}"
+            e.name = f"lab-replica/{seed}/{e.name[len('lab/'):]}"
             out.append(e)
     return out
 

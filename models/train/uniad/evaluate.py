@@ -82,8 +82,9 @@ def entities(name: str, root: Path):
     # lab_selection / lab_train: the lab entities that chose the scoring rule (their
     # labels never reach training; lab_train's values do, unsupervised).
     lab_sets = {"lab": data.HELD_OUT_LAB, "lab_selection": data.VAL_LAB, "lab_train": data.TRAIN_LAB}
-    if name in lab_sets or name == "lab_replica":
-        found = data.load_lab_replicas() if name == "lab_replica" else data.load_lab(lab_sets[name])
+    replicas = {"lab_replica": data.LAB_REPLICA_CHOICE, "lab_fresh": data.LAB_FRESH}
+    if name in lab_sets or name in replicas:
+        found = data.load_lab_replicas(replicas[name]) if name in replicas else data.load_lab(lab_sets[name])
         for e in found:
             yield e.name, e.values, e.labels
     else:
@@ -97,8 +98,9 @@ def main() -> None:
     ap.add_argument("--kpiwatch", type=Path, default=REPO / "target" / "release" / "kpiwatch",
                     help="kpiwatch binary for ADSketch (cargo build --release); missing = no ADSketch column")
     ap.add_argument("--sets", default="yahoo_a1,nab,lab,lab_replica",
-                    help="comma-separated: yahoo_a1, nab, lab (held out), lab_replica (replicates of "
-                         "the held-out lab scenarios), lab_selection, lab_train")
+                    help="comma-separated: yahoo_a1, nab, lab (held out), lab_replica (replicates s101, "
+                         "s102 of the held-out lab scenarios), lab_fresh (replicates s103, s104, "
+                         "recorded after the floor study), lab_selection, lab_train")
     ap.add_argument("--json", type=Path, default=None, help="also write per-entity results here")
     args = ap.parse_args()
     opts = ort.SessionOptions()
