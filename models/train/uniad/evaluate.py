@@ -6,9 +6,10 @@ detector and ADSketch on the held-out entities of ``data.py``.
 Held-out sets: Yahoo A1 and NAB series (N = 1) and the lab's multivariate entities of
 the held-out scenarios (``data.HELD_OUT_LAB``; 11-12 metrics each). Per entity, every
 metric is robust-z-scored with its own statistics (as the agent's normaliser over a long
-history). ``lab_replica``: the same three scenarios recorded again with other seeds
-(``tests/data/lab-replica/``, recorded after the model was chosen); with ``lab`` and
-``lab_replica`` both asked for, the pooled mean over their entities is printed too.
+history). ``lab_replica``: the same three scenarios recorded again with seeds 101 and
+102; ``lab_fresh``: with seeds 103 and 104, recorded after the round-2 floor study
+(``tests/data/lab-replica/README.md``). With more than one lab set asked for, the pooled
+mean over their entities is printed too, with per-entity wins against the z-score.
 Scored steps: t >= s with s = max(W - 1, T // 4), the same for all detectors;
 steps before s are ADSketch's normal history ``T_n``.
 
@@ -97,7 +98,7 @@ def main() -> None:
     ap.add_argument("--onnx", type=Path, default=REPO / "models" / "uniad.onnx")
     ap.add_argument("--kpiwatch", type=Path, default=REPO / "target" / "release" / "kpiwatch",
                     help="kpiwatch binary for ADSketch (cargo build --release); missing = no ADSketch column")
-    ap.add_argument("--sets", default="yahoo_a1,nab,lab,lab_replica",
+    ap.add_argument("--sets", default="yahoo_a1,nab,lab,lab_replica,lab_fresh",
                     help="comma-separated: yahoo_a1, nab, lab (held out), lab_replica (replicates s101, "
                          "s102 of the held-out lab scenarios), lab_fresh (replicates s103, s104, "
                          "recorded after the floor study), lab_selection, lab_train")
@@ -142,11 +143,12 @@ def main() -> None:
             for det in ("uniad", "uniad_plain", "zscore", "adsketch"):
                 if f"{det}_pr_auc" in mean:
                     print(f"  {det:8s} PR-AUC {mean[det + '_pr_auc']:.3f}  best-F1 {mean[det + '_best_f1']:.3f}")
-    if "lab" in results and "lab_replica" in results:
+    pooled = [k for k in ("lab", "lab_replica", "lab_fresh") if k in results]
+    if len(pooled) > 1:
         # The replicates sample the same scenarios: the pooled mean is the held-out lab
-        # figure with three times the entities.
-        rows = results["lab"]["rows"] + results["lab_replica"]["rows"]
-        print(f"lab + lab_replica: {len(rows)} labelled entities")
+        # figure over more entities.
+        rows = [r for k in pooled for r in results[k]["rows"]]
+        print(f"{' + '.join(pooled)}: {len(rows)} labelled entities")
         for det in ("uniad", "uniad_plain", "zscore", "adsketch"):
             if f"{det}_pr_auc" in rows[0]:
                 print(f"  {det:8s} PR-AUC {np.mean([r[det + '_pr_auc'] for r in rows]):.3f}"
