@@ -53,11 +53,6 @@ impl WriteAuth {
         })
     }
 
-    /// Whether writes need a token.
-    pub fn enabled(&self) -> bool {
-        self.token.is_some()
-    }
-
     /// `None` when `req` may go on; else the response that refuses it.
     pub fn refuse(&self, req: &ApiRequest) -> Option<Response<Body>> {
         if matches!(req.method, Method::GET | Method::HEAD) {
@@ -155,14 +150,12 @@ mod tests {
     #[test]
     fn without_a_token_file_everything_passes() {
         let auth = WriteAuth::default();
-        assert!(!auth.enabled());
         assert!(auth.refuse(&request(Method::POST, None)).is_none());
     }
 
     #[test]
     fn writes_need_the_token_and_reads_do_not() {
         let (auth, registry, path) = auth_with("t0ken-a");
-        assert!(auth.enabled());
         assert!(auth.refuse(&request(Method::GET, None)).is_none());
         assert!(auth.refuse(&request(Method::HEAD, None)).is_none());
 
