@@ -20,8 +20,9 @@
 //!
 //! Then the canary API is asked the same questions (and KS / MWU on the same windows,
 //! printed for comparison), and a second, hash-sharded agent (`shard: {total: 2,
-//! index: 0}`) must check and export only the routes whose name hashes to it. Needs `prometheus` on PATH (`scripts/install-deps.sh`);
-//! skipped locally without it, fails in CI.
+//! index: 0}`) must check and export only the routes whose name hashes to it. Needs
+//! `prometheus` on PATH (`scripts/install-deps.sh`); skipped locally without it, fails
+//! in CI.
 
 mod common;
 

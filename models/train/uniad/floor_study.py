@@ -24,14 +24,6 @@ REPO = Path(__file__).resolve().parents[3]
 FLOORS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
 
 
-def scores(err: np.ndarray, floor: float | None) -> np.ndarray:
-    """The agent's score with the given floor; ``None``: plain eq. 7."""
-    if floor is None:
-        return err.mean(axis=1)
-    fit = err[scoring.fit_windows(len(err))]
-    return (err / np.maximum(np.median(fit, axis=0), floor)).mean(axis=1)
-
-
 def main() -> None:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
@@ -53,7 +45,8 @@ def main() -> None:
             err = scoring.last_step_errors(z, lambda x: sess.run(None, {"x": x})[0])
             for f in candidates:
                 name = "plain" if f is None else f"floor {f}"
-                per.setdefault(name, []).append(data.pr_auc_best_f1(scores(err, f)[s - (data.W - 1):], y)[0])
+                u = scoring.uniad_scores(err, scale=f is not None, floor=f or scoring.ERROR_SCALE_FLOOR)
+                per.setdefault(name, []).append(data.pr_auc_best_f1(u[s - (data.W - 1):], y)[0])
             per.setdefault("zscore", []).append(data.pr_auc_best_f1(scoring.zscore_scores(z[:, s:]), y)[0])
         for name, v in per.items():
             table.setdefault(name, {})[group] = float(np.mean(v))

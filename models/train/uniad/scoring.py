@@ -46,15 +46,15 @@ def fit_windows(avail: int) -> list[int]:
     return [(i * (avail - 1) + (count - 1) // 2) // (count - 1) for i in range(count)]
 
 
-def error_scales(err: np.ndarray) -> np.ndarray:
+def error_scales(err: np.ndarray, floor: float = ERROR_SCALE_FLOOR) -> np.ndarray:
     """Per metric: median error over the windows of ``fit_windows``, floored."""
-    return np.maximum(np.median(err[fit_windows(len(err))], axis=0), ERROR_SCALE_FLOOR)
+    return np.maximum(np.median(err[fit_windows(len(err))], axis=0), floor)
 
 
-def uniad_scores(err: np.ndarray, scale: bool = True) -> np.ndarray:
+def uniad_scores(err: np.ndarray, scale: bool = True, floor: float = ERROR_SCALE_FLOOR) -> np.ndarray:
     """Score per window from its ``(windows, N)`` last-step squared errors."""
     if scale:
-        err = err / error_scales(err)
+        err = err / error_scales(err, floor)
     return err.mean(axis=1)
 
 
