@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 import data
 import scoring
@@ -25,9 +24,7 @@ FLOORS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5]
 
 
 def main() -> None:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(REPO / "models" / "uniad.onnx"), opts, providers=["CPUExecutionProvider"])
+    reconstruct = scoring.onnx_reconstruct(REPO / "models" / "uniad.onnx")
     groups = {
         "selection+training (15)": data.load_lab(data.VAL_LAB + data.TRAIN_LAB),
         "held-out scenarios (36)": data.load_lab(data.HELD_OUT_LAB) + data.load_lab_replicas(data.LAB_REPLICA_CHOICE),
@@ -42,7 +39,7 @@ def main() -> None:
             y = e.labels[s:]
             if y.sum() == 0:
                 continue
-            err = scoring.last_step_errors(z, lambda x: sess.run(None, {"x": x})[0])
+            err = scoring.last_step_errors(z, reconstruct)
             for f in candidates:
                 name = "plain" if f is None else f"floor {f}"
                 u = scoring.uniad_scores(err, scale=f is not None, floor=f or scoring.ERROR_SCALE_FLOOR)

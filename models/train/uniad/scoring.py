@@ -11,6 +11,7 @@ the agent's score over last-step reconstruction errors.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -19,11 +20,23 @@ import data
 
 FIT_WINDOWS, ERROR_SCALE_FLOOR = 64, 0.01  # src/detect/uniad/scale.rs
 
+# A float32 (batch, N, W) array to its reconstruction (onnxruntime or PyTorch).
+Reconstruct = Callable[[np.ndarray], np.ndarray]
 
-def last_step_errors(z: np.ndarray, reconstruct: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+
+def onnx_reconstruct(path: Path) -> Reconstruct:
+    """The ONNX model at ``path`` in onnxruntime, one thread on the CPU."""
+    import onnxruntime as ort  # here: selection.py (PyTorch only) need not load it
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return lambda x: sess.run(None, {"x": x})[0]
+
+
+def last_step_errors(z: np.ndarray, reconstruct: Reconstruct) -> np.ndarray:
     """(T-W+1, N) squared errors at the last step of the window ending at each t >= W - 1
-    of a normalised (N, T) entity; ``reconstruct`` maps a float32 (batch, N, W) array to
-    its reconstruction (onnxruntime or PyTorch)."""
+    of a normalised (N, T) entity."""
     win = data.windows(z, 1)  # (T-W+1, N, W)
     out = np.empty(win.shape[:2], dtype=np.float64)
     for s in range(0, len(win), 4096):

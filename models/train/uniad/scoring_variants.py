@@ -33,18 +33,18 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 import data
 import scoring
+from scoring import Reconstruct
 
 REPO = Path(__file__).resolve().parents[3]
 
 
-def window_errors(sess: ort.InferenceSession, z: np.ndarray) -> np.ndarray:
+def window_errors(reconstruct: Reconstruct, z: np.ndarray) -> np.ndarray:
     """(T-W+1, N, W) squared errors of every window of a normalised (N, T) entity."""
     win = data.windows(z, 1)
-    return ((win - sess.run(None, {"x": win})[0]) ** 2).astype(np.float64)
+    return ((win - reconstruct(win)) ** 2).astype(np.float64)
 
 
 def scaled(stat, floor: float, agg=np.mean):
@@ -73,9 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--onnx", type=Path, default=REPO / "models" / "uniad.onnx")
     args = ap.parse_args()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(args.onnx), opts, providers=["CPUExecutionProvider"])
+    reconstruct = scoring.onnx_reconstruct(args.onnx)
     sets = {"lab_selection": data.VAL_LAB, "lab_train": data.TRAIN_LAB}
     every: dict[str, list[float]] = {v: [] for v in [*VARIANTS, "zscore"]}
     by_scenario: dict[str, dict[str, list[float]]] = {}
@@ -86,7 +84,7 @@ def main() -> None:
             z = data.normalise_entity(e.values)
             s = scoring.first_scored(z.shape[1])
             y = e.labels[s:]
-            err = window_errors(sess, z)
+            err = window_errors(reconstruct, z)
             for metric, m in zip(e.metrics, np.median(err[:, :, -1], axis=0)):
                 medians.setdefault(metric, []).append(float(m))
             if y.sum() == 0:
@@ -109,16 +107,16 @@ def main() -> None:
     print("median squared error at the last step, per metric (median over entities):")
     for metric, v in medians.items():
         print(f"  {metric:18s} {np.median(v):.4f}")
-    drift_example(sess)
+    drift_example(reconstruct)
 
 
-def drift_example(sess: ort.InferenceSession) -> None:
+def drift_example(reconstruct: Reconstruct) -> None:
     """The model following a sustained shift: the training scenario's errors/home, its
     error ratio (z) and the reconstruction of the last step over the labelled fault."""
     e = next(e for e in data.load_lab(["errors"]) if e.name.endswith("/home"))
     z = data.normalise_entity(e.values)
     m = e.metrics.index("error_ratio")
-    recon = sess.run(None, {"x": data.windows(z, 1)})[0][:, m, -1]
+    recon = reconstruct(data.windows(z, 1))[:, m, -1]
     fault = np.flatnonzero(e.labels)
     np.set_printoptions(precision=1, suppress=True, linewidth=200)
     print(f"{e.name} error_ratio, steps {fault[0]}..{fault[-1]} (labelled):")

@@ -44,7 +44,7 @@ def load_sets(root: Path) -> dict[str, Entities]:
     return out
 
 
-def reconstruct_with(model: nn.Module):
+def reconstruct_with(model: nn.Module) -> scoring.Reconstruct:
     """``model`` as a numpy (batch, N, W) -> reconstruction function, no gradients."""
     dev = next(model.parameters()).device
 
