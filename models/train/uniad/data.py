@@ -59,9 +59,12 @@ HELD_OUT_LAB = ["mixed", "cpu", "concurrency"]
 # was chosen: tests/data/lab-replica/s<seed>/anomaly/<scenario>/ (see its README.md).
 LAB_REPLICA_DIR = LAB_DIR.parents[1] / "lab-replica"
 # Round 2 (tests/data/lab-replica/README.md): s101, s102 helped choose the error-scale
-# floor (floor_study.py); s103, s104 were recorded after that choice, to test it.
+# floor (scale_study.py --round 2); s103, s104 were recorded after that choice, to test it.
+# Round 3: s101-s104 helped choose the scale's statistic (scale_study.py); s105, s106 were
+# recorded after that choice, to test it.
 LAB_REPLICA_CHOICE = ["s101", "s102"]
 LAB_FRESH = ["s103", "s104"]
+LAB_FRESH3 = ["s105", "s106"]
 VAL_LAB = ["dependency"]
 TRAIN_LAB = ["latency", "errors", "memory"]
 

@@ -117,7 +117,7 @@ def main() -> None:
                 # One inference per entity; both scores of the window ending at each t.
                 err = scoring.last_step_errors(z, reconstruct)
                 u = scoring.uniad_scores(err)[s - (data.W - 1):]
-                up = scoring.uniad_scores(err, scale=False)[s - (data.W - 1):]
+                up = scoring.uniad_scores(err, None)[s - (data.W - 1):]
                 b = scoring.zscore_scores(z[:, s:])
                 row["uniad_pr_auc"], row["uniad_best_f1"] = pr_auc_best_f1(u, y)
                 row["uniad_plain_pr_auc"], row["uniad_plain_best_f1"] = pr_auc_best_f1(up, y)

@@ -11,6 +11,7 @@ the agent's score over last-step reconstruction errors.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -59,15 +60,28 @@ def fit_windows(avail: int) -> list[int]:
     return [(i * (avail - 1) + (count - 1) // 2) // (count - 1) for i in range(count)]
 
 
-def error_scales(err: np.ndarray, floor: float = ERROR_SCALE_FLOOR) -> np.ndarray:
-    """Per metric: median error over the windows of ``fit_windows``, floored."""
-    return np.maximum(np.median(err[fit_windows(len(err))], axis=0), floor)
+@dataclass(frozen=True)
+class Scale:
+    """A rule for each metric's error scale: a percentile (``None``: the mean) of its
+    errors over the windows of ``fit_windows``, floored."""
+
+    percentile: float | None
+    floor: float
+
+    def of(self, err: np.ndarray) -> np.ndarray:
+        fit = err[fit_windows(len(err))]
+        stat = fit.mean(axis=0) if self.percentile is None else np.percentile(fit, self.percentile, axis=0)
+        return np.maximum(stat, self.floor)
 
 
-def uniad_scores(err: np.ndarray, scale: bool = True, floor: float = ERROR_SCALE_FLOOR) -> np.ndarray:
-    """Score per window from its ``(windows, N)`` last-step squared errors."""
-    if scale:
-        err = err / error_scales(err, floor)
+AGENT_SCALE = Scale(50.0, ERROR_SCALE_FLOOR)  # the median
+
+
+def uniad_scores(err: np.ndarray, scale: Scale | None = AGENT_SCALE) -> np.ndarray:
+    """Score per window from its ``(windows, N)`` last-step squared errors; ``scale=None``
+    is the paper's plain eq. 7."""
+    if scale is not None:
+        err = err / scale.of(err)
     return err.mean(axis=1)
 
 

@@ -15,7 +15,7 @@ follows a sustained shift. Variants:
 * ``plain``: eq. 7, the mean over metrics of the squared errors;
 * ``last2``, ``last4``: the mean over the last 2 / 4 steps of the window as well;
 * ``scaled median floor F``: each metric's error divided by its median over up to 64
-  history windows (the agent's rule, ``scoring.error_scales``) floored at F, then the
+  history windows (the agent's rule, ``scoring.AGENT_SCALE``) floored at F, then the
   mean (the agent's default is F = 0.01);
 * ``scaled mean`` / ``scaled p75``: the same with the mean or the 75th percentile;
 * ``plain max``, ``scaled max``, ``scaled top2``: the largest (or the mean of the two

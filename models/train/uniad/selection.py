@@ -70,7 +70,7 @@ def quality(model: nn.Module, sets: dict[str, Entities]) -> dict:
             err = scoring.last_step_errors(z, reconstruct)
             off = s - (data.W - 1)
             aps["uniad"].append(data.pr_auc_best_f1(scoring.uniad_scores(err)[off:], y)[0])
-            aps["uniad_plain"].append(data.pr_auc_best_f1(scoring.uniad_scores(err, False)[off:], y)[0])
+            aps["uniad_plain"].append(data.pr_auc_best_f1(scoring.uniad_scores(err, None)[off:], y)[0])
             aps["zscore"].append(data.pr_auc_best_f1(scoring.zscore_scores(z[:, s:]), y)[0])
         out[name] = {k: round(float(np.mean(v)), 4) for k, v in aps.items()}
     out["criterion"] = float(np.mean([out[k]["uniad"] for k in sets]))
