@@ -7,8 +7,9 @@ Held-out sets: Yahoo A1 and NAB series (N = 1) and the lab's multivariate entiti
 the held-out scenarios (``data.HELD_OUT_LAB``; 11-12 metrics each). Per entity, every
 metric is robust-z-scored with its own statistics (as the agent's normaliser over a long
 history). ``lab_replica``: the same three scenarios recorded again with seeds 101 and
-102; ``lab_fresh``: with seeds 103 and 104, recorded after the round-2 floor study
-(``tests/data/lab-replica/README.md``). With more than one lab set asked for, the pooled
+102; ``lab_fresh``: with seeds 103 and 104, recorded after the round-2 floor study;
+``lab_fresh3``: with seeds 105 and 106, recorded after the round-3 study of the scale's
+statistic (``tests/data/lab-replica/README.md``). With more than one lab set asked for, the pooled
 mean over their entities is printed too, with per-entity wins against the z-score.
 Scored steps: t >= s with s = max(W - 1, T // 4), the same for all detectors;
 steps before s are ADSketch's normal history ``T_n``.
@@ -76,7 +77,7 @@ def entities(name: str, root: Path):
     # lab_selection / lab_train: the lab entities that chose the scoring rule (their
     # labels never reach training; lab_train's values do, unsupervised).
     lab_sets = {"lab": data.HELD_OUT_LAB, "lab_selection": data.VAL_LAB, "lab_train": data.TRAIN_LAB}
-    replicas = {"lab_replica": data.LAB_REPLICA_CHOICE, "lab_fresh": data.LAB_FRESH}
+    replicas = {"lab_replica": data.LAB_REPLICA_CHOICE, "lab_fresh": data.LAB_FRESH, "lab_fresh3": data.LAB_FRESH3}
     if name in lab_sets or name in replicas:
         found = data.load_lab_replicas(replicas[name]) if name in replicas else data.load_lab(lab_sets[name])
         for e in found:
@@ -91,10 +92,11 @@ def main() -> None:
     ap.add_argument("--onnx", type=Path, default=REPO / "models" / "uniad.onnx")
     ap.add_argument("--kpiwatch", type=Path, default=REPO / "target" / "release" / "kpiwatch",
                     help="kpiwatch binary for ADSketch (cargo build --release); missing = no ADSketch column")
-    ap.add_argument("--sets", default="yahoo_a1,nab,lab,lab_replica,lab_fresh",
+    ap.add_argument("--sets", default="yahoo_a1,nab,lab,lab_replica,lab_fresh,lab_fresh3",
                     help="comma-separated: yahoo_a1, nab, lab (held out), lab_replica (replicates s101, "
                          "s102 of the held-out lab scenarios), lab_fresh (replicates s103, s104, "
-                         "recorded after the floor study), lab_selection, lab_train")
+                         "recorded after the floor study), lab_fresh3 (s105, s106, recorded after the scale "
+                         "study), lab_selection, lab_train")
     ap.add_argument("--json", type=Path, default=None, help="also write per-entity results here")
     args = ap.parse_args()
     reconstruct = scoring.onnx_reconstruct(args.onnx)
@@ -136,7 +138,7 @@ def main() -> None:
             for det in ("uniad", "uniad_plain", "zscore", "adsketch"):
                 if f"{det}_pr_auc" in mean:
                     print(f"  {det:8s} PR-AUC {mean[det + '_pr_auc']:.3f}  best-F1 {mean[det + '_best_f1']:.3f}")
-    pooled = [k for k in ("lab", "lab_replica", "lab_fresh") if k in results]
+    pooled = [k for k in ("lab", "lab_replica", "lab_fresh", "lab_fresh3") if k in results]
     if len(pooled) > 1:
         # The replicates sample the same scenarios: the pooled mean is the held-out lab
         # figure over more entities.
