@@ -65,6 +65,8 @@ LAB_REPLICA_DIR = LAB_DIR.parents[1] / "lab-replica"
 LAB_REPLICA_CHOICE = ["s101", "s102"]
 LAB_FRESH = ["s103", "s104"]
 LAB_FRESH3 = ["s105", "s106"]
+# Round 4: the default became the plain eq. 7; s107, s108 were recorded after, to test it.
+LAB_FRESH4 = ["s107", "s108"]
 VAL_LAB = ["dependency"]
 TRAIN_LAB = ["latency", "errors", "memory"]
 
