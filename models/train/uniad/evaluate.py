@@ -9,16 +9,19 @@ metric is robust-z-scored with its own statistics (as the agent's normaliser ove
 history). ``lab_replica``: the same three scenarios recorded again with seeds 101 and
 102; ``lab_fresh``: with seeds 103 and 104, recorded after the round-2 floor study;
 ``lab_fresh3``: with seeds 105 and 106, recorded after the round-3 study of the scale's
-statistic (``tests/data/lab-replica/README.md``). With more than one lab set asked for, the pooled
-mean over their entities is printed too, with per-entity wins against the z-score.
+statistic; ``lab_fresh4``: with seeds 107 and 108, recorded after the agent's default
+became the plain eq. 7 (``tests/data/lab-replica/README.md``). With more than one lab
+set asked for, the pooled mean over their entities is printed too, with per-entity wins
+against the z-score.
 Scored steps: t >= s with s = max(W - 1, T // 4), the same for all detectors;
 steps before s are ADSketch's normal history ``T_n``.
 
-* Uni-AD: eq. 7 on the window ending at t, as the agent scores by default
-  (``scale_errors: true``, ``src/detect/uniad/scale.rs``): each metric's squared error at
-  the last step divided by its median over up to 64 windows spread evenly over the
-  entity's history (floor 0.01), then the mean over metrics. ``uniad_plain``: the
-  paper's plain mean of the squared errors.
+* Uni-AD: eq. 7 on the window ending at t, as the agent scores by default: the
+  paper's plain mean over metrics of the squared errors at the last step.
+  ``uniad_scaled``: the agent with ``scale_errors: true`` (``src/detect/uniad/scale.rs``):
+  each metric's squared error at the last step divided by its median over up to 64
+  windows spread evenly over the entity's history (floor 0.01), then the mean over
+  metrics (the default until round 4, ``tests/data/lab-replica/README.md``).
 * robust z-score: |z_t|; for N > 1 the max over metrics.
 * ADSketch: ``kpiwatch detect adsketch --train rows[0, s) --test rows[s, T) --m 15 --p 99``
   (fixed parameters, not tuned per series), score column (1.0 = threshold; 0 where the
@@ -77,7 +80,8 @@ def entities(name: str, root: Path):
     # lab_selection / lab_train: the lab entities that chose the scoring rule (their
     # labels never reach training; lab_train's values do, unsupervised).
     lab_sets = {"lab": data.HELD_OUT_LAB, "lab_selection": data.VAL_LAB, "lab_train": data.TRAIN_LAB}
-    replicas = {"lab_replica": data.LAB_REPLICA_CHOICE, "lab_fresh": data.LAB_FRESH, "lab_fresh3": data.LAB_FRESH3}
+    replicas = {"lab_replica": data.LAB_REPLICA_CHOICE, "lab_fresh": data.LAB_FRESH,
+                "lab_fresh3": data.LAB_FRESH3, "lab_fresh4": data.LAB_FRESH4}
     if name in lab_sets or name in replicas:
         found = data.load_lab_replicas(replicas[name]) if name in replicas else data.load_lab(lab_sets[name])
         for e in found:
@@ -92,11 +96,12 @@ def main() -> None:
     ap.add_argument("--onnx", type=Path, default=REPO / "models" / "uniad.onnx")
     ap.add_argument("--kpiwatch", type=Path, default=REPO / "target" / "release" / "kpiwatch",
                     help="kpiwatch binary for ADSketch (cargo build --release); missing = no ADSketch column")
-    ap.add_argument("--sets", default="yahoo_a1,nab,lab,lab_replica,lab_fresh,lab_fresh3",
+    ap.add_argument("--sets", default="yahoo_a1,nab,lab,lab_replica,lab_fresh,lab_fresh3,lab_fresh4",
                     help="comma-separated: yahoo_a1, nab, lab (held out), lab_replica (replicates s101, "
                          "s102 of the held-out lab scenarios), lab_fresh (replicates s103, s104, "
                          "recorded after the floor study), lab_fresh3 (s105, s106, recorded after the scale "
-                         "study), lab_selection, lab_train")
+                         "study), lab_fresh4 (s107, s108, recorded after the switch to plain eq. 7), "
+                         "lab_selection, lab_train")
     ap.add_argument("--json", type=Path, default=None, help="also write per-entity results here")
     args = ap.parse_args()
     reconstruct = scoring.onnx_reconstruct(args.onnx)
@@ -119,10 +124,10 @@ def main() -> None:
                 # One inference per entity; both scores of the window ending at each t.
                 err = scoring.last_step_errors(z, reconstruct)
                 u = scoring.uniad_scores(err)[s - (data.W - 1):]
-                up = scoring.uniad_scores(err, None)[s - (data.W - 1):]
+                us = scoring.uniad_scores(err, scoring.SCALED)[s - (data.W - 1):]
                 b = scoring.zscore_scores(z[:, s:])
                 row["uniad_pr_auc"], row["uniad_best_f1"] = pr_auc_best_f1(u, y)
-                row["uniad_plain_pr_auc"], row["uniad_plain_best_f1"] = pr_auc_best_f1(up, y)
+                row["uniad_scaled_pr_auc"], row["uniad_scaled_best_f1"] = pr_auc_best_f1(us, y)
                 row["zscore_pr_auc"], row["zscore_best_f1"] = pr_auc_best_f1(b, y)
                 if use_ads:
                     per = [adsketch_scores(args.kpiwatch, raw[i], s, tmp) for i in range(raw.shape[0])]
@@ -135,21 +140,21 @@ def main() -> None:
             mean = {k: float(np.mean([r[k] for r in rows])) for k in keys}
             results[set_name] = {"entities": len(rows), "mean": mean, "rows": rows}
             print(f"{set_name}: {len(rows)} labelled entities")
-            for det in ("uniad", "uniad_plain", "zscore", "adsketch"):
+            for det in ("uniad", "uniad_scaled", "zscore", "adsketch"):
                 if f"{det}_pr_auc" in mean:
-                    print(f"  {det:8s} PR-AUC {mean[det + '_pr_auc']:.3f}  best-F1 {mean[det + '_best_f1']:.3f}")
-    pooled = [k for k in ("lab", "lab_replica", "lab_fresh", "lab_fresh3") if k in results]
+                    print(f"  {det:12s} PR-AUC {mean[det + '_pr_auc']:.3f}  best-F1 {mean[det + '_best_f1']:.3f}")
+    pooled = [k for k in ("lab", "lab_replica", "lab_fresh", "lab_fresh3", "lab_fresh4") if k in results]
     if len(pooled) > 1:
         # The replicates sample the same scenarios: the pooled mean is the held-out lab
         # figure over more entities.
         rows = [r for k in pooled for r in results[k]["rows"]]
         print(f"{' + '.join(pooled)}: {len(rows)} labelled entities")
-        for det in ("uniad", "uniad_plain", "zscore", "adsketch"):
+        for det in ("uniad", "uniad_scaled", "zscore", "adsketch"):
             if f"{det}_pr_auc" in rows[0]:
-                print(f"  {det:8s} PR-AUC {np.mean([r[det + '_pr_auc'] for r in rows]):.3f}"
+                print(f"  {det:12s} PR-AUC {np.mean([r[det + '_pr_auc'] for r in rows]):.3f}"
                       f"  best-F1 {np.mean([r[det + '_best_f1'] for r in rows]):.3f}")
         # Paired per entity: how often each Uni-AD score beats the z-score's PR-AUC.
-        for det in ("uniad", "uniad_plain"):
+        for det in ("uniad", "uniad_scaled"):
             d = np.array([r[det + "_pr_auc"] - r["zscore_pr_auc"] for r in rows])
             print(f"  {det} vs zscore per entity: {int((d > 0).sum())} higher, "
                   f"{int((d < 0).sum())} lower, {int((d == 0).sum())} equal")

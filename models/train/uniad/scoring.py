@@ -3,10 +3,12 @@ evaluation (``evaluate.py``) and ``scoring_variants.py``: which steps are scored
 the agent's score over last-step reconstruction errors.
 
 * Scored steps of an entity of T points: t >= max(W - 1, T // 4).
-* The agent's score (``scale_errors: true``, ``src/detect/uniad/scale.rs``): each
-  metric's squared error at the last step divided by its median over up to 64 windows
-  spread evenly over the entity's history (floor 0.01), then the mean over metrics;
-  ``scale=False`` is the paper's plain eq. 7.
+* The agent's default score (``scale=None``): the paper's plain eq. 7, the mean over
+  metrics of the squared errors at the last step.
+* ``SCALED``, the agent's rule with ``scale_errors: true`` (``src/detect/uniad/scale.rs``):
+  each metric's squared error at the last step divided by its median over up to 64
+  windows spread evenly over the entity's history (floor 0.01), then the mean over
+  metrics. It was the agent's default until round 4 (``tests/data/lab-replica/README.md``).
 """
 
 from __future__ import annotations
@@ -74,12 +76,12 @@ class Scale:
         return np.maximum(stat, self.floor)
 
 
-AGENT_SCALE = Scale(50.0, ERROR_SCALE_FLOOR)  # the median
+SCALED = Scale(50.0, ERROR_SCALE_FLOOR)  # the median
 
 
-def uniad_scores(err: np.ndarray, scale: Scale | None = AGENT_SCALE) -> np.ndarray:
+def uniad_scores(err: np.ndarray, scale: Scale | None = None) -> np.ndarray:
     """Score per window from its ``(windows, N)`` last-step squared errors; ``scale=None``
-    is the paper's plain eq. 7."""
+    is the paper's plain eq. 7 (the agent's default)."""
     if scale is not None:
         err = err / scale.of(err)
     return err.mean(axis=1)

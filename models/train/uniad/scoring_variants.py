@@ -15,14 +15,14 @@ follows a sustained shift. Variants:
 * ``plain``: eq. 7, the mean over metrics of the squared errors;
 * ``last2``, ``last4``: the mean over the last 2 / 4 steps of the window as well;
 * ``scaled median floor F``: each metric's error divided by its median over up to 64
-  history windows (the agent's rule, ``scoring.AGENT_SCALE``) floored at F, then the
-  mean (the agent's default is F = 0.01);
+  history windows (the agent's rule with ``scale_errors: true``, ``scoring.SCALED``) floored at
+  F, then the mean (the agent uses F = 0.01);
 * ``scaled mean`` / ``scaled p75``: the same with the mean or the 75th percentile;
 * ``plain max``, ``scaled max``, ``scaled top2``: the largest (or the mean of the two
   largest) per-metric term instead of the mean over metrics, as the z-score detector
   aggregates.
 
-It also prints the mean per scenario of plain, the agent's scaled score and the z-score:
+It also prints the mean per scenario of plain, the scaled score and the z-score:
 the scaled score's lead on these entities comes from one scenario (``errors``, whose
 fault is in the error ratio, a metric the model reconstructs almost exactly).
 """

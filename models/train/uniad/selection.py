@@ -1,5 +1,5 @@
 """Checkpoint selection for Uni-AD: detection quality on labelled entities that are not
-held out, with the score the agent uses. ``train.py`` keeps the epoch with the best
+held out, with the scaled score (the agent's default when the shipped model was chosen). ``train.py`` keeps the epoch with the best
 criterion; run alone, this prints the same figures for saved checkpoints:
 
     python models/train/uniad/selection.py out/epoch1.pt out/epoch2.pt ...
@@ -13,7 +13,8 @@ Sets (lists in ``data.py``; the protocol of ``scoring.py``):
   They are the only non-held-out lab entities whose faults are sustained shifts of one
   or two metrics, the case the model handles worst (``models/uniad.md``).
 
-Criterion: the mean over the four sets of the mean PR-AUC of the agent's (scaled) score.
+Criterion: the mean over the four sets of the mean PR-AUC of the scaled score (the
+agent's default when the shipped model was trained; ``scale_errors: true`` since round 4).
 Each set also reports the paper's plain eq. 7 and the robust z-score.
 """
 
@@ -69,7 +70,8 @@ def quality(model: nn.Module, sets: dict[str, Entities]) -> dict:
                 continue
             err = scoring.last_step_errors(z, reconstruct)
             off = s - (data.W - 1)
-            aps["uniad"].append(data.pr_auc_best_f1(scoring.uniad_scores(err)[off:], y)[0])
+            # The shipped model was selected on the scaled score, then the agent's default.
+            aps["uniad"].append(data.pr_auc_best_f1(scoring.uniad_scores(err, scoring.SCALED)[off:], y)[0])
             aps["uniad_plain"].append(data.pr_auc_best_f1(scoring.uniad_scores(err, None)[off:], y)[0])
             aps["zscore"].append(data.pr_auc_best_f1(scoring.zscore_scores(z[:, s:]), y)[0])
         out[name] = {k: round(float(np.mean(v)), 4) for k, v in aps.items()}

@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--mask-last", action="store_true",
                     help="zero the input's last step inside the model (predict the scored step; see model.py)")
     ap.add_argument("--select", choices=("detection", "loss"), default="detection",
-                    help="checkpoint / early-stopping criterion: the agent's score's PR-AUC on the selection "
+                    help="checkpoint / early-stopping criterion: the scaled score's PR-AUC on the selection "
                          "entities (selection.py) or the Huber loss on the 25%% validation windows")
     ap.add_argument("--keep-epochs", action="store_true",
                     help="also save every epoch's weights as epochK.pt (to compare scores afterwards)")
