@@ -42,6 +42,11 @@ pub struct Args {
     /// Scores before SPOT calibrates (3-sigma threshold meanwhile).
     #[arg(long, default_value_t = SpotOptions::default().calibration)]
     calibration: usize,
+    /// Divide each metric's squared error by its median over the history before eq. 7's
+    /// mean (the agent's `scale_errors: true`): a fault in a flat metric such as an error
+    /// ratio stands out of noisy ones, but so does a flat metric's ordinary step.
+    #[arg(long)]
+    scale_errors: bool,
 }
 
 /// One scored row.
@@ -69,6 +74,7 @@ pub(super) fn run(args: &Args) -> ExitCode {
     let mut options = UniadOptions::new(&args.model);
     options.threshold.risk = args.risk;
     options.threshold.calibration = args.calibration;
+    options.scale_errors = args.scale_errors;
     if let Err(e) = options.validate() {
         eprintln!("kpiwatch: {e}");
         return ExitCode::from(EXIT_CONFIG);

@@ -283,3 +283,61 @@ fn keeps_serving_while_prometheus_is_down() {
         "never ready without a good cycle"
     );
 }
+
+#[test]
+fn detect_uniad_scores_a_csv_with_the_plain_eq7_unless_asked_to_scale() {
+    // A committed lab recording: 11 metrics, a fault in the error ratio, labels.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let input = root.join("tests/data/lab/anomaly/errors/home.csv");
+    let model = root.join("models/uniad.onnx");
+    let run = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["detect", "uniad", "--input"])
+            .arg(&input)
+            .arg("--model")
+            .arg(&model)
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        (stdout, stderr)
+    };
+    // The raw score column of every scored row.
+    let raw = |stdout: &str| -> Vec<f64> {
+        let mut lines = stdout.lines();
+        assert_eq!(
+            lines.next(),
+            Some("timestamp,score,raw,threshold,flag,top_metric")
+        );
+        lines
+            .filter_map(|l| l.split(',').nth(2).and_then(|v| v.parse().ok()))
+            .collect()
+    };
+    let (plain, plain_err) = run(&[]);
+    let (scaled, scaled_err) = run(&["--scale-errors"]);
+    let rows = std::fs::read_to_string(&input).unwrap().lines().count() - 1;
+    assert_eq!(
+        plain.lines().count(),
+        rows + 1,
+        "one output row per input row"
+    );
+    for err in [&plain_err, &scaled_err] {
+        assert!(err.contains("11 metrics"), "{err}");
+        assert!(
+            err.contains("raw score: pr_auc"),
+            "labels give a summary: {err}"
+        );
+    }
+    let (plain, scaled) = (raw(&plain), raw(&scaled));
+    assert_eq!(plain.len(), rows - 63, "scored from the 64th row on");
+    assert_eq!(plain.len(), scaled.len());
+    assert!(
+        plain
+            .iter()
+            .zip(&scaled)
+            .any(|(p, s)| (p - s).abs() > 1e-6 * p.abs()),
+        "--scale-errors changes the raw score"
+    );
+}

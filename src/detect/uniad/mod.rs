@@ -5,8 +5,9 @@
 //! the same model serves every entity, whatever its number of metrics, including
 //! entities created after training. The score at the last step is eq. 7 of the paper,
 //! `s_t = 1/|M| Σ_i (X[i,t] − X'[i,t])² / c_i`, and its terms are the per-metric
-//! contributions ("which metric"); `c_i` is metric i's typical squared error for this
-//! entity (`scale.rs`; `c_i = 1`, the paper's form, with `scale_errors: false`).
+//! contributions ("which metric"). By default `c_i = 1`, the paper's form; with
+//! `scale_errors: true`, `c_i` is metric i's typical squared error for this entity
+//! (`scale.rs`).
 //! Each entity's score is compared with its own
 //! streaming peaks-over-threshold threshold (SPOT, 3-sigma during warm-up), and
 //! `anomaly_score = s_t / threshold`.
@@ -16,7 +17,7 @@
 //! | `detector.rs` | [`UniadDetector`], [`UniadOptions`]: normalisation, batching entities by metric count, eq. 7, thresholds, snapshot |
 //! | `model.rs` | [`UniadModel`]: loading and checking the ONNX model, running it natively or with tract ([`PlanMode`]), the native pass's load-time check against tract and its fallback |
 //! | `native.rs` | the native forward pass of this architecture (weights from the ONNX file's initializers; blocked dense kernels, AVX2 + FMA when the CPU has them) |
-//! | `scale.rs` | per-metric error scales: each squared error divided by its typical value for the entity before eq. 7's mean |
+//! | `scale.rs` | per-metric error scales (`scale_errors: true`): each squared error divided by its typical value for the entity before eq. 7's mean |
 //! | `spot.rs` | [`Spot`]: the per-entity streaming threshold |
 //!
 //! Training, export and golden vectors live in `models/train/uniad/` (Python); the

@@ -458,6 +458,13 @@ fn detector() -> UniadDetector {
     UniadDetector::new(UniadOptions::new(model_path())).expect("detector")
 }
 
+/// Options with `scale_errors: true` (off by default).
+fn scaled_options() -> UniadOptions {
+    let mut options = UniadOptions::new(model_path());
+    options.scale_errors = true;
+    options
+}
+
 fn score_one(d: &mut UniadDetector, e: &Entity) -> Result<Scores, DetectError> {
     e.with(|v| d.score(&[v]).remove(0))
 }
@@ -634,20 +641,19 @@ fn snapshot_restore_keeps_thresholds_and_forget_drops_them() {
     assert_ne!(fresh.threshold, a.threshold);
     d.forget("d");
     assert_eq!(d.snapshot()["thresholds"], serde_json::json!({}));
-    // Thresholds learned on the scaled score do not go to a plain-score detector; a
-    // version 1 snapshot (plain score, before scale_errors existed) does.
-    let mut plain_options = UniadOptions::new(model_path());
-    plain_options.scale_errors = false;
-    let mut plain = UniadDetector::with_model(Arc::clone(d.model()), plain_options);
-    let err = plain.restore(snap.clone()).unwrap_err();
-    assert!(err.contains("scale_errors: true, now false"), "{err}");
+    // Thresholds learned on the plain score do not go to a scaled-score detector, nor the
+    // other way; a version 1 snapshot (plain score, before scale_errors existed) goes to
+    // a plain one only.
+    let mut scaled = UniadDetector::with_model(Arc::clone(d.model()), scaled_options());
+    let err = scaled.restore(snap.clone()).unwrap_err();
+    assert!(err.contains("scale_errors: false, now true"), "{err}");
     let mut v1 = snap.clone();
     v1["version"] = serde_json::json!(1);
     v1.as_object_mut().expect("object").remove("scale_errors");
-    plain
+    restored
         .restore(v1.clone())
         .expect("a version 1 snapshot restores on the plain score");
-    assert!(restored.restore(v1).is_err());
+    assert!(scaled.restore(v1).is_err());
     let mut bad = snap;
     bad["version"] = serde_json::json!(99);
     assert!(restored.restore(bad).unwrap_err().contains("version 99"));
@@ -685,8 +691,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 #[test]
-fn eq7_divides_each_metrics_error_by_its_median_over_the_history() {
-    let mut d = detector();
+fn scaled_eq7_divides_each_metrics_error_by_its_median_over_the_history() {
+    let mut d = UniadDetector::new(scaled_options()).expect("detector");
     let w = d.model().window();
     // 100 points: 37 windows, fewer than the 64 the scales are fitted on, so all count.
     let e = Entity::new("scaled", 5, 100, 11);
@@ -711,10 +717,8 @@ fn eq7_divides_each_metrics_error_by_its_median_over_the_history() {
 }
 
 #[test]
-fn scale_errors_false_is_the_papers_plain_mean() {
-    let mut options = UniadOptions::new(model_path());
-    options.scale_errors = false;
-    let mut d = UniadDetector::new(options).expect("detector");
+fn the_default_score_is_the_papers_plain_mean() {
+    let mut d = detector();
     let e = Entity::new("plain", 4, 150, 12);
     let last = last_step_errors_at(&d, &e, 150);
     let want = last.iter().sum::<f64>() / 4.0;
