@@ -1,6 +1,7 @@
 """Checkpoint selection for Uni-AD: detection quality on labelled entities that are not
-held out, with the scaled score (the agent's default when the shipped model was chosen). ``train.py`` keeps the epoch with the best
-criterion; run alone, this prints the same figures for saved checkpoints:
+held out, with the scaled score (the agent's default when the shipped model was chosen).
+``train.py`` keeps the epoch with the best criterion; run alone, this prints the same
+figures for saved checkpoints:
 
     python models/train/uniad/selection.py out/epoch1.pt out/epoch2.pt ...
 
@@ -14,7 +15,8 @@ Sets (lists in ``data.py``; the protocol of ``scoring.py``):
   or two metrics, the case the model handles worst (``models/uniad.md``).
 
 Criterion: the mean over the four sets of the mean PR-AUC of the scaled score (the
-agent's default when the shipped model was trained; ``scale_errors: true`` since round 4).
+agent's default when the shipped model was trained, its ``scale_errors: true`` option
+since round 4 of ``tests/data/lab-replica/README.md``).
 Each set also reports the paper's plain eq. 7 and the robust z-score.
 """
 
