@@ -24,8 +24,8 @@ Usage (scripts/check-deploy.sh runs all of it inside .venv-deploy):
   heading of docs/deploy.md;
 * the given rendered manifests (kustomize output) and the Helm chart rendered with its
   default and ci/ values pass kubernetes-validate (strict) for built-in kinds, the
-  ServiceMonitor matches the Service, the PrometheusRule equals the rule file, and the
-  DaemonSet keeps its promises (non-root, read-only root, no capabilities, probes,
+  ServiceMonitor matches the Service, the PodMonitor the agent pods, the PrometheusRule
+  equals the rule file, and the DaemonSet keeps its promises (non-root, read-only root, no capabilities, probes,
   NODE_NAME, resources); rendered once more with writeTokenSecret set, the config's
   server.write_token_file must be that Secret's `token` key, mounted read-only as a
   directory (not subPath, so that a rotated token reaches the agent);
@@ -557,10 +557,31 @@ def check_manifests(docs: list[dict], src: str, problems: Problems, configs_out:
         job_label = sm["spec"].get("jobLabel")
         if any(s["metadata"]["labels"].get(job_label) != "kpiwatch" for s in svc):
             problems.add(where, "job label must come out as job=\"kpiwatch\" (the health alerts select it)")
+    for pm in by_kind.get("PodMonitor", []):
+        check_pod_monitor(f"{src}: PodMonitor/{pm['metadata']['name']}", pm, by_kind.get("DaemonSet", []), problems)
     rules = yaml.safe_load(RULES.read_text())
     for pr in by_kind.get("PrometheusRule", []):
         if pr["spec"] != rules:
             problems.add(f"{src}: PrometheusRule/{pr['metadata']['name']}", "spec differs from deploy/rules/kpiwatch.rules.yml")
+
+
+def check_pod_monitor(where: str, pm: dict, daemonsets: list[dict], problems: Problems) -> None:
+    """A PodMonitor must select the agent pods, name one of their container ports, honour
+    the score series' labels and come out as job="kpiwatch"."""
+    sel = pm["spec"]["selector"]["matchLabels"]
+    pods = [ds["spec"]["template"] for ds in daemonsets]
+    pods = [p for p in pods if sel.items() <= p["metadata"].get("labels", {}).items()]
+    if not pods:
+        problems.add(where, "selects no agent pod")
+    ports = {port.get("name") for p in pods for c in p["spec"]["containers"] for port in c.get("ports", [])}
+    for ep in pm["spec"]["podMetricsEndpoints"]:
+        if ep.get("port") not in ports:
+            problems.add(where, f"endpoint port {ep.get('port')!r} is not a container port")
+        if ep.get("honorLabels") is not True:
+            problems.add(where, "honorLabels must be true (score series carry entity labels)")
+    job_label = pm["spec"].get("jobLabel")
+    if any(p["metadata"]["labels"].get(job_label) != "kpiwatch" for p in pods):
+        problems.add(where, "job label must come out as job=\"kpiwatch\" (the health alerts select it)")
 
 
 WRITE_TOKEN_SECRET = "kpiwatch-write-token"
@@ -644,7 +665,7 @@ def check_helm(problems: Problems, configs_out: Path | None, bad_out: Path | Non
             check_write_token(docs, src, values["writeTokenSecret"], problems)
         else:
             check_manifests(docs, src, problems, configs_out, f"helm-{name}")
-    for kind in ("ServiceMonitor", "PrometheusRule"):
+    for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
         if kind not in kinds_seen:
             problems.add("helm/kpiwatch/ci", f"no values file renders a {kind}")
     report = helm.lint(str(CHART), strict=True)
@@ -729,6 +750,8 @@ MUTATIONS = [
     ("helm/kpiwatch/values.schema.json", '"enum": [\n        "text",', '"enum": [\n        "xml",\n        "text",', "log-format.yaml: Helm's schema validation accepts it"),
     ("helm/kpiwatch/templates/_helpers.tpl", '(include "kpiwatch.writeTokenFile" .)', '"/etc/kpiwatch/token"', "is not the `token` key of the mounted Secret"),
     ("helm/kpiwatch/values.schema.json", '"minimum": 1024', '"minimum": 1', "max-response-bytes.yaml: Helm's schema validation accepts it"),
+    ("helm/kpiwatch/templates/podmonitor.yaml", "    - port: metrics", "    - port: http", "'http' is not a container port"),
+    ("helm/kpiwatch/templates/podmonitor.yaml", "jobLabel: app.kubernetes.io/name", "jobLabel: app.kubernetes.io/component", "PodMonitor/kpiwatch: job label must come out"),
     ("helm/kpiwatch/templates/service.yaml", "port: {{ .Values.port }}", "port: {{ .Values.port | quote }}", "invalid for Kubernetes"),
     ("docs/deploy.md", "| Anomaly flags |", "| Flags |", "not listed in docs/deploy.md's panel tables"),
 ]
