@@ -541,46 +541,47 @@ def check_manifests(docs: list[dict], src: str, problems: Problems, configs_out:
         if configs_out:
             configs_out.mkdir(parents=True, exist_ok=True)
             (configs_out / f"{tag}.yaml").write_text(cm["data"]["kpiwatch.yaml"])
-    services = by_kind.get("Service", [])
+    services = [
+        (svc["metadata"].get("labels", {}), {p.get("name") for p in svc["spec"]["ports"]})
+        for svc in by_kind.get("Service", [])
+    ]
     for sm in by_kind.get("ServiceMonitor", []):
-        where = f"{src}: ServiceMonitor/{sm['metadata']['name']}"
-        sel = sm["spec"]["selector"]["matchLabels"]
-        svc = [s for s in services if sel.items() <= s["metadata"].get("labels", {}).items()]
-        if not svc:
-            problems.add(where, "selects no Service")
-        ports = {p.get("name") for s in svc for p in s["spec"]["ports"]}
-        for ep in sm["spec"]["endpoints"]:
-            if ep.get("port") not in ports:
-                problems.add(where, f"endpoint port {ep.get('port')!r} is not a Service port")
-            if ep.get("honorLabels") is not True:
-                problems.add(where, "honorLabels must be true (score series carry entity labels)")
-        job_label = sm["spec"].get("jobLabel")
-        if any(s["metadata"]["labels"].get(job_label) != "kpiwatch" for s in svc):
-            problems.add(where, "job label must come out as job=\"kpiwatch\" (the health alerts select it)")
+        check_monitor(f"{src}: ServiceMonitor/{sm['metadata']['name']}", sm, "endpoints", services, "Service", problems)
+    pods = [
+        (pod["metadata"].get("labels", {}), {p.get("name") for c in pod["spec"]["containers"] for p in c.get("ports", [])})
+        for pod in (ds["spec"]["template"] for ds in by_kind.get("DaemonSet", []))
+    ]
     for pm in by_kind.get("PodMonitor", []):
-        check_pod_monitor(f"{src}: PodMonitor/{pm['metadata']['name']}", pm, by_kind.get("DaemonSet", []), problems)
+        check_monitor(f"{src}: PodMonitor/{pm['metadata']['name']}", pm, "podMetricsEndpoints", pods, "agent pod", problems)
     rules = yaml.safe_load(RULES.read_text())
     for pr in by_kind.get("PrometheusRule", []):
         if pr["spec"] != rules:
             problems.add(f"{src}: PrometheusRule/{pr['metadata']['name']}", "spec differs from deploy/rules/kpiwatch.rules.yml")
 
 
-def check_pod_monitor(where: str, pm: dict, daemonsets: list[dict], problems: Problems) -> None:
-    """A PodMonitor must select the agent pods, name one of their container ports, honour
-    the score series' labels and come out as job="kpiwatch"."""
-    sel = pm["spec"]["selector"]["matchLabels"]
-    pods = [ds["spec"]["template"] for ds in daemonsets]
-    pods = [p for p in pods if sel.items() <= p["metadata"].get("labels", {}).items()]
-    if not pods:
-        problems.add(where, "selects no agent pod")
-    ports = {port.get("name") for p in pods for c in p["spec"]["containers"] for port in c.get("ports", [])}
-    for ep in pm["spec"]["podMetricsEndpoints"]:
+def check_monitor(
+    where: str,
+    monitor: dict,
+    endpoints_key: str,
+    targets: list[tuple[dict, set]],
+    what: str,
+    problems: Problems,
+) -> None:
+    """A ServiceMonitor (targets: the Services) or PodMonitor (the agent pods) must select
+    a target, name one of its ports, honour the score series' labels and come out as
+    job="kpiwatch". ``targets``: (labels, port names) of each candidate."""
+    sel = monitor["spec"]["selector"]["matchLabels"]
+    chosen = [(labels, ports) for labels, ports in targets if sel.items() <= labels.items()]
+    if not chosen:
+        problems.add(where, f"selects no {what}")
+    ports = set().union(*(p for _, p in chosen))
+    for ep in monitor["spec"][endpoints_key]:
         if ep.get("port") not in ports:
-            problems.add(where, f"endpoint port {ep.get('port')!r} is not a container port")
+            problems.add(where, f"endpoint port {ep.get('port')!r} is not a port of the selected {what}s")
         if ep.get("honorLabels") is not True:
             problems.add(where, "honorLabels must be true (score series carry entity labels)")
-    job_label = pm["spec"].get("jobLabel")
-    if any(p["metadata"]["labels"].get(job_label) != "kpiwatch" for p in pods):
+    job_label = monitor["spec"].get("jobLabel")
+    if any(labels.get(job_label) != "kpiwatch" for labels, _ in chosen):
         problems.add(where, "job label must come out as job=\"kpiwatch\" (the health alerts select it)")
 
 
@@ -750,7 +751,8 @@ MUTATIONS = [
     ("helm/kpiwatch/values.schema.json", '"enum": [\n        "text",', '"enum": [\n        "xml",\n        "text",', "log-format.yaml: Helm's schema validation accepts it"),
     ("helm/kpiwatch/templates/_helpers.tpl", '(include "kpiwatch.writeTokenFile" .)', '"/etc/kpiwatch/token"', "is not the `token` key of the mounted Secret"),
     ("helm/kpiwatch/values.schema.json", '"minimum": 1024', '"minimum": 1', "max-response-bytes.yaml: Helm's schema validation accepts it"),
-    ("helm/kpiwatch/templates/podmonitor.yaml", "    - port: metrics", "    - port: http", "'http' is not a container port"),
+    ("helm/kpiwatch/templates/servicemonitor.yaml", "    - port: metrics", "    - port: web", "'web' is not a port of the selected Services"),
+    ("helm/kpiwatch/templates/podmonitor.yaml", "    - port: metrics", "    - port: http", "'http' is not a port of the selected agent pods"),
     ("helm/kpiwatch/templates/podmonitor.yaml", "jobLabel: app.kubernetes.io/name", "jobLabel: app.kubernetes.io/component", "PodMonitor/kpiwatch: job label must come out"),
     ("helm/kpiwatch/templates/service.yaml", "port: {{ .Values.port }}", "port: {{ .Values.port | quote }}", "invalid for Kubernetes"),
     ("docs/deploy.md", "| Anomaly flags |", "| Flags |", "not listed in docs/deploy.md's panel tables"),
