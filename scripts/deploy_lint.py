@@ -25,8 +25,8 @@ Usage (scripts/check-deploy.sh runs all of it inside .venv-deploy):
 * the given rendered manifests (kustomize output) and the Helm chart rendered with its
   default and ci/ values pass kubernetes-validate (strict) for built-in kinds, the
   ServiceMonitor matches the Service, the PodMonitor the agent pods, the PrometheusRule
-  equals the rule file, and the DaemonSet keeps its promises (non-root, read-only root, no capabilities, probes,
-  NODE_NAME, resources); rendered once more with writeTokenSecret set, the config's
+  equals the rule file, and the DaemonSet keeps its promises (non-root, read-only root,
+  no capabilities, probes, NODE_NAME, resources); rendered once more with writeTokenSecret set, the config's
   server.write_token_file must be that Secret's `token` key, mounted read-only as a
   directory (not subPath, so that a rotated token reaches the agent);
 * every values file in helm/kpiwatch/tests/bad-values/ is rejected by Helm's schema

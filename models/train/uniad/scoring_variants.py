@@ -47,11 +47,11 @@ def window_errors(reconstruct: Reconstruct, z: np.ndarray) -> np.ndarray:
     return ((win - reconstruct(win)) ** 2).astype(np.float64)
 
 
-def scaled(stat, floor: float, agg=np.mean):
+def scaled(rule: scoring.Scale, agg=np.mean):
+    """Last-step errors divided by ``rule``'s per-metric scales, then ``agg`` over metrics."""
     def score(err: np.ndarray) -> np.ndarray:
         last = err[:, :, -1]
-        fit = last[scoring.fit_windows(len(last))]
-        return agg(last / np.maximum(stat(fit, axis=0), floor), axis=1)
+        return agg(last / rule.of(last), axis=1)
     return score
 
 
@@ -59,12 +59,12 @@ VARIANTS = {
     "plain": lambda e: e[:, :, -1].mean(axis=1),
     "last2": lambda e: e[:, :, -2:].mean(axis=(1, 2)),
     "last4": lambda e: e[:, :, -4:].mean(axis=(1, 2)),
-    **{f"scaled median floor {f}": scaled(np.median, f) for f in (0.01, 0.05, 0.2)},
-    "scaled mean floor 0.01": scaled(np.mean, 0.01),
-    "scaled p75 floor 0.01": scaled(lambda a, axis: np.percentile(a, 75, axis=axis), 0.01),
+    **{f"scaled median floor {f}": scaled(scoring.Scale(50.0, f)) for f in (0.01, 0.05, 0.2)},
+    "scaled mean floor 0.01": scaled(scoring.Scale(None, 0.01)),
+    "scaled p75 floor 0.01": scaled(scoring.Scale(75.0, 0.01)),
     "plain max": lambda e: e[:, :, -1].max(axis=1),
-    "scaled max": scaled(np.median, 0.01, np.max),
-    "scaled top2": scaled(np.median, 0.01, lambda a, axis: np.sort(a, axis=axis)[:, -2:].mean(axis=axis)),
+    "scaled max": scaled(scoring.SCALED, np.max),
+    "scaled top2": scaled(scoring.SCALED, lambda a, axis: np.sort(a, axis=axis)[:, -2:].mean(axis=axis)),
 }
 AGENT = "scaled median floor 0.01"
 

@@ -16,7 +16,7 @@
 //!
 //! Why it is off by default: the same small scale makes every ordinary step of a flat
 //! metric (an offered workload, a load average) weigh tens to a hundred times its scale,
-//! like a fault. On held-out lab recordings the plain mean ranked faults better (84
+//! like a fault. On held-out lab recordings the plain mean ranked faults better (108
 //! entities, `models/uniad.md`); scaling wins where faults sit in flat metrics.
 //!
 //! Scales are refitted lazily: after `max(W, n / 32)` new points (n = history points at
