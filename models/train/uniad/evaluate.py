@@ -158,6 +158,13 @@ def main() -> None:
             d = np.array([r[det + "_pr_auc"] - r["zscore_pr_auc"] for r in rows])
             print(f"  {det} vs zscore per entity: {int((d > 0).sum())} higher, "
                   f"{int((d < 0).sum())} lower, {int((d == 0).sum())} equal")
+        # Per scenario (entity names end in <scenario>/<route>).
+        scenarios = sorted({r["entity"].split("/")[-2] for r in rows})
+        for sc in scenarios:
+            of = [r for r in rows if r["entity"].split("/")[-2] == sc]
+            means = ", ".join(f"{det} {np.mean([r[det + '_pr_auc'] for r in of]):.3f}"
+                              for det in ("uniad", "uniad_scaled", "zscore"))
+            print(f"  {sc} ({len(of)}): PR-AUC {means}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
