@@ -3,8 +3,9 @@
 # variants concurrently, each under a wall-clock cap, and packs checkpoints + logs into
 # $OUT (export, golden vectors and evaluation then run locally with the pinned venvs).
 #   run from the repository root; datasets in $KPIWATCH_DATA (default .gpu_data)
-# History for Uni-AD: its part trained the model shipped before 3a4ee20. The shipped
-# Uni-AD is trained on the CPU (segment augmentation; command in models/uniad.md).
+# Its DynamicRegress run h32-full is the shipped model's recipe (models/regress.md); its
+# Uni-AD part is not the shipped Uni-AD recipe (CPU, segment augmentation: models/uniad.md).
+# What each part found: models/train/{uniad,regress}/STUDIES.md.
 set -u
 export PYTHONUNBUFFERED=1 KPIWATCH_DATA=${KPIWATCH_DATA:-$PWD/.gpu_data}
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"

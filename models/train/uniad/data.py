@@ -55,18 +55,15 @@ VAL_NAB = [
 # same run (shared host metrics, same load) is seen in training.
 LAB_DIR = Path(__file__).resolve().parents[3] / "tests" / "data" / "lab" / "anomaly"
 HELD_OUT_LAB = ["mixed", "cpu", "concurrency"]
-# Replicates of the held-out scenarios (same files, other seeds), recorded after the model
-# was chosen: tests/data/lab-replica/s<seed>/anomaly/<scenario>/ (see its README.md).
+# Replicates of the held-out scenarios (the same scenario files played with other seeds):
+# tests/data/lab-replica/s<seed>/anomaly/<scenario>/ (how they were recorded: its
+# README.md). Nothing in training or selection reads them. Named by their seeds; which
+# of them informed which scoring choice, and which tested it: STUDIES.md.
 LAB_REPLICA_DIR = LAB_DIR.parents[1] / "lab-replica"
-# Round 2 (tests/data/lab-replica/README.md): s101, s102 helped choose the error-scale
-# floor (scale_study.py --round 2); s103, s104 were recorded after that choice, to test it.
-# Round 3: s101-s104 helped choose the scale's statistic (scale_study.py); s105, s106 were
-# recorded after that choice, to test it.
-LAB_REPLICA_CHOICE = ["s101", "s102"]
-LAB_FRESH = ["s103", "s104"]
-LAB_FRESH3 = ["s105", "s106"]
-# Round 4: the default became the plain eq. 7; s107, s108 were recorded after, to test it.
-LAB_FRESH4 = ["s107", "s108"]
+LAB_S101_S102 = ["s101", "s102"]
+LAB_S103_S104 = ["s103", "s104"]
+LAB_S105_S106 = ["s105", "s106"]
+LAB_S107_S108 = ["s107", "s108"]
 VAL_LAB = ["dependency"]
 TRAIN_LAB = ["latency", "errors", "memory"]
 

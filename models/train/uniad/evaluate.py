@@ -4,24 +4,23 @@ detector and ADSketch on the held-out entities of ``data.py``.
     python models/train/uniad/evaluate.py [--onnx models/uniad.onnx] [--kpiwatch target/release/kpiwatch]
 
 Held-out sets: Yahoo A1 and NAB series (N = 1) and the lab's multivariate entities of
-the held-out scenarios (``data.HELD_OUT_LAB``; 11-12 metrics each). Per entity, every
-metric is robust-z-scored with its own statistics (as the agent's normaliser over a long
-history). ``lab_replica``: the same three scenarios recorded again with seeds 101 and
-102; ``lab_fresh``: with seeds 103 and 104, recorded after the round-2 floor study;
-``lab_fresh3``: with seeds 105 and 106, recorded after the round-3 study of the scale's
-statistic; ``lab_fresh4``: with seeds 107 and 108, recorded after the agent's default
-became the plain eq. 7 (``tests/data/lab-replica/README.md``). With more than one lab
-set asked for, the pooled mean over their entities is printed too, with per-entity wins
-against the z-score.
+the held-out scenarios (``lab``: ``data.HELD_OUT_LAB``; 11-12 metrics each). Per entity,
+every metric is robust-z-scored with its own statistics (``data.robust_stats``, as the
+agent's normaliser over a long history). ``lab_s101_s102``, ``lab_s103_s104``,
+``lab_s105_s106``, ``lab_s107_s108``: the same three scenarios recorded again with those
+seeds (``data.LAB_S101_S102`` ..., ``tests/data/lab-replica/``; which of them had been
+looked at before which choice: ``STUDIES.md``). With more than one lab set asked for,
+the pooled mean over their entities is printed too, with per-entity wins against the
+z-score and per-scenario means.
 Scored steps: t >= s with s = max(W - 1, T // 4), the same for all detectors;
 steps before s are ADSketch's normal history ``T_n``.
 
-* Uni-AD: eq. 7 on the window ending at t, as the agent scores by default: the
-  paper's plain mean over metrics of the squared errors at the last step.
-  ``uniad_scaled``: the agent with ``scale_errors: true`` (``src/detect/uniad/scale.rs``):
-  each metric's squared error at the last step divided by its median over up to 64
-  windows spread evenly over the entity's history (floor 0.01), then the mean over
-  metrics (the default until round 4, ``tests/data/lab-replica/README.md``).
+* Uni-AD (``uniad``): eq. 7 on the window ending at t, as the agent scores by default:
+  the paper's plain mean over metrics of the squared errors at the last step.
+  ``uniad_scaled``: the agent with ``scale_errors: true`` (``src/detect/uniad/scale.rs``,
+  ``scoring.SCALED``): each metric's squared error at the last step divided by its
+  median over up to 64 windows spread evenly over the entity's history (floor 0.01),
+  then the mean over metrics.
 * robust z-score: |z_t|; for N > 1 the max over metrics.
 * ADSketch: ``kpiwatch detect adsketch --train rows[0, s) --test rows[s, T) --m 15 --p 99``
   (fixed parameters, not tuned per series), score column (1.0 = threshold; 0 where the
@@ -47,6 +46,8 @@ import scoring
 
 REPO = Path(__file__).resolve().parents[3]
 ADS_M, ADS_P = 15, 99.0
+# The held-out lab sets: the original recording and its replicates, pooled when asked for together.
+LAB_HELD_OUT = ("lab", "lab_s101_s102", "lab_s103_s104", "lab_s105_s106", "lab_s107_s108")
 
 
 pr_auc_best_f1 = data.pr_auc_best_f1
@@ -77,11 +78,11 @@ def adsketch_scores(exe: Path, values: np.ndarray, split: int, tmp: Path) -> np.
 
 def entities(name: str, root: Path):
     """(name, raw (N, T), labels) of one held-out set."""
-    # lab_selection / lab_train: the lab entities that chose the scoring rule (their
-    # labels never reach training; lab_train's values do, unsupervised).
+    # lab_selection / lab_train: the lab entities that are not held out (their labels
+    # never reach training; lab_train's values do, unsupervised), for diagnosis only.
     lab_sets = {"lab": data.HELD_OUT_LAB, "lab_selection": data.VAL_LAB, "lab_train": data.TRAIN_LAB}
-    replicas = {"lab_replica": data.LAB_REPLICA_CHOICE, "lab_fresh": data.LAB_FRESH,
-                "lab_fresh3": data.LAB_FRESH3, "lab_fresh4": data.LAB_FRESH4}
+    replicas = {"lab_s101_s102": data.LAB_S101_S102, "lab_s103_s104": data.LAB_S103_S104,
+                "lab_s105_s106": data.LAB_S105_S106, "lab_s107_s108": data.LAB_S107_S108}
     if name in lab_sets or name in replicas:
         found = data.load_lab_replicas(replicas[name]) if name in replicas else data.load_lab(lab_sets[name])
         for e in found:
@@ -96,12 +97,10 @@ def main() -> None:
     ap.add_argument("--onnx", type=Path, default=REPO / "models" / "uniad.onnx")
     ap.add_argument("--kpiwatch", type=Path, default=REPO / "target" / "release" / "kpiwatch",
                     help="kpiwatch binary for ADSketch (cargo build --release); missing = no ADSketch column")
-    ap.add_argument("--sets", default="yahoo_a1,nab,lab,lab_replica,lab_fresh,lab_fresh3,lab_fresh4",
-                    help="comma-separated: yahoo_a1, nab, lab (held out), lab_replica (replicates s101, "
-                         "s102 of the held-out lab scenarios), lab_fresh (replicates s103, s104, "
-                         "recorded after the floor study), lab_fresh3 (s105, s106, recorded after the scale "
-                         "study), lab_fresh4 (s107, s108, recorded after the switch to plain eq. 7), "
-                         "lab_selection, lab_train")
+    ap.add_argument("--sets", default=",".join(("yahoo_a1", "nab", *LAB_HELD_OUT)),
+                    help="comma-separated: yahoo_a1, nab, lab (held out), lab_s101_s102, lab_s103_s104, "
+                         "lab_s105_s106, lab_s107_s108 (replicates of the held-out lab scenarios, by "
+                         "seed), lab_selection, lab_train")
     ap.add_argument("--json", type=Path, default=None, help="also write per-entity results here")
     args = ap.parse_args()
     reconstruct = scoring.onnx_reconstruct(args.onnx)
@@ -143,7 +142,7 @@ def main() -> None:
             for det in ("uniad", "uniad_scaled", "zscore", "adsketch"):
                 if f"{det}_pr_auc" in mean:
                     print(f"  {det:12s} PR-AUC {mean[det + '_pr_auc']:.3f}  best-F1 {mean[det + '_best_f1']:.3f}")
-    pooled = [k for k in ("lab", "lab_replica", "lab_fresh", "lab_fresh3", "lab_fresh4") if k in results]
+    pooled = [k for k in LAB_HELD_OUT if k in results]
     if len(pooled) > 1:
         # The replicates sample the same scenarios: the pooled mean is the held-out lab
         # figure over more entities.

@@ -1,5 +1,5 @@
 """The scoring protocol shared by checkpoint selection (``selection.py``), the held-out
-evaluation (``evaluate.py``) and ``scoring_variants.py``: which steps are scored, and
+evaluation (``evaluate.py``) and the studies (``studies/``): which steps are scored, and
 the agent's score over last-step reconstruction errors.
 
 * Scored steps of an entity of T points: t >= max(W - 1, T // 4).
@@ -8,7 +8,7 @@ the agent's score over last-step reconstruction errors.
 * ``SCALED``, the agent's rule with ``scale_errors: true`` (``src/detect/uniad/scale.rs``):
   each metric's squared error at the last step divided by its median over up to 64
   windows spread evenly over the entity's history (floor 0.01), then the mean over
-  metrics. It was the agent's default until round 4 (``tests/data/lab-replica/README.md``).
+  metrics. Why it is an option and not the default: ``STUDIES.md``.
 """
 
 from __future__ import annotations

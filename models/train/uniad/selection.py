@@ -1,7 +1,6 @@
 """Checkpoint selection for Uni-AD: detection quality on labelled entities that are not
-held out, with the scaled score (the agent's default when the shipped model was chosen).
-``train.py`` keeps the epoch with the best criterion; run alone, this prints the same
-figures for saved checkpoints:
+held out, with the scaled score (``scoring.SCALED``). ``train.py`` keeps the epoch with
+the best criterion; run alone, this prints the same figures for saved checkpoints:
 
     python models/train/uniad/selection.py out/epoch1.pt out/epoch2.pt ...
 
@@ -15,9 +14,10 @@ Sets (lists in ``data.py``; the protocol of ``scoring.py``):
   or two metrics, the case the model handles worst (``models/uniad.md``).
 
 Criterion: the mean over the four sets of the mean PR-AUC of the scaled score (the
-agent's default when the shipped model was trained, its ``scale_errors: true`` option
-since round 4 of ``tests/data/lab-replica/README.md``).
-Each set also reports the paper's plain eq. 7 and the robust z-score.
+agent's ``scale_errors: true`` option), reported as ``uniad``; it is the criterion that
+chose the shipped checkpoint, so ``train.py`` reproduces it (``STUDIES.md``). Each set
+also reports the paper's plain eq. 7, the agent's default, as ``uniad_plain``, and the
+robust z-score.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def quality(model: nn.Module, sets: dict[str, Entities]) -> dict:
                 continue
             err = scoring.last_step_errors(z, reconstruct)
             off = s - (data.W - 1)
-            # The shipped model was selected on the scaled score, then the agent's default.
+            # "uniad" (the criterion) is the scaled score; "uniad_plain" the agent's default.
             aps["uniad"].append(data.pr_auc_best_f1(scoring.uniad_scores(err, scoring.SCALED)[off:], y)[0])
             aps["uniad_plain"].append(data.pr_auc_best_f1(scoring.uniad_scores(err, None)[off:], y)[0])
             aps["zscore"].append(data.pr_auc_best_f1(scoring.zscore_scores(z[:, s:]), y)[0])

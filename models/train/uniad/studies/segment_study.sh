@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# How the shipped Uni-AD checkpoint was chosen (models/uniad.md, "Training"): segment
-# augmentation on / off, lab data on / off (seed 7, early stopping), then on / off with
-# lab data for seeds 8 and 9 (3 epochs each), every epoch's weights scored by
-# selection.py (non-held-out entities only). CPU, about 25 s per epoch on 2 cores, about
-# 25 minutes in all. Its output, as run for the shipped model: segment_study.jsonl.
+# Segment augmentation on / off and lab data on / off (seed 7, early stopping), then
+# segments on / off with lab data for seeds 8 and 9 (3 epochs each); every epoch's
+# weights and the committed uniad.pt scored by selection.py (non-held-out entities
+# only). CPU, about 25 s per epoch on 2 cores, about 25 minutes in all. Its recorded
+# output: segment_study.jsonl (the shipped checkpoint is seed7-lab-seg0.5's epoch 1;
+# ../STUDIES.md).
 #
-#   bash models/train/uniad/segment_study.sh [OUT_DIR]     # default /tmp/uniad-study
+#   bash models/train/uniad/studies/segment_study.sh [OUT_DIR]     # default /tmp/uniad-study
 set -euo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")/.."   # models/train/uniad: train.py, selection.py
 PY=${PY:-../../../.venv-uniad/bin/python}
 OUT=${1:-/tmp/uniad-study}
 common=(--patience 4 --synthetic-entities 800 --spike-prob 0.9 --threads 2 --keep-epochs)

@@ -1,35 +1,46 @@
-"""Rounds 2 and 3 of the scaled score's choice (protocol: tests/data/lab-replica/README.md):
-each candidate per-metric error scale, and the plain eq. 7, on the lab entities that are
-no longer a test set, with the shipped model.
+"""Per-metric error scales for Uni-AD's scaled score (``scale_errors: true``), compared
+with the plain eq. 7 on lab entities that are no longer a test set, with the shipped
+model. Its protocols and results: ``../STUDIES.md``.
 
-    .venv-uniad/bin/python models/train/uniad/scale_study.py [--round 2|3]
+    .venv-uniad/bin/python models/train/uniad/studies/scale_study.py [--study floor|statistic]
 
 Two groups: the 15 labelled selection/training lab entities (``data.VAL_LAB`` +
-``data.TRAIN_LAB``) and the labelled entities of the held-out scenarios that have been
-looked at (round 2: the original recording and replicates s101, s102, 36 entities;
-round 3: s103, s104 as well, 60). Criterion: the mean of the two groups' mean PR-AUC.
-Round 2 varied the floor of the median; round 3 the statistic (median, 75th and 90th
-percentile, mean) and the floor. Never reads the replicates recorded to test a round's
-choice after it (round 2: ``data.LAB_FRESH``; round 3: ``data.LAB_FRESH3``).
+``data.TRAIN_LAB``) and labelled entities of the held-out scenarios: the original
+recording (``data.HELD_OUT_LAB``) with the replicates ``data.LAB_S101_S102``
+(``--study floor``, 36 entities) or with ``data.LAB_S101_S102`` and
+``data.LAB_S103_S104`` (``--study statistic``, the default, 60 entities).
+Criterion: the mean of the two groups' mean PR-AUC.
+
+* ``--study floor``: the median of each metric's history errors, floor in {0.01, 0.02,
+  0.05, 0.1, 0.2, 0.5};
+* ``--study statistic``: the statistic (median, 75th and 90th percentile, mean) x floor
+  in {0.01, 0.05, 0.2}.
+
+Both also print the plain eq. 7 and the robust z-score. Neither reads the replicates
+that test their choice (``floor``: ``data.LAB_S103_S104``; ``statistic``:
+``data.LAB_S105_S106``), nor ``data.LAB_S107_S108``.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
-import data
-import scoring
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/train/uniad
 
-REPO = Path(__file__).resolve().parents[3]
+import data  # noqa: E402
+import scoring  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[4]
 STATISTICS = {"median": 50.0, "p75": 75.0, "p90": 90.0, "mean": None}
 
 
-def candidates(round_: int) -> dict[str, scoring.Scale | None]:
-    """Name -> scale rule (None: plain eq. 7) of a round's candidates."""
-    if round_ == 2:
+def candidates(study: str) -> dict[str, scoring.Scale | None]:
+    """Name -> scale rule (None: plain eq. 7) of a study's candidates."""
+    if study == "floor":
         rules = {f"floor {f}": scoring.Scale(50.0, f) for f in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)}
     else:
         rules = {
@@ -40,9 +51,9 @@ def candidates(round_: int) -> dict[str, scoring.Scale | None]:
     return {**rules, "plain": None}
 
 
-def groups(round_: int) -> dict[str, list[data.Entity]]:
-    looked_at = data.LAB_REPLICA_CHOICE + (data.LAB_FRESH if round_ == 3 else [])
-    held_out = data.load_lab(data.HELD_OUT_LAB) + data.load_lab_replicas(looked_at)
+def groups(study: str) -> dict[str, list[data.Entity]]:
+    replicates = data.LAB_S101_S102 + (data.LAB_S103_S104 if study == "statistic" else [])
+    held_out = data.load_lab(data.HELD_OUT_LAB) + data.load_lab_replicas(replicates)
     return {
         "selection+training": data.load_lab(data.VAL_LAB + data.TRAIN_LAB),
         "held-out scenarios": held_out,
@@ -51,12 +62,12 @@ def groups(round_: int) -> dict[str, list[data.Entity]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--round", type=int, choices=(2, 3), default=3, dest="round_")
+    ap.add_argument("--study", choices=("floor", "statistic"), default="statistic")
     args = ap.parse_args()
     reconstruct = scoring.onnx_reconstruct(REPO / "models" / "uniad.onnx")
-    rules = candidates(args.round_)
+    rules = candidates(args.study)
     table: dict[str, dict[str, float]] = {}
-    for group, entities in groups(args.round_).items():
+    for group, entities in groups(args.study).items():
         per: dict[str, list[float]] = {}
         for e in entities:
             z = data.normalise_entity(e.values)

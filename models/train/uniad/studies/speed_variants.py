@@ -1,7 +1,7 @@
 """Where does tract spend its time in Uni-AD? Exports timing variants of the shipped
-model into DIR/<variant>/models/uniad.onnx, for `models/train/device_speed.sh`.
+model into DIR/<variant>/models/uniad.onnx, for `time_speed_variants.sh` (same folder).
 
-    python speed_variants.py --out ../../../.gpu_bench/variants
+    python models/train/uniad/studies/speed_variants.py --out .gpu_bench/variants   # from the repository root
 
 Variants (only `shipped` and `attn3d` compute the shipped function; the others remove
 one kind of operation, to attribute its cost — their outputs are not meaningful):
@@ -14,14 +14,17 @@ one kind of operation, to attribute its cost — their outputs are not meaningfu
   flat2d_attn3d  both rewrites (same numbers)
 """
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-import data
-import model as M
-from export import export
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/train/uniad
+
+import data  # noqa: E402
+import model as M  # noqa: E402
+from export import export  # noqa: E402
 
 
 def attn3d_forward(self, x):
@@ -61,7 +64,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--only", default=None, help="comma-separated variants")
-    ap.add_argument("--ckpt", type=Path, default=Path(__file__).parent / "uniad.pt")
+    ap.add_argument("--ckpt", type=Path, default=Path(__file__).resolve().parents[1] / "uniad.pt")
     args = ap.parse_args()
     torch.manual_seed(0)
     x = torch.randn(4, 8, data.W)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Attributes tract's Uni-AD time to operation kinds: the release bench binary (carried in
-# .gpu_bench/) runs on each graph variant written by models/train/uniad/speed_variants.py
+# .gpu_bench/) runs on each graph variant written by speed_variants.py (same folder)
 # (the binary reads /work/main/models/uniad.onnx, so /work/main points at each variant),
 # N = 8, bucketed plans, beside onnxruntime on the same file; one pinned core.
+#   run from the repository root: bash models/train/uniad/studies/time_speed_variants.sh
 set -eu
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/speed_out}; mkdir -p "$OUT"

@@ -1,44 +1,45 @@
-"""How Uni-AD's score was chosen: scoring variants on the lab entities that are NOT held
-out (the selection scenario and the training scenarios, whose labels never reach
-training), with the shipped model. Never run on the held-out entities.
+"""Scoring variants of Uni-AD on the lab entities that are NOT held out (the selection
+scenario and the training scenarios, whose labels never reach training). Never run on
+the held-out entities. Its results, and which model they were measured with:
+``../STUDIES.md``.
 
-    .venv-uniad/bin/python models/train/uniad/scoring_variants.py [--onnx FILE]
+    .venv-uniad/bin/python models/train/uniad/studies/scoring_variants.py [--onnx FILE]
 
-(BENCHMARKS.md's figures are the previous model's: ``--onnx`` with
-``git show 2869f17:models/uniad.onnx``.)
+``--onnx``: the model to score (default ``models/uniad.onnx``, the shipped one).
 
 Prints, per variant, the mean PR-AUC over the 15 labelled entities (and per set), next
 to the robust z-score; then each metric's median squared error at the last step (why
 plain eq. 7 is dominated by noisy metrics), and one fault where the reconstruction
 follows a sustained shift. Variants:
 
-* ``plain``: eq. 7, the mean over metrics of the squared errors;
+* ``plain``: eq. 7, the mean over metrics of the squared errors (the agent's default);
 * ``last2``, ``last4``: the mean over the last 2 / 4 steps of the window as well;
 * ``scaled median floor F``: each metric's error divided by its median over up to 64
-  history windows (the agent's rule with ``scale_errors: true``, ``scoring.SCALED``) floored at
-  F, then the mean (the agent uses F = 0.01);
+  history windows (the agent's rule with ``scale_errors: true``, ``scoring.SCALED``)
+  floored at F, then the mean (the agent uses F = 0.01);
 * ``scaled mean`` / ``scaled p75``: the same with the mean or the 75th percentile;
 * ``plain max``, ``scaled max``, ``scaled top2``: the largest (or the mean of the two
   largest) per-metric term instead of the mean over metrics, as the z-score detector
   aggregates.
 
-It also prints the mean per scenario of plain, the scaled score and the z-score:
-the scaled score's lead on these entities comes from one scenario (``errors``, whose
-fault is in the error ratio, a metric the model reconstructs almost exactly).
+It also prints the mean per scenario of plain, the scaled score and the z-score.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
-import data
-import scoring
-from scoring import Reconstruct
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # models/train/uniad
 
-REPO = Path(__file__).resolve().parents[3]
+import data  # noqa: E402
+import scoring  # noqa: E402
+from scoring import Reconstruct  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[4]
 
 
 def window_errors(reconstruct: Reconstruct, z: np.ndarray) -> np.ndarray:
@@ -66,7 +67,7 @@ VARIANTS = {
     "scaled max": scaled(scoring.SCALED, np.max),
     "scaled top2": scaled(scoring.SCALED, lambda a, axis: np.sort(a, axis=axis)[:, -2:].mean(axis=axis)),
 }
-AGENT = "scaled median floor 0.01"
+SCALED = "scaled median floor 0.01"  # scoring.SCALED, the agent's scale_errors: true
 
 
 def main() -> None:
@@ -92,7 +93,7 @@ def main() -> None:
             for name, f in VARIANTS.items():
                 per[name].append(data.pr_auc_best_f1(f(err)[s - (data.W - 1):], y)[0])
             per["zscore"].append(data.pr_auc_best_f1(scoring.zscore_scores(z[:, s:]), y)[0])
-            scenario = by_scenario.setdefault(e.name.split("/")[1], {k: [] for k in ("plain", AGENT, "zscore")})
+            scenario = by_scenario.setdefault(e.name.split("/")[1], {k: [] for k in ("plain", SCALED, "zscore")})
             for k in scenario:
                 scenario[k].append(per[k][-1])
         for name, v in per.items():
