@@ -2,8 +2,9 @@
 
 Everything here is plain numpy. An *entity* is a float32 array of shape
 ``(N, T)``: N metrics over T steps, each metric robust-z-scored with the
-statistics of its own series (median / 1.4826 MAD, scale floored), exactly as
-the agent's normaliser does before it calls the model.
+statistics of its own series (``robust_stats``: the agent's ``RobustStats::fit``,
+``src/normalize.rs``), gaps filled and values clipped as the agent builds the
+model's input (``robust_z``: ``push_window`` in ``src/detect/uniad/detector.rs``).
 
 Held-out entities (``HELD_OUT_*``) are never read by training: they are the
 evaluation set of ``evaluate.py`` and of ``BENCHMARKS.md``.
@@ -21,7 +22,12 @@ from pathlib import Path
 import numpy as np
 
 W = 64
-SCALE_FLOOR = 1e-3
+# src/normalize.rs
+MAD_TO_SIGMA = 1.4826  # the MAD estimates sigma for Gaussian data
+MEAN_AD_TO_SIGMA = 1.2533  # the mean absolute deviation estimates sigma
+RELATIVE_SCALE_FLOOR = 1e-3  # scale >= this * max(1, |median|)
+# src/detect/uniad/detector.rs: the model's inputs are clipped to +-Z_CLIP
+Z_CLIP = 1000.0
 
 # Yahoo A1: every fifth series (real_5, real_10, ..., real_65) is held out.
 HELD_OUT_YAHOO = [f"real_{i}.csv" for i in range(5, 68, 5)]
@@ -84,17 +90,53 @@ def data_dir() -> Path:
     return root
 
 
+def robust_stats(x: np.ndarray) -> tuple[float, float, int]:
+    """``(median, scale, count)`` of the finite values of one series, as the agent's
+    ``RobustStats::fit`` (``src/normalize.rs``).
+
+    * NaN and infinities are left out; ``count`` is the number of finite values;
+    * median: the middle value, the mean of the two middle ones when the count is even;
+    * scale: ``1.4826 * MAD``; when that is exactly 0 (more than half the points equal
+      the median: a mostly flat series), ``1.2533 *`` the mean absolute deviation from
+      the median; then at least ``1e-3 * max(1, |median|)`` (a constant series gets
+      that floor, so z = 0 on it, never a division by zero);
+    * no finite value: ``(0.0, 1.0, 0)``, the agent's ``RobustStats::IDENTITY``.
+    """
+    v = np.asarray(x, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return 0.0, 1.0, 0
+    med = float(np.median(v))
+    dev = np.abs(v - med)
+    scale = MAD_TO_SIGMA * float(np.median(dev))
+    if scale == 0.0:
+        scale = MEAN_AD_TO_SIGMA * float(np.mean(dev))
+    return med, max(scale, RELATIVE_SCALE_FLOOR * max(abs(med), 1.0)), int(v.size)
+
+
+def zscore(x: np.ndarray, median: float, scale: float) -> np.ndarray:
+    """``(x - median) / scale`` elementwise, float64 (``RobustStats::z``; NaN stays NaN)."""
+    return (np.asarray(x, dtype=np.float64) - median) / scale
+
+
 def robust_z(x: np.ndarray) -> np.ndarray:
-    """Robust z-score of one series: (x - median) / max(1.4826 MAD, floor)."""
-    x = np.asarray(x, dtype=np.float64)
-    med = np.nanmedian(x)
-    mad = np.nanmedian(np.abs(x - med)) * 1.4826
-    if not np.isfinite(mad) or mad < SCALE_FLOOR:
-        # Fall back to the standard deviation, then to the floor, for flat series.
-        sd = np.nanstd(x)
-        mad = sd if np.isfinite(sd) and sd >= SCALE_FLOOR else SCALE_FLOOR
-    z = (x - med) / mad
-    return np.nan_to_num(z, nan=0.0).astype(np.float32)
+    """One series as the model's input, float32: z-scored with ``robust_stats`` of the
+    whole series; a gap (NaN or infinite) takes the last finite value before it, leading
+    gaps the first finite value (the median when there is none); clipped to
+    ``+-Z_CLIP``. The agent fills gaps the same way within each 64-step window, so the
+    two differ only for a window that starts inside a gap."""
+    v = np.asarray(x, dtype=np.float64)
+    med, scale, _ = robust_stats(v)
+    finite = np.isfinite(v)
+    if not finite.any():
+        filled = np.full(v.shape, med)
+    else:
+        idx = np.where(finite, np.arange(len(v)), -1)
+        np.maximum.accumulate(idx, out=idx)
+        idx[idx < 0] = int(np.argmax(finite))  # leading gaps: the first finite value
+        filled = v[idx]
+    z = zscore(filled, med, scale).astype(np.float32)
+    return np.clip(z, -np.float32(Z_CLIP), np.float32(Z_CLIP))
 
 
 @dataclass
