@@ -5,6 +5,8 @@
 //! Run: `cargo bench --bench cycle` (release profile). Prints the warm-up cycle and the
 //! mean/max of 20 steady-state cycles: wall time, process CPU time, peak RSS.
 
+mod support;
+
 #[allow(dead_code, unreachable_pub)]
 #[path = "../tests/it/support/fake_prometheus.rs"]
 mod fake_prometheus;
@@ -22,9 +24,26 @@ use kpiwatch::reader::Client;
 use kpiwatch::store::ShardFilter;
 use kpiwatch::telemetry::{SelfMetrics, Telemetry};
 
-const ENTITIES: usize = 1000;
 const METRICS: usize = 8;
-const CYCLES: i64 = 20;
+
+/// Entities served and scored: 1,000 when measuring, 20 in the CI smoke run. The fake
+/// Prometheus (a child process) learns the count from `KPIWATCH_BENCH_ENTITIES`.
+fn entities() -> usize {
+    match std::env::var("KPIWATCH_BENCH_ENTITIES") {
+        Ok(n) => n.parse().expect("KPIWATCH_BENCH_ENTITIES is a count"),
+        Err(_) if support::measuring() => 1000,
+        Err(_) => 20,
+    }
+}
+
+/// Steady cycles measured after the warm-up.
+fn cycles() -> i64 {
+    if support::measuring() {
+        20
+    } else {
+        2
+    }
+}
 
 fn serve_fake() -> ! {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -33,7 +52,7 @@ fn serve_fake() -> ! {
         .build()
         .unwrap();
     rt.block_on(async {
-        let names: Vec<String> = (0..ENTITIES).map(|i| format!("host-{i:04}")).collect();
+        let names: Vec<String> = (0..entities()).map(|i| format!("host-{i:04}")).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let fake = fake_prometheus::FakePrometheus::start(&refs).await;
         fake.with(|s| {
@@ -86,6 +105,7 @@ fn main() {
     }
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env("KPIWATCH_BENCH_FAKE", "1")
+        .env("KPIWATCH_BENCH_ENTITIES", entities().to_string())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -146,21 +166,22 @@ fn main() {
 
     let mut walls = Vec::new();
     let cpu_start = usage().0;
-    for i in 1..=CYCLES {
+    for i in 1..=cycles() {
         let start = Instant::now();
         let (r, result) = rt.block_on(runner.run_cycle(&ctx, t0 + i * 30_000));
         runner = r;
         assert_eq!(result, CycleResult::Ok);
         walls.push(start.elapsed());
     }
-    let cpu = (usage().0 - cpu_start) / CYCLES as f64;
+    let cpu = (usage().0 - cpu_start) / cycles() as f64;
     let mean = walls.iter().sum::<Duration>().as_secs_f64() / walls.len() as f64;
     let max = walls.iter().max().unwrap().as_secs_f64();
     let mut text = String::new();
     ctx.scores.render(&mut text);
     let (_, peak_rss) = usage();
     println!(
-        "steady cycle ({ENTITIES} entities x {METRICS} metrics, 2 new points/series): wall mean {mean:.3} s max {max:.3} s, cpu {cpu:.3} s/cycle, peak RSS {:.1} MB, /metrics {} KB",
+        "steady cycle ({} entities x {METRICS} metrics, 2 new points/series): wall mean {mean:.3} s max {max:.3} s, cpu {cpu:.3} s/cycle, peak RSS {:.1} MB, /metrics {} KB",
+        entities(),
         peak_rss as f64 / 1e6,
         text.len() / 1024
     );

@@ -8,6 +8,8 @@
 //! "thrpt" line of the batched cases gives pairs per second; the PyTorch numbers of the
 //! same weights come from `models/train/regress/bench_torch.py` (BENCHMARKS.md).
 
+mod support;
+
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -37,8 +39,13 @@ fn bench(c: &mut Criterion) {
     }
     let h = models[0].hidden();
     let mut group = c.benchmark_group("regress_pair_cached_baseline");
-    for len in [300usize, 60] {
-        for batch in [1usize, 32] {
+    let (lens, batches): (&[usize], &[usize]) = if support::measuring() {
+        (&[300, 60], &[1, 32])
+    } else {
+        (&[60], &[1])
+    };
+    for &len in lens {
+        for &batch in batches {
             let x = sequence(batch, len);
             let zb = vec![0.1f32; batch * h];
             group.throughput(Throughput::Elements(batch as u64));

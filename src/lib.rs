@@ -1,41 +1,59 @@
 //! kpiwatch: anomaly and performance-regression detection beside Prometheus.
 //!
+//! Two pipelines run in the agent, both one-way (`ARCHITECTURE.md` has the whole
+//! picture, the dependency rules that `tests/it/architecture.rs` checks, and where each
+//! kind of change goes):
+//!
 //! ```text
-//! Prometheus ──query_range──▶ store ──▶ normalize ──▶ detect ──▶ export (/metrics) ──▶ Prometheus
-//!  (HTTP API)   reader        per-entity   robust       zscore, uniad,     scores with      ▲ scrape
-//!               incremental   ring buffers z-score      adsketch, regress  entity labels
+//! anomalies, per group, every interval (cycle):
+//!   Prometheus ──query_range──▶ reader ──Series──▶ store ──EntityView──▶ detect ──Scores──▶ export ──/metrics──▶ Prometheus
+//!                               (HTTP API)        ring buffers,          zscore, uniad,      score series
+//!                                                 normalize (robust z)   adsketch            with entity labels
+//!
+//! regressions, per interface, every regressions.interval (regressions):
+//!   discover ──▶ fetch (reader) ──LoadTest──▶ compare (detect::regress) ──Verdict──▶ export
 //! ```
+//!
+//! `config` is a leaf every stage reads; `series` holds the types that cross stages;
+//! only `cycle`, `regressions` and `app` see more than one stage.
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`config`] | YAML → validated [`config::Config`], every error at once |
+//! | [`config`] | YAML → validated [`config::Config`], every error at once; detector options as plain data |
 //! | [`reader`] | the Prometheus HTTP API client (auth, TLS, retries, caps) |
+//! | [`series`] | the data types that cross stages: [`series::Series`], [`series::EntityView`] |
 //! | [`store`] | per-entity ring buffers aligned to the step, entity lifecycle, sharding |
 //! | [`normalize`] | the shared robust z-score |
-//! | [`detect`] | the [`detect::Detector`] trait and the detectors |
+//! | [`detect`] | the [`detect::Detector`] trait, the detectors and the regression judge |
 //! | [`export`] | the admin/metrics HTTP server and score series |
 //! | [`telemetry`] | self-monitoring events and metrics |
-//! | [`state`] | persisted learned state (atomic, versioned, checksummed) |
-//! | [`cycle`] | one group's evaluation loop |
-//! | [`regressions`] | the agent's regression checks per interface (loop, canary API, exports) |
+//! | [`state`] | persisted learned state (atomic, versioned, checksummed) and when to save it |
+//! | [`clock`] | the one wall clock (milliseconds since the epoch) |
+//! | [`cycle`] | one group's evaluation loop: tick, fetch, append, detect, export |
+//! | [`regressions`] | the agent's second pipeline: discover → fetch → compare → export |
 //! | [`secret`] | token files re-read on rotation, compared in constant time |
 //! | [`app`] | wiring, reload, shutdown |
+//! | [`eval`] | accuracy measures of the offline tools (precision/recall/F1, PR-AUC) |
 //! | [`dataset`] | CSV formats of the offline tools |
 //! | [`cli`] | the command line |
+//! | `lab` | (feature `lab`) the test service, load generator and recorder; never linked into the agent |
 
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod cycle;
 pub mod dataset;
 pub mod detect;
 pub mod eval;
 pub mod export;
+#[cfg(feature = "lab")]
 pub mod lab;
 pub mod normalize;
 pub mod reader;
 pub mod regressions;
 pub mod secret;
+pub mod series;
 pub mod state;
 pub mod store;
 pub mod telemetry;

@@ -81,7 +81,8 @@ mod tests {
         let secret = SecretFile::new(path.clone());
         assert_eq!(secret.read().unwrap(), "first");
         // A rotation writes a new file; make sure its modification time differs.
-        let later = SystemTime::now() + std::time::Duration::from_secs(5);
+        let written = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let later = written + std::time::Duration::from_secs(5);
         std::fs::write(&path, "second").unwrap();
         std::fs::File::options()
             .write(true)

@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::{free_port, http_as, http_get, metric, start_prometheus, wait_for, Proc, BIN};
 use serde_json::Value;
@@ -34,10 +34,7 @@ fn http(port: u16, method: &str, path: &str, body: Option<&str>) -> Option<(u16,
 }
 
 fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    kpiwatch::clock::now_ms() / 1000
 }
 
 /// The series at second `t`, relative to the test's start `t0`: a 30 s cycle, a short

@@ -30,7 +30,7 @@ use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::{free_port, http, query, start_prometheus, wait_for, Proc, BIN};
 use kpiwatch::lab::load::{LoadGen, LoadSettings, Mode, Profile};
@@ -68,10 +68,7 @@ fn serve_registry(registry: prometheus::Registry) -> u16 {
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
+    kpiwatch::clock::now_secs()
 }
 
 /// `kpiwatch_regression` per route, as Prometheus has it now (NaN while waiting).

@@ -7,9 +7,11 @@
 //! This module is a leaf: it depends on no other kpiwatch module except the detector
 //! option types it embeds, does no network I/O and never prints secrets.
 
+pub mod detectors;
 mod duration;
 mod env;
 mod error;
+pub mod judge;
 pub mod raw;
 pub mod regressions;
 mod validate;

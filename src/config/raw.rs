@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::detect::adsketch::AdsketchOptions;
-use crate::detect::uniad::UniadOptions;
-use crate::detect::zscore::ZscoreOptions;
+use super::detectors::{AdsketchOptions, UniadOptions, ZscoreOptions};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]

@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::detect::regress::baseline::Range;
-use crate::detect::regress::model::{ENCODER_FILE, HEAD_FILE};
-use crate::detect::regress::{Kpi, Limits, Method, Options};
+use super::judge::{Kpi, Limits, Method, Options, Range, ENCODER_FILE, HEAD_FILE};
 
 /// The placeholder replaced by the interface's label value.
 pub const PLACEHOLDER: &str = "$interface";

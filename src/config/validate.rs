@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use url::Url;
 
+use super::detectors::{AdsketchOptions, UniadOptions, ZscoreOptions};
 use super::duration::parse_duration;
 use super::error::{ConfigError, ConfigErrors};
 use super::raw::{RawConfig, RawDetectors, RawGroup, RawPrometheus, RawShard};
 use super::regressions::RegressionsConfig;
-use crate::detect::adsketch::AdsketchOptions;
-use crate::detect::uniad::UniadOptions;
-use crate::detect::zscore::ZscoreOptions;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]

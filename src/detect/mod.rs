@@ -21,58 +21,8 @@ use smallvec::SmallVec;
 
 /// Robust statistics of one series (see [`crate::normalize`]): `z = (x - median) / scale`.
 pub use crate::normalize::RobustStats;
-
-/// One entity's recent history, as the window store holds it.
-///
-/// `rows[i]` is the history of metric `i` (named `metric_names[i]`), oldest first; every
-/// row has the same length and its last point is the step at `end_ms`. Gaps that the
-/// group's fill policy did not fill are `NaN`. Detectors that need only the last `W`
-/// points take [`EntityView::tail`]. `stats[i]` is the robust normaliser of metric `i`
-/// over the group's history, shared by every detector that z-scores its input.
-#[derive(Debug, Clone, Copy)]
-pub struct EntityView<'a> {
-    /// Stable key of the entity (its entity labels, rendered), for per-entity state.
-    pub key: &'a str,
-    /// Names of the metrics this entity has, in configuration order. Metrics are
-    /// positions, not identities: entities of one group may have different subsets.
-    pub metric_names: &'a [&'a str],
-    /// History of each metric, oldest first, all of equal length.
-    pub rows: &'a [&'a [f64]],
-    /// Robust statistics of each metric.
-    pub stats: &'a [RobustStats],
-    /// Timestamp of the last point, milliseconds since the Unix epoch.
-    pub end_ms: i64,
-    /// Distance between points, milliseconds.
-    pub step_ms: i64,
-}
-
-impl<'a> EntityView<'a> {
-    /// Number of metrics of the entity.
-    pub fn metric_count(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Number of points per row.
-    pub fn len(&self) -> usize {
-        self.rows.first().map_or(0, |r| r.len())
-    }
-
-    /// `true` when the entity has no metric or no point.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The whole row of metric `i`, oldest first.
-    pub fn row(&self, i: usize) -> &'a [f64] {
-        self.rows[i]
-    }
-
-    /// The last `w` points of metric `i` (fewer if the row is shorter).
-    pub fn tail(&self, i: usize, w: usize) -> &'a [f64] {
-        let row = self.rows[i];
-        &row[row.len().saturating_sub(w)..]
-    }
-}
+/// One entity's recent history (see [`crate::series`]).
+pub use crate::series::EntityView;
 
 /// A pattern an interpretable detector (ADSketch) matched a metric against.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,58 +5,11 @@
 //! `raw = max_i |z_i|`, `anomaly_score = raw / threshold`. It is cheap, needs no model
 //! and no training, and is the baseline the research detectors must beat.
 
-use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
+pub use crate::config::detectors::ZscoreOptions;
+
 use super::{DetectError, Detector, EntityView, MetricScore, Scores, Snapshot};
-
-/// Options of the z-score detector (`detectors.zscore` in the config).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZscoreOptions {
-    /// |z| at which the anomaly score reaches 1.0 (default 4).
-    #[serde(default = "default_threshold")]
-    pub threshold: f64,
-    /// Finite points of history needed before scoring (default 16).
-    #[serde(default = "default_min_points")]
-    pub min_points: usize,
-}
-
-fn default_threshold() -> f64 {
-    4.0
-}
-
-fn default_min_points() -> usize {
-    16
-}
-
-impl Default for ZscoreOptions {
-    fn default() -> Self {
-        ZscoreOptions {
-            threshold: default_threshold(),
-            min_points: default_min_points(),
-        }
-    }
-}
-
-impl ZscoreOptions {
-    /// Checks the values serde cannot check.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(self.threshold.is_finite() && self.threshold > 0.0) {
-            return Err(format!(
-                "threshold {} is invalid (expected a positive number, e.g. 4)",
-                self.threshold
-            ));
-        }
-        if self.min_points < 3 {
-            return Err(format!(
-                "min_points {} is too small (expected at least 3)",
-                self.min_points
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// The detector. Stateless beyond its options: the statistics come with each view.
 #[derive(Debug, Clone)]

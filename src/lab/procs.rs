@@ -42,7 +42,7 @@ impl Supervisor {
         let dir = std::env::temp_dir().join(format!(
             "kpiwatch-lab-{}-{}-{seq}",
             std::process::id(),
-            chrono::Utc::now().timestamp_millis()
+            crate::clock::now_ms()
         ));
         std::fs::create_dir(&dir).map_err(LabError::io(&dir))?;
         Ok(Self {

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use super::runner::RunSummary;
-use super::scenario::{Body, Campaign, Kpi, Phase, Scenario};
+use super::scenario::{Body, Campaign, Phase, Scenario};
 use super::service::ROUTES;
 use super::LabError;
+use crate::config::judge::Kpi;
 
 /// Format tags written in the manifests.
 pub const ANOMALY_FORMAT: &str = "kpiwatch-lab-anomaly/1";
@@ -99,7 +100,7 @@ impl PromClient {
         &self,
         expr: &str,
     ) -> Result<Vec<(BTreeMap<String, String>, f64)>, LabError> {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = crate::clock::now_ms();
         let r = self
             .reader
             .query(expr, now)
@@ -575,7 +576,7 @@ async fn export_regression(
         runs_json.push(json!({
             "id": run.id, "version": run.version, "profile": run.profile, "profile_kind": run.profile.name(),
             "duration_s": run.duration.as_secs_f64(), "start": seg.start_ms as f64 / 1000.0,
-            "end": seg.end_ms as f64 / 1000.0, "faults": run.faults, "regressed": run.regressed,
+            "end": seg.end_ms as f64 / 1000.0, "faults": run.faults, "regressed": run.regressed.iter().map(|k| k.short()).collect::<Vec<_>>(),
             "files": run_files,
         }));
     }
@@ -598,9 +599,9 @@ async fn export_regression(
                 pairs,
                 "{id},{bs},{cs},{},{},{},{}",
                 u8::from(!kpis.is_empty()),
-                has(Kpi::Rt),
-                has(Kpi::Tps),
-                has(Kpi::Sr)
+                has(Kpi::ResponseTime),
+                has(Kpi::Throughput),
+                has(Kpi::SuccessRate)
             );
             pairs_json.push(json!({ "pair_id": id, "route": route, "baseline_run": base.id, "current_run": current.id }));
         }

@@ -291,10 +291,6 @@ async fn set_state(
     put_json(client, &format!("{service}/admin/faults"), faults).await
 }
 
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 async fn play(
     sc: &Scenario,
     client: &reqwest::Client,
@@ -307,13 +303,13 @@ async fn play(
             for (i, ph) in phases.iter().enumerate() {
                 set_state(client, service, ph.version.as_deref(), &ph.faults).await?;
                 load.set_plan(ph.profile.clone(), ph.duration);
-                let start_ms = now_ms();
+                let start_ms = crate::clock::now_ms();
                 tracing::info!(phase = %ph.name, n = i + 1, of = phases.len(), duration = ?ph.duration, faults = ph.faults.len(), "Phase started.");
                 tokio::time::sleep(ph.duration).await;
                 segments.push(Segment {
                     index: i,
                     start_ms,
-                    end_ms: now_ms(),
+                    end_ms: crate::clock::now_ms(),
                 });
             }
             set_state(client, service, None, &[]).await?;
@@ -322,10 +318,10 @@ async fn play(
             for (i, run) in c.runs.iter().enumerate() {
                 set_state(client, service, Some(&run.version), &run.faults).await?;
                 load.set_plan(run.profile.clone(), run.duration);
-                let start_ms = now_ms();
+                let start_ms = crate::clock::now_ms();
                 tracing::info!(run = %run.id, n = i + 1, of = c.runs.len(), duration = ?run.duration, "Load-test run started.");
                 tokio::time::sleep(run.duration).await;
-                let end_ms = now_ms();
+                let end_ms = crate::clock::now_ms();
                 load.stop();
                 set_state(client, service, None, &[]).await?;
                 segments.push(Segment {

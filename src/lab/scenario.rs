@@ -10,11 +10,13 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::load::{LoadSettings, Mode, Profile};
 use super::service::{Faults, ROUTES};
 use super::LabError;
+use crate::config::judge::Kpi;
+use crate::config::parse_duration;
 
 /// Largest load level (virtual users or requests per second): the lab shares a small
 /// machine, tens of requests per second are the intended range.
@@ -123,18 +125,6 @@ pub struct RawRun {
     pub regressed: Vec<Kpi>,
 }
 
-/// A load-test KPI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kpi {
-    /// Response time.
-    Rt,
-    /// Throughput.
-    Tps,
-    /// Success rate.
-    Sr,
-}
-
 /// A validated scenario: durations parsed, limits checked.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -229,39 +219,6 @@ impl Scenario {
             Body::Regression(c) => c.runs.iter().map(|r| r.duration + c.cooldown).sum(),
         }
     }
-}
-
-/// Parses a duration such as `250ms`, `30s`, `2m`, `1h30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration (expected e.g. 250ms, 30s, 2m, 1h30m)");
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let n_end = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
-        if n_end == 0 {
-            return Err(bad());
-        }
-        let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
-        rest = &rest[n_end..];
-        let u_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..u_end] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += n * unit;
-        rest = &rest[u_end..];
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 fn safe_name(s: &str) -> bool {
@@ -532,20 +489,5 @@ fn validate_campaign(p: &mut Problems, raw: &RawCampaign) -> Campaign {
         cooldown,
         runs,
         pairs,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        for bad in ["", "10", "s", "10x", "-1s", "1s2"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -3,26 +3,7 @@
 use serde::Deserialize;
 
 use super::Error;
-
-/// One series of a result: its labels (sorted by name) and its samples
-/// `(timestamp ms, value)`. Instant vectors give one sample per series.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Series {
-    /// Label pairs, sorted by name, `__name__` included when present.
-    pub labels: Vec<(String, String)>,
-    /// Samples in time order.
-    pub samples: Vec<(i64, f64)>,
-}
-
-impl Series {
-    /// The value of label `name`, if present.
-    pub fn label(&self, name: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+pub use crate::series::Series;
 
 /// A decoded result with the warnings Prometheus attached.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -85,9 +85,7 @@ impl Regressions {
         if self.state.lock().await.known.contains(interface) {
             return Ok(());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = crate::clock::now_ms();
         let found = fetch::discover(&s.client, &s.cfg.discover, &s.cfg.interface_label, now)
             .await
             .map_err(|e| CheckError::Upstream(e.to_string()))?;

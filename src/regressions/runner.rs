@@ -11,7 +11,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use crate::clock::now_ms;
 
 use anyhow::Context;
 use tokio::sync::{watch, Mutex};
@@ -98,12 +100,6 @@ pub struct Regressions {
     pub(super) metrics: RegressionMetrics,
     pub(super) runtime: tokio::runtime::Handle,
     ready: Arc<AtomicBool>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn rfc3339(ms: i64) -> String {

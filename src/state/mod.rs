@@ -11,6 +11,10 @@
 //! Window data and normaliser statistics are not saved: they are a function of the
 //! history, which is re-read from Prometheus on start.
 
+mod policy;
+
+pub use policy::{restore_or_fresh, save_off_runtime};
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,9 +1,9 @@
 use std::collections::HashMap;
 
 use crate::config::{Fill, GroupConfig};
-use crate::detect::EntityView;
 use crate::normalize::RobustStats;
-use crate::reader::Series;
+use crate::series::EntityView;
+use crate::series::Series;
 
 use super::{Entity, ShardFilter};
 

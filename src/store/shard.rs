@@ -1,5 +1,5 @@
 use crate::config::Shard;
-use crate::reader::Series;
+use crate::series::Series;
 
 /// Stable 64-bit FNV-1a hash of an entity key: the same key lands on the same agent on
 /// every platform and release (Rust's `DefaultHasher` promises neither).

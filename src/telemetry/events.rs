@@ -3,7 +3,7 @@
 //! Log conventions: fields first, message capitalised and ending with a period, ERROR
 //! only where an operator must act; failures that will be retried log at DEBUG/WARN.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
 
@@ -14,12 +14,6 @@ use super::metrics::SelfMetrics;
 pub struct Telemetry {
     /// The metric handles (public so that tests can read them).
     pub metrics: SelfMetrics,
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Telemetry {
@@ -106,7 +100,9 @@ impl Telemetry {
             );
         }
         if ok {
-            m.last_success.with_label_values(&[group]).set(unix_now());
+            m.last_success
+                .with_label_values(&[group])
+                .set(crate::clock::now_secs());
             debug!(
                 group,
                 took_ms = took.as_millis() as u64,
@@ -179,7 +175,7 @@ impl Telemetry {
             .state_saves
             .with_label_values(&["success"])
             .inc();
-        self.metrics.state_last_save.set(unix_now());
+        self.metrics.state_last_save.set(crate::clock::now_secs());
         debug!(bytes, took_ms = took.as_millis() as u64, "State saved.");
     }
 

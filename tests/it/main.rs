@@ -5,10 +5,14 @@
 mod common;
 mod support;
 
+/// The module picture of ARCHITECTURE.md: allowed dependencies, one row per module.
+mod architecture;
 /// The `kpiwatch` binary: check-config exit codes, run, reload, shutdown with state.
 mod cli;
 /// Config files: the shipped example and presets pass; bad files give golden errors.
 mod config;
+/// The robust z-score against the training normaliser's golden pairs (models/golden/normalize_flat.json).
+mod normalize_golden;
 /// Whole cycles against a fake server: incremental fetch, entity lifecycle, staleness.
 mod cycle;
 /// The Prometheus client against a fake server: timeouts, 5xx, 429, garbage, caps, NaN.

@@ -45,6 +45,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
+pub use crate::config::detectors::AdsketchOptions;
+
 use super::offline::{discover, OfflineParams};
 use super::pattern::{Kind, LabelError, LabelOp, Pattern, PatternSet};
 use super::AdsketchError;
@@ -55,85 +57,7 @@ use crate::detect::{
 /// Version of the detector snapshot.
 pub const SNAPSHOT_VERSION: u32 = 1;
 
-/// Options of the ADSketch detector (`detectors.adsketch` in the config).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdsketchOptions {
-    /// Subsequence length m, in steps (paper default 15).
-    pub m: usize,
-    /// Percentile of `T_a` nearest-neighbour distances above which a subsequence is an
-    /// anomaly candidate (paper default 99.5).
-    pub p: f64,
-    /// Length of `T_n`, the history assumed normal, in steps.
-    pub train_points: usize,
-    /// Length of `T_a`, the recent history Algorithm 1 searches for anomalies, in steps.
-    pub test_points: usize,
-    /// §5.3 guard: `T_n` subsequences above this percentile of the `T_n` profile are
-    /// dropped (100 = `T_n` is clean, the paper's default).
-    pub train_noise_percentile: f64,
-    /// Learn new patterns online (Algorithm 3); `false` only detects (Algorithm 2).
-    pub adaptive: bool,
-    /// Most patterns kept per series (see the memory policy in [`super::pattern`]).
-    pub max_patterns: usize,
-}
-
-impl Default for AdsketchOptions {
-    fn default() -> Self {
-        AdsketchOptions {
-            m: 15,
-            p: 99.5,
-            train_points: 1440,
-            test_points: 360,
-            train_noise_percentile: 100.0,
-            adaptive: true,
-            max_patterns: super::pattern::DEFAULT_CAPACITY,
-        }
-    }
-}
-
 impl AdsketchOptions {
-    /// Checks the values serde cannot check.
-    pub fn validate(&self) -> Result<(), String> {
-        if !(2..=512).contains(&self.m) {
-            return Err(format!(
-                "m {} is out of range (expected 2 to 512, e.g. 15)",
-                self.m
-            ));
-        }
-        for (name, v) in [
-            ("p", self.p),
-            ("train_noise_percentile", self.train_noise_percentile),
-        ] {
-            if !(v.is_finite() && (50.0..=100.0).contains(&v)) {
-                return Err(format!(
-                    "{name} {v} is invalid (expected a percentile in [50, 100])"
-                ));
-            }
-        }
-        let excl = super::matrix_profile::exclusion_zone(self.m);
-        if self.train_points < self.m + excl + 2 || self.train_points < 2 * self.m {
-            return Err(format!(
-                "train_points {} is too small for m = {} (expected at least {})",
-                self.train_points,
-                self.m,
-                (self.m + excl + 2).max(2 * self.m)
-            ));
-        }
-        if self.test_points < self.m {
-            return Err(format!(
-                "test_points {} is smaller than m = {}",
-                self.test_points, self.m
-            ));
-        }
-        if self.max_patterns < 2 {
-            return Err(format!(
-                "max_patterns {} is too small (expected at least 2)",
-                self.max_patterns
-            ));
-        }
-        Ok(())
-    }
-
     fn offline(&self) -> OfflineParams {
         let mut p = OfflineParams::new(self.m, self.p);
         p.noise_p = self.train_noise_percentile;

@@ -73,10 +73,9 @@ impl MatrixProfile {
     }
 }
 
-/// Stumpy's exclusion zone for a self-join: `⌈m/4⌉`.
-pub fn exclusion_zone(m: usize) -> usize {
-    m.div_ceil(4)
-}
+/// Stumpy's exclusion zone for a self-join: `⌈m/4⌉` (one rule, shared with the options'
+/// validation).
+pub use crate::config::detectors::exclusion_zone;
 
 /// Self-join: nearest neighbour of every subsequence of `t` among the subsequences of `t`
 /// that start more than [`exclusion_zone`]`(m)` positions away.

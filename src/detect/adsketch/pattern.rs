@@ -38,7 +38,7 @@ use super::AdsketchError;
 pub const STATE_VERSION: u32 = 1;
 
 /// Default bound on the number of patterns per series.
-pub const DEFAULT_CAPACITY: usize = 512;
+pub const DEFAULT_CAPACITY: usize = crate::config::detectors::DEFAULT_MAX_PATTERNS;
 
 /// Longest issue label, in bytes.
 pub const MAX_LABEL_LEN: usize = 64;

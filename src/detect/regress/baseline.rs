@@ -15,21 +15,7 @@
 
 use std::collections::BTreeMap;
 
-/// A closed time range `[start_ms, end_ms]` of sample timestamps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Range {
-    /// First timestamp, ms.
-    pub start_ms: i64,
-    /// Last timestamp, ms (`>= start_ms`).
-    pub end_ms: i64,
-}
-
-impl Range {
-    /// Length in milliseconds.
-    pub fn len_ms(&self) -> i64 {
-        self.end_ms - self.start_ms
-    }
-}
+pub use crate::config::judge::Range;
 
 /// The latest change of version in a timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,10 +27,7 @@ use std::sync::Arc;
 
 use tract_onnx::prelude::*;
 
-/// File name of the encoder inside a model directory.
-pub const ENCODER_FILE: &str = "regress_encoder.onnx";
-/// File name of the head inside a model directory.
-pub const HEAD_FILE: &str = "regress_head.onnx";
+pub use crate::config::judge::{ENCODER_FILE, HEAD_FILE};
 
 /// Largest absolute difference between the native engine and tract allowed on the
 /// load-time probe (embeddings and probabilities).

@@ -12,6 +12,8 @@
 use std::fmt;
 use std::path::Path;
 
+pub use crate::config::judge::Limits;
+
 use super::Kpi;
 
 /// Why a load-test file could not be read at all (as opposed to [`Insufficient`]).
@@ -220,27 +222,6 @@ fn check_range(v: f64, column: &'static str, path: &str, line: usize) -> Result<
             value: v,
             rule,
         })
-    }
-}
-
-/// Limits under which a KPI pair is "insufficient data" instead of judged.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Limits {
-    /// Fewest usable (non-gap) points each window must have.
-    pub min_points: usize,
-    /// Largest share of gap rows (workload or KPI `NaN`) a window may have.
-    pub max_gap_fraction: f64,
-    /// Longest run of consecutive gap rows a window may have.
-    pub max_gap_run: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            min_points: 20,
-            max_gap_fraction: 0.2,
-            max_gap_run: 30,
-        }
     }
 }
 

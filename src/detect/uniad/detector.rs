@@ -1,15 +1,15 @@
 //! [`UniadDetector`]: the Uni-AD [`Detector`] (normalise, batch, score, threshold).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use smallvec::SmallVec;
 
-use super::model::{ModelError, PlanMode, UniadModel};
+use super::model::{ModelError, UniadModel};
 use super::scale::{fit_window_ends, ErrorScales};
-use super::spot::{Spot, SpotOptions};
+use super::spot::Spot;
+pub use crate::config::detectors::UniadOptions;
 use crate::detect::{
     DetectError, Detector, EntityView, MetricScore, RobustStats, Scores, Snapshot,
 };
@@ -20,103 +20,6 @@ const Z_CLIP: f32 = 1000.0;
 /// Version of the snapshot format (2: records `scale_errors`, the score the thresholds
 /// were learned on; version 1 thresholds are on the plain eq. 7 score).
 const SNAPSHOT_VERSION: u64 = 2;
-
-/// Options of the Uni-AD detector (`detectors.uniad` in the config).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UniadOptions {
-    /// The ONNX model (input `[batch, n, W]`, output its reconstruction), e.g.
-    /// `models/uniad.onnx`.
-    pub model: PathBuf,
-    /// How the model runs: `native` (default: the native forward pass, checked
-    /// against tract at load, falling back to `bucketed` with a warning for a graph it
-    /// does not reproduce), `bucketed` (tract, a plan per batch bucket and metric
-    /// count, cached) or `symbolic` (tract, one plan for every shape).
-    #[serde(default)]
-    pub plan: PlanMode,
-    /// Most entity windows per model call (default 512).
-    #[serde(default = "default_max_batch")]
-    pub max_batch: usize,
-    /// Points of history a metric's robust statistics need before the entity is
-    /// scored (default 16).
-    #[serde(default = "default_min_points")]
-    pub min_points: usize,
-    /// Divide each metric's squared error by its typical value for the entity before
-    /// eq. 7's mean (default `false`: the paper's plain mean). See `scale.rs`: it lets a
-    /// fault in a flat metric (an error ratio) stand out of noisy ones, but makes every
-    /// ordinary step of a flat metric look like a fault; on held-out lab data the plain
-    /// mean ranks faults better (`models/uniad.md`).
-    #[serde(default = "default_scale_errors")]
-    pub scale_errors: bool,
-    /// The per-entity SPOT threshold.
-    #[serde(default)]
-    pub threshold: SpotOptions,
-}
-
-fn default_scale_errors() -> bool {
-    false
-}
-
-fn default_max_batch() -> usize {
-    512
-}
-
-fn default_min_points() -> usize {
-    16
-}
-
-impl UniadOptions {
-    /// Options with defaults for everything but the model path.
-    pub fn new(model: impl Into<PathBuf>) -> Self {
-        UniadOptions {
-            model: model.into(),
-            plan: PlanMode::default(),
-            max_batch: default_max_batch(),
-            min_points: default_min_points(),
-            scale_errors: default_scale_errors(),
-            threshold: SpotOptions::default(),
-        }
-    }
-
-    /// Checks the values serde cannot check.
-    pub fn validate(&self) -> Result<(), String> {
-        let t = &self.threshold;
-        if self.max_batch == 0 {
-            return Err("max_batch must be at least 1".into());
-        }
-        if !(t.risk > 0.0 && t.risk < 1.0) {
-            return Err(format!(
-                "threshold.risk {} is invalid (expected 0 < risk < 1, e.g. 0.001)",
-                t.risk
-            ));
-        }
-        if !(t.level > 0.0 && t.level < 1.0) {
-            return Err(format!(
-                "threshold.level {} is invalid (expected 0 < level < 1, e.g. 0.98)",
-                t.level
-            ));
-        }
-        if t.calibration < 8 {
-            return Err(format!(
-                "threshold.calibration {} is too small (expected at least 8)",
-                t.calibration
-            ));
-        }
-        if !(t.initial_threshold.is_finite() && t.initial_threshold > 0.0) {
-            return Err(format!(
-                "threshold.initial_threshold {} must be a positive number",
-                t.initial_threshold
-            ));
-        }
-        if !(t.floor.is_finite() && t.floor > 0.0) {
-            return Err(format!(
-                "threshold.floor {} must be a positive number",
-                t.floor
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// The Uni-AD detector of one entity group. The model may be shared between groups.
 #[derive(Debug)]

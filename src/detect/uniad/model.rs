@@ -76,19 +76,7 @@ pub enum ModelError {
     Run(String),
 }
 
-/// How [`UniadModel::infer`] runs the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PlanMode {
-    /// The native forward pass (weights from the ONNX file), checked against tract at
-    /// load; falls back to [`PlanMode::Bucketed`] for graphs it does not reproduce.
-    #[default]
-    Native,
-    /// One tract plan with symbolic `batch` and `n`.
-    Symbolic,
-    /// tract plans concretised per (batch bucket, n), cached.
-    Bucketed,
-}
+pub use crate::config::detectors::PlanMode;
 
 type Plan = Arc<TypedRunnableModel>;
 

@@ -29,39 +29,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::detectors::SpotOptions;
 use crate::normalize::median_in_place;
-
-/// Tuning of the per-entity threshold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SpotOptions {
-    /// Tail probability of the alarm threshold (SPOT's `q`).
-    pub risk: f64,
-    /// Quantile of the calibration scores used as the peaks threshold `t`.
-    pub level: f64,
-    /// Scores collected (3-sigma threshold meanwhile) before SPOT is calibrated.
-    pub calibration: usize,
-    /// Most peaks kept for the GPD fit.
-    pub max_peaks: usize,
-    /// Threshold used before two scores exist (raw units of the detector).
-    pub initial_threshold: f64,
-    /// Lower bound of every threshold, so a perfectly reconstructed (flat) entity
-    /// does not turn rounding noise into huge `anomaly_score`s.
-    pub floor: f64,
-}
-
-impl Default for SpotOptions {
-    fn default() -> Self {
-        SpotOptions {
-            risk: 1e-3,
-            level: 0.98,
-            calibration: 128,
-            max_peaks: 512,
-            initial_threshold: 1.0,
-            floor: 1e-3,
-        }
-    }
-}
 
 /// Threshold state of one entity (serialisable for the state file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,11 +7,12 @@
 //! (SIGTERM, which Kubernetes sends, or SIGINT): the group loops finish their current
 //! cycle within a grace period → state saved → admin server stopped.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+mod reload;
+
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::Registry;
@@ -21,11 +22,11 @@ use tokio::time::MissedTickBehavior;
 use tracing::{info, warn};
 
 use crate::config::{self, Config, DetectorsConfig, GroupConfig};
-use crate::cycle::{CycleContext, GroupRunner};
+use crate::cycle::{group_loop, CycleContext, EditRequest, GroupRunner, SnapshotReply};
 use crate::detect::adsketch::AdsketchDetector;
 use crate::detect::uniad::UniadDetector;
 use crate::detect::zscore::ZscoreDetector;
-use crate::detect::{Detector, Snapshot};
+use crate::detect::Detector;
 use crate::export::catalog::{
     CatalogHandle, EditError, EditOutcome, LabelEdit, LabelEditRequest, PatternCatalog,
 };
@@ -35,6 +36,7 @@ use crate::regressions::{RegressionMetrics, Regressions, Setup as RegressSetup};
 use crate::state::{self, State};
 use crate::store::ShardFilter;
 use crate::telemetry::{SelfMetrics, Telemetry};
+use reload::RestartOnly;
 
 /// How long shutdown waits for running cycles before saving state anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -57,16 +59,6 @@ pub fn build_detectors(cfg: &DetectorsConfig) -> anyhow::Result<Vec<Box<dyn Dete
     }
     Ok(out)
 }
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-type SnapshotReply = oneshot::Sender<BTreeMap<String, Snapshot>>;
-type EditRequest = (LabelEdit, oneshot::Sender<Result<EditOutcome, EditError>>);
 
 /// A running group loop and the handles to talk to it.
 struct RunningGroup {
@@ -106,7 +98,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         catalog: catalog.clone(),
     };
 
-    let restored = restore_state(config.state_dir.as_deref());
+    let restored = state::restore_or_fresh(config.state_dir.as_deref());
     let mut runners = Vec::new();
     for g in &config.groups {
         let mut r = build_runner(g, &config)?;
@@ -223,68 +215,6 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// The keys a reload cannot change: the server, its token reader and the save timer are
-/// built once at start. Reloads are compared with the values the agent started with, so
-/// that a change keeps being reported on every reload until a restart applies it.
-#[derive(Debug, Clone, PartialEq)]
-struct RestartOnly {
-    listen: std::net::SocketAddr,
-    write_token_file: Option<PathBuf>,
-    state_save_interval: Duration,
-}
-
-impl RestartOnly {
-    fn of(config: &Config) -> Self {
-        RestartOnly {
-            listen: config.listen,
-            write_token_file: config.write_token_file.clone(),
-            state_save_interval: config.state_save_interval,
-        }
-    }
-
-    /// The keys whose value in `new` differs from the running one, each with a note.
-    fn changed_keys(&self, new: &Config) -> Vec<(&'static str, &'static str)> {
-        let mut keys = Vec::new();
-        if new.listen != self.listen {
-            keys.push(("server.listen", ""));
-        }
-        if new.write_token_file != self.write_token_file {
-            keys.push((
-                "server.write_token_file",
-                " (a new token in the same file is read at once)",
-            ));
-        }
-        if new.state_save_interval != self.state_save_interval {
-            keys.push(("state_save_interval", ""));
-        }
-        keys
-    }
-}
-
-fn restore_state(dir: Option<&Path>) -> State {
-    let Some(dir) = dir else {
-        return State::default();
-    };
-    match state::load(dir) {
-        Ok(Some(s)) => {
-            info!(path = %state::path_in(dir).display(), groups = s.groups.len(), "State restored.");
-            s
-        }
-        Ok(None) => {
-            info!(path = %state::path_in(dir).display(), "No saved state; starting fresh.");
-            State::default()
-        }
-        Err(e) => {
-            // Refusing to start would take the node's agent down for good; keep the bad
-            // file for inspection and start fresh.
-            let aside = state::path_in(dir).with_extension(format!("corrupt-{}", now_ms() / 1000));
-            let moved = std::fs::rename(state::path_in(dir), &aside).is_ok();
-            tracing::error!(error = %e, moved_to = %aside.display(), moved, "Saved state is unusable; starting fresh.");
-            State::default()
-        }
-    }
-}
-
 fn build_runner(g: &GroupConfig, config: &Config) -> anyhow::Result<GroupRunner> {
     let detectors = build_detectors(&g.detectors)
         .with_context(|| format!("group {:?} in {}", g.name, config.source))?;
@@ -352,7 +282,7 @@ impl Agent {
             return Ok(false);
         };
         let state = self.collect_state().await;
-        write_state(&dir, state, &self.ctx.telemetry).await?;
+        state::save_off_runtime(&dir, state, &self.ctx.telemetry).await?;
         Ok(true)
     }
 
@@ -377,85 +307,6 @@ impl Agent {
         Ok(outcome)
     }
 
-    /// Re-reads the config; on success swaps groups, keeping the runners (store and
-    /// detectors) of groups whose config did not change. On failure nothing changes.
-    async fn reload(&mut self) -> Result<String, String> {
-        let path = self.config_path.clone();
-        let new = match tokio::task::spawn_blocking(move || config::load(&path)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(errs)) => {
-                self.ctx.telemetry.reload_rejected(&errs);
-                return Err(errs.to_string());
-            }
-            Err(e) => {
-                self.ctx.telemetry.reload_rejected(&e);
-                return Err(e.to_string());
-            }
-        };
-        let client = match Client::new(&new.prometheus, self.ctx.telemetry.clone()) {
-            Ok(c) => Arc::new(c),
-            Err(e) => {
-                self.ctx.telemetry.reload_rejected(&e);
-                return Err(e.to_string());
-            }
-        };
-        // Build new runners before stopping anything, so that a model that fails to
-        // load leaves the old config running.
-        let mut fresh: HashMap<String, GroupRunner> = HashMap::new();
-        for g in &new.groups {
-            match build_runner(g, &new) {
-                Ok(r) => {
-                    fresh.insert(g.name.clone(), r);
-                }
-                Err(e) => {
-                    self.ctx.telemetry.reload_rejected(&format!("{e:#}"));
-                    return Err(format!("{e:#}"));
-                }
-            }
-        }
-        let regress_setup = match RegressSetup::build(&new, client.clone()) {
-            Ok(r) => r,
-            Err(e) => {
-                self.ctx.telemetry.reload_rejected(&format!("{e:#}"));
-                return Err(format!("{e:#}"));
-            }
-        };
-        for (key, note) in self.restart_only.changed_keys(&new) {
-            warn!(key, "{key} changes only on restart; the value the agent started with stays in use{note}.");
-        }
-        let same_shard = new.shard == self.config.shard;
-        let old: HashMap<String, GroupRunner> = self
-            .stop_groups()
-            .await
-            .into_iter()
-            .map(|r| (r.config().name.clone(), r))
-            .collect();
-        self.ctx.client = client;
-        let mut old = old;
-        for g in &new.groups {
-            let runner = match old.remove(&g.name) {
-                Some(prev) if same_shard && prev.config() == g => prev,
-                Some(prev) => {
-                    let mut r = fresh.remove(&g.name).expect("built above");
-                    r.restore(&prev.snapshots());
-                    r
-                }
-                None => fresh.remove(&g.name).expect("built above"),
-            };
-            self.spawn(runner);
-        }
-        for removed in old.keys() {
-            self.ctx.telemetry.group_removed(removed);
-        }
-        let names: Vec<String> = new.groups.iter().map(|g| g.name.clone()).collect();
-        self.ctx.scores.retain_groups(&names);
-        self.regressions.apply(regress_setup).await;
-        self.ctx.catalog.retain_groups(&names);
-        self.config = new;
-        self.ctx.telemetry.reload_applied(&self.config.source);
-        Ok(self.config.source.clone())
-    }
-
     async fn shutdown(&mut self) {
         let runners = self.stop_groups().await;
         let Some(dir) = self.config.state_dir.clone() else {
@@ -465,109 +316,6 @@ impl Agent {
         for r in &runners {
             state.groups.insert(r.config().name.clone(), r.snapshots());
         }
-        let _ = write_state(&dir, state, &self.ctx.telemetry).await;
-    }
-}
-
-/// Writes the state file; the error (also logged and counted) is returned for callers
-/// that answer someone.
-async fn write_state(
-    dir: &Path,
-    state: State,
-    telemetry: &crate::telemetry::Telemetry,
-) -> Result<(), String> {
-    let dir = dir.to_path_buf();
-    let started = Instant::now();
-    match tokio::task::spawn_blocking(move || state::save(&dir, &state)).await {
-        Ok(Ok(bytes)) => {
-            telemetry.state_saved(bytes, started.elapsed());
-            Ok(())
-        }
-        Ok(Err(e)) => {
-            telemetry.state_save_failed(&e);
-            Err(e.to_string())
-        }
-        Err(e) => {
-            telemetry.state_save_failed(&e);
-            Err(e.to_string())
-        }
-    }
-}
-
-/// A group's loop: one cycle per tick, never two at once. Ticks missed while a cycle
-/// runs are skipped and counted as overruns.
-async fn group_loop(
-    mut runner: GroupRunner,
-    ctx: CycleContext,
-    mut stop: watch::Receiver<bool>,
-    mut snapshots: mpsc::Receiver<SnapshotReply>,
-    mut labels: mpsc::Receiver<EditRequest>,
-) -> GroupRunner {
-    let interval = runner.config().interval;
-    let name = runner.config().name.clone();
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            Some(reply) = snapshots.recv() => {
-                let _ = reply.send(runner.snapshots());
-            }
-            Some((edit, reply)) = labels.recv() => {
-                let _ = reply.send(runner.edit_labels(&edit, &ctx.catalog));
-            }
-            _ = ticker.tick() => {
-                let started = Instant::now();
-                let (r, _) = runner.run_cycle(&ctx, now_ms()).await;
-                runner = r;
-                let missed = started.elapsed().as_nanos() / interval.as_nanos().max(1);
-                for _ in 0..missed {
-                    ctx.telemetry.cycle_overran(&name, interval);
-                }
-            }
-        }
-    }
-    runner
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A minimal valid config.
-    fn config() -> Config {
-        let text =
-            "prometheus:\n  url: http://127.0.0.1:9090\ngroups:\n  - name: g\n    metrics:\n      \
-                    m: up\n    entity_labels: [instance]\n    detectors:\n      zscore: {}\n";
-        let env = std::collections::HashMap::new();
-        config::parse_str(text, Path::new("test.yaml"), &env).expect("test config is valid")
-    }
-
-    #[test]
-    fn restart_only_keys_are_compared_with_the_values_at_start() {
-        let started = config();
-        let running = RestartOnly::of(&started);
-        let mut moved = started.clone();
-        moved.listen = "127.0.0.1:9999".parse().expect("address");
-        moved.state_save_interval = Duration::from_secs(7);
-        let keys = |c: &Config| -> Vec<&str> {
-            running
-                .changed_keys(c)
-                .into_iter()
-                .map(|(k, _)| k)
-                .collect()
-        };
-        assert_eq!(keys(&moved), ["server.listen", "state_save_interval"]);
-        moved.write_token_file = Some(PathBuf::from("/run/token"));
-        assert_eq!(
-            keys(&moved),
-            [
-                "server.listen",
-                "server.write_token_file",
-                "state_save_interval"
-            ]
-        );
-        assert!(keys(&started).is_empty());
+        let _ = state::save_off_runtime(&dir, state, &self.ctx.telemetry).await;
     }
 }

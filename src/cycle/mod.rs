@@ -7,6 +7,10 @@
 //! entities are reported stale and keep their last scores until a good cycle; nothing
 //! already stored is lost, and the next cycle fetches the missed range.
 
+mod schedule;
+
+pub use schedule::{group_loop, EditRequest, SnapshotReply};
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

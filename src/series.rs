@@ -1,0 +1,82 @@
+//! The data that crosses the pipeline's stages, owned by none of them.
+//!
+//! * [`Series`]: one series as Prometheus answered it (reader → store);
+//! * [`EntityView`]: one entity's aligned history with its robust statistics, as the
+//!   store lends it to the detectors (store → detect).
+//!
+//! Types only: no I/O, no stage's logic. Keeping them here lets every stage depend on
+//! this module and on `config` alone, never on the stage before it.
+
+use crate::normalize::RobustStats;
+
+/// One series of a result: its labels (sorted by name) and its samples
+/// `(timestamp ms, value)`. Instant vectors give one sample per series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Label pairs, sorted by name, `__name__` included when present.
+    pub labels: Vec<(String, String)>,
+    /// Samples in time order.
+    pub samples: Vec<(i64, f64)>,
+}
+
+impl Series {
+    /// The value of label `name`, if present.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One entity's recent history, as the window store holds it.
+///
+/// `rows[i]` is the history of metric `i` (named `metric_names[i]`), oldest first; every
+/// row has the same length and its last point is the step at `end_ms`. Gaps that the
+/// group's fill policy did not fill are `NaN`. Detectors that need only the last `W`
+/// points take [`EntityView::tail`]. `stats[i]` is the robust normaliser of metric `i`
+/// over the group's history, shared by every detector that z-scores its input.
+#[derive(Debug, Clone, Copy)]
+pub struct EntityView<'a> {
+    /// Stable key of the entity (its entity labels, rendered), for per-entity state.
+    pub key: &'a str,
+    /// Names of the metrics this entity has, in configuration order. Metrics are
+    /// positions, not identities: entities of one group may have different subsets.
+    pub metric_names: &'a [&'a str],
+    /// History of each metric, oldest first, all of equal length.
+    pub rows: &'a [&'a [f64]],
+    /// Robust statistics of each metric.
+    pub stats: &'a [RobustStats],
+    /// Timestamp of the last point, milliseconds since the Unix epoch.
+    pub end_ms: i64,
+    /// Distance between points, milliseconds.
+    pub step_ms: i64,
+}
+
+impl<'a> EntityView<'a> {
+    /// Number of metrics of the entity.
+    pub fn metric_count(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Number of points per row.
+    pub fn len(&self) -> usize {
+        self.rows.first().map_or(0, |r| r.len())
+    }
+
+    /// `true` when the entity has no metric or no point.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole row of metric `i`, oldest first.
+    pub fn row(&self, i: usize) -> &'a [f64] {
+        self.rows[i]
+    }
+
+    /// The last `w` points of metric `i` (fewer if the row is shorter).
+    pub fn tail(&self, i: usize, w: usize) -> &'a [f64] {
+        let row = self.rows[i];
+        &row[row.len().saturating_sub(w)..]
+    }
+}
