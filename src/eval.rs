@@ -51,7 +51,7 @@ pub fn prf(truth: &[bool], pred: &[bool]) -> Prf {
 
 /// Area under the precision-recall curve (average precision; tied scores form one
 /// threshold).
-pub fn pr_auc(scores: &[f64], labels: &[bool]) -> f64 {
+pub(crate) fn pr_auc(scores: &[f64], labels: &[bool]) -> f64 {
     let pos = labels.iter().filter(|l| **l).count() as f64;
     if pos == 0.0 {
         return f64::NAN;
@@ -78,7 +78,7 @@ pub fn pr_auc(scores: &[f64], labels: &[bool]) -> f64 {
 /// Best F1 over all thresholds on the score. With `point_adjusted`, a labelled
 /// segment counts as wholly detected once any of its points is flagged (the
 /// point-adjust protocol of OmniAnomaly and the Uni-AD paper).
-pub fn best_f1(scores: &[f64], labels: &[bool], point_adjusted: bool) -> f64 {
+pub(crate) fn best_f1(scores: &[f64], labels: &[bool], point_adjusted: bool) -> f64 {
     // Events (score at which they turn on, true positives, false positives).
     let mut events: Vec<(f64, f64, f64)> = Vec::new();
     let mut i = 0;

@@ -21,19 +21,19 @@
 //! |---|---|
 //! | [`config`] | YAML → validated [`config::Config`], every error at once; detector options as plain data |
 //! | [`reader`] | the Prometheus HTTP API client (auth, TLS, retries, caps) |
-//! | [`series`] | the data types that cross stages: [`series::Series`], [`series::EntityView`] |
+//! | `series` | the data types that cross stages: `Series`, `EntityView` |
 //! | [`store`] | per-entity ring buffers aligned to the step, entity lifecycle, sharding |
 //! | [`normalize`] | the shared robust z-score |
 //! | [`detect`] | the [`detect::Detector`] trait, the detectors and the regression judge |
 //! | [`export`] | the admin/metrics HTTP server and score series |
 //! | [`telemetry`] | self-monitoring events and metrics |
-//! | [`state`] | persisted learned state (atomic, versioned, checksummed) and when to save it |
+//! | `state` | persisted learned state (atomic, versioned, checksummed) and when to save it |
 //! | [`clock`] | the one wall clock (milliseconds since the epoch) |
 //! | [`cycle`] | one group's evaluation loop: tick, fetch, append, detect, export |
-//! | [`regressions`] | the agent's second pipeline: discover → fetch → compare → export |
-//! | [`secret`] | token files re-read on rotation, compared in constant time |
+//! | `regressions` | the agent's second pipeline: discover → fetch → compare → export |
+//! | `secret` | token files re-read on rotation, compared in constant time |
 //! | [`app`] | wiring, reload, shutdown |
-//! | [`eval`] | accuracy measures of the offline tools (precision/recall/F1, PR-AUC) |
+//! | `eval` | accuracy measures of the offline tools (precision/recall/F1, PR-AUC) |
 //! | [`dataset`] | CSV formats of the offline tools |
 //! | [`cli`] | the command line |
 //! | `lab` | (feature `lab`) the test service, load generator and recorder; never linked into the agent |
@@ -45,15 +45,15 @@ pub mod config;
 pub mod cycle;
 pub mod dataset;
 pub mod detect;
-pub mod eval;
+pub(crate) mod eval;
 pub mod export;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod normalize;
 pub mod reader;
-pub mod regressions;
-pub mod secret;
-pub mod series;
-pub mod state;
+pub(crate) mod regressions;
+pub(crate) mod secret;
+pub(crate) mod series;
+pub(crate) mod state;
 pub mod store;
 pub mod telemetry;

@@ -10,14 +10,14 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// A file holding one secret (surrounding whitespace trimmed).
-pub struct SecretFile {
+pub(crate) struct SecretFile {
     path: PathBuf,
     cache: Mutex<Option<(SystemTime, String)>>,
 }
 
 impl SecretFile {
     /// A secret read from `path` on first use.
-    pub fn new(path: PathBuf) -> SecretFile {
+    pub(crate) fn new(path: PathBuf) -> SecretFile {
         SecretFile {
             path,
             cache: Mutex::new(None),
@@ -25,13 +25,13 @@ impl SecretFile {
     }
 
     /// Where the secret lives (for messages; the content is never shown).
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// The current secret: the cached copy while the file's modification time is
     /// unchanged, else the file read again.
-    pub fn read(&self) -> std::io::Result<String> {
+    pub(crate) fn read(&self) -> std::io::Result<String> {
         let modified = std::fs::metadata(&self.path)?.modified()?;
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, secret)) = cache.as_ref() {
@@ -53,13 +53,13 @@ impl std::fmt::Debug for SecretFile {
 }
 
 /// The file's content without surrounding whitespace (editors and `echo` add a newline).
-pub fn read_trimmed(path: &Path) -> std::io::Result<String> {
+pub(crate) fn read_trimmed(path: &Path) -> std::io::Result<String> {
     std::fs::read_to_string(path).map(|s| s.trim().to_string())
 }
 
 /// Compares two secrets in time that depends on their length only, so that a caller
 /// cannot find a token byte by byte from response times.
-pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+pub(crate) fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len()
         && given
             .iter()

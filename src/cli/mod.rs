@@ -10,7 +10,7 @@ mod detect_adsketch;
 mod detect_uniad;
 mod detect_zscore;
 mod offline;
-pub mod regress;
+pub(crate) mod regress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -24,9 +24,9 @@ use std::process::ExitCode;
 use crate::detect::regress::{self, Kpi, LoadTest, Method, Options, Report};
 
 /// Exit code for errors (unreadable input, model failure).
-pub const EXIT_ERROR: u8 = 1;
+pub(crate) const EXIT_ERROR: u8 = 1;
 /// Exit code for bad arguments.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// Arguments of `kpiwatch regress`.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,7 +75,7 @@ fn parse_kpi(s: &str) -> Result<Kpi, String> {
 
 /// Why `kpiwatch regress` failed; [`RegressCliError::exit_code`] maps it.
 #[derive(Debug, thiserror::Error)]
-pub enum RegressCliError {
+pub(crate) enum RegressCliError {
     /// Bad argument values.
     #[error("{0}")]
     Usage(String),
@@ -100,7 +100,7 @@ pub enum RegressCliError {
 
 impl RegressCliError {
     /// Process exit code (1 error, 2 usage).
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             RegressCliError::Usage(_) => EXIT_USAGE,
             _ => EXIT_ERROR,
@@ -147,7 +147,7 @@ impl RegressArgs {
 }
 
 /// Runs the comparison and returns the report (no printing).
-pub fn evaluate(args: &RegressArgs) -> Result<Report, RegressCliError> {
+pub(crate) fn evaluate(args: &RegressArgs) -> Result<Report, RegressCliError> {
     let opts = args.options()?;
     let baseline = LoadTest::read_csv(&args.baseline)?;
     let current = LoadTest::read_csv(&args.current)?;
@@ -167,14 +167,14 @@ pub fn evaluate(args: &RegressArgs) -> Result<Report, RegressCliError> {
 }
 
 /// Runs the comparison, prints the JSON report and returns the exit code of its verdict.
-pub fn check(args: &RegressArgs) -> Result<u8, RegressCliError> {
+pub(crate) fn check(args: &RegressArgs) -> Result<u8, RegressCliError> {
     let report = evaluate(args)?;
     println!("{}", report.to_json());
     Ok(report.verdict.exit_code())
 }
 
 /// `kpiwatch regress`: [`check`], with errors printed to stderr and mapped to 1 or 2.
-pub fn run(args: &RegressArgs) -> ExitCode {
+pub(crate) fn run(args: &RegressArgs) -> ExitCode {
     match check(args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -189,7 +189,12 @@ const H: f64 = 260.0;
 const PAD: f64 = 44.0;
 
 /// One panel per KPI: the KPI (y) against workload (x), baseline blue, current orange.
-pub fn plot_svg(baseline: &LoadTest, current: &LoadTest, kpis: &[Kpi], report: &Report) -> String {
+pub(crate) fn plot_svg(
+    baseline: &LoadTest,
+    current: &LoadTest,
+    kpis: &[Kpi],
+    report: &Report,
+) -> String {
     let width = W * kpis.len().max(1) as f64;
     let mut s = String::new();
     let _ = write!(

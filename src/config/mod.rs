@@ -12,7 +12,7 @@ mod duration;
 mod env;
 mod error;
 pub mod judge;
-pub mod raw;
+pub(crate) mod raw;
 pub mod regressions;
 mod validate;
 mod warnings;

@@ -12,7 +12,7 @@ use super::detectors::{AdsketchOptions, UniadOptions, ZscoreOptions};
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     /// Where to read metrics from.
     pub prometheus: RawPrometheus,
     /// The agent's own HTTP server.
@@ -34,7 +34,7 @@ pub struct RawConfig {
 /// `prometheus:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPrometheus {
+pub(crate) struct RawPrometheus {
     /// Base URL of the HTTP API.
     pub url: String,
     /// Per-request timeout (default 10s).
@@ -61,7 +61,7 @@ pub struct RawPrometheus {
 /// `prometheus.basic_auth:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawBasicAuth {
+pub(crate) struct RawBasicAuth {
     /// User name.
     pub username: String,
     /// File holding the password (never the password itself: configs get committed).
@@ -71,7 +71,7 @@ pub struct RawBasicAuth {
 /// `prometheus.tls:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
+pub(crate) struct RawTls {
     /// PEM file of CA certificates to trust in addition to the system roots.
     pub ca_file: Option<String>,
     /// PEM client certificate (with `key_file`) for mutual TLS.
@@ -86,7 +86,7 @@ pub struct RawTls {
 /// `server:`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(crate) struct RawServer {
     /// Listen address (default `0.0.0.0:9847`).
     pub listen: Option<String>,
     /// File holding the bearer token that write requests (every method but GET and
@@ -97,7 +97,7 @@ pub struct RawServer {
 /// `shard:`: either node mode or hash mode.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawShard {
+pub(crate) struct RawShard {
     /// Node mode: keep entities whose `node_label` equals this (usually `${NODE_NAME}`).
     pub node_name: Option<String>,
     /// Node mode: label carrying the node name (default `node`).
@@ -111,7 +111,7 @@ pub struct RawShard {
 /// One entry of `groups:`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawGroup {
+pub(crate) struct RawGroup {
     /// Unique group name (the `group` label of exported series).
     pub name: String,
     /// Evaluation interval (default 30s).
@@ -138,7 +138,7 @@ pub struct RawGroup {
 /// `groups[].detectors:`. Each key enables one detector.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDetectors {
+pub(crate) struct RawDetectors {
     /// Robust z-score on the last step.
     pub zscore: Option<ZscoreOptions>,
     /// ADSketch: interpretable patterns per metric series, learned online.

@@ -20,8 +20,8 @@
 //! patterns and labels; this module only shows them and forwards edits.
 
 mod api;
-pub mod board;
-pub mod edit;
+pub(crate) mod board;
+pub(crate) mod edit;
 mod page;
 #[cfg(test)]
 mod tests;

@@ -344,6 +344,12 @@ mod tests {
         a.ready.store(true, Ordering::Release);
         assert_eq!(get(&a, Method::GET, "/-/ready").await.status(), 200);
         assert_eq!(get(&a, Method::GET, "/-/healthy").await.status(), 200);
+        // Once on, it stays on: answering probes and scrapes never resets it.
+        for path in ["/metrics", "/-/ready", "/-/ready"] {
+            get(&a, Method::GET, path).await;
+        }
+        assert!(a.ready.load(Ordering::Acquire));
+        assert_eq!(get(&a, Method::GET, "/-/ready").await.status(), 200);
     }
 
     #[tokio::test]

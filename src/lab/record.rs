@@ -151,15 +151,6 @@ impl PromClient {
     }
 }
 
-/// Parses a Prometheus sample value (`"1.5"`, `"NaN"`, `"+Inf"`, `"-Inf"`).
-pub fn parse_value(s: &str) -> f64 {
-    match s {
-        "+Inf" | "Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        _ => s.parse().unwrap_or(f64::NAN),
-    }
-}
-
 /// A regular time grid.
 #[derive(Debug, Clone, Copy)]
 struct Grid {
@@ -645,8 +636,6 @@ mod tests {
         assert_eq!(fmt_value(1.5), "1.5");
         assert_eq!(fmt_value(2.0), "2");
         assert_eq!(fmt_value(-0.00001), "0");
-        assert_eq!(parse_value("+Inf"), f64::INFINITY);
-        assert!(parse_value("NaN").is_nan());
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub(super) struct Checker(pub(super) Arc<Regressions>);
 
 impl Regressions {
     /// The checker the admin server calls.
-    pub fn checker(self: &Arc<Self>) -> Arc<dyn RegressionChecker> {
+    pub(crate) fn checker(self: &Arc<Self>) -> Arc<dyn RegressionChecker> {
         Arc::new(Checker(self.clone()))
     }
 

@@ -42,7 +42,7 @@ struct Published {
 
 /// The handles; cheap to share behind the runner's `Arc`.
 #[derive(Debug)]
-pub struct RegressionMetrics {
+pub(crate) struct RegressionMetrics {
     regression: GaugeVec,
     probability: GaugeVec,
     p_value: GaugeVec,
@@ -57,7 +57,7 @@ pub struct RegressionMetrics {
 
 impl RegressionMetrics {
     /// Creates and registers the families in `r`.
-    pub fn new(r: &Registry) -> Result<Self, prometheus::Error> {
+    pub(crate) fn new(r: &Registry) -> Result<Self, prometheus::Error> {
         let gauge =
             |name: &str, help: &str, labels: &[&str]| -> Result<GaugeVec, prometheus::Error> {
                 let g = GaugeVec::new(Opts::new(name, help), labels)?;

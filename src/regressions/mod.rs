@@ -24,14 +24,14 @@ mod fetch;
 mod metrics;
 mod runner;
 
-pub use metrics::RegressionMetrics;
-pub use runner::{Regressions, Setup};
+pub(crate) use metrics::RegressionMetrics;
+pub(crate) use runner::{Regressions, Setup};
 
 use crate::detect::regress::RegressError;
 
 /// A failed regression check.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// A query to Prometheus failed (after the reader's retries).
     #[error("{what} query `{query}` failed: {source}")]
     Query {
@@ -78,7 +78,7 @@ pub enum Error {
 
 impl Error {
     /// A bounded label for `kpiwatch_regression_errors_total{cause}`.
-    pub fn cause(&self) -> &'static str {
+    pub(crate) fn cause(&self) -> &'static str {
         match self {
             Error::Query { source, .. } => source.cause(),
             Error::TooManySeries { .. } => "series",

@@ -33,7 +33,7 @@ use crate::store::ShardFilter;
 
 /// A validated `regressions:` section with its model loaded and its client.
 #[derive(Debug)]
-pub struct Setup {
+pub(crate) struct Setup {
     pub(super) cfg: RegressionsConfig,
     pub(super) model: Option<Arc<RegressModel>>,
     pub(super) client: Arc<Client>,
@@ -43,7 +43,7 @@ pub struct Setup {
 
 impl Setup {
     /// Loads the model of `config.regressions`; `None` when the section is absent.
-    pub fn build(config: &Config, client: Arc<Client>) -> anyhow::Result<Option<Setup>> {
+    pub(crate) fn build(config: &Config, client: Arc<Client>) -> anyhow::Result<Option<Setup>> {
         let Some(cfg) = config.regressions.clone() else {
             return Ok(None);
         };
@@ -94,7 +94,7 @@ pub(super) struct State {
 
 /// The regression checks of the agent: the loop, the on-demand checks and the exports.
 #[derive(Debug)]
-pub struct Regressions {
+pub(crate) struct Regressions {
     setup: RwLock<Option<Arc<Setup>>>,
     pub(super) state: Mutex<State>,
     pub(super) metrics: RegressionMetrics,
@@ -112,7 +112,7 @@ impl Regressions {
     /// A service with `setup` (none: checks answer "not configured"), publishing into
     /// `metrics`, releasing `ready` after its first successful evaluation. Must be
     /// called on the agent's runtime.
-    pub fn new(
+    pub(crate) fn new(
         setup: Option<Setup>,
         metrics: RegressionMetrics,
         ready: Arc<AtomicBool>,
@@ -132,7 +132,7 @@ impl Regressions {
 
     /// Replaces the setup after a reload: forgets verdicts, cached baselines and
     /// embeddings (the model or the queries may have changed) and the exported series.
-    pub async fn apply(&self, setup: Option<Setup>) {
+    pub(crate) async fn apply(&self, setup: Option<Setup>) {
         let mut state = self.state.lock().await;
         *self.setup.write().unwrap_or_else(|p| p.into_inner()) = setup.map(Arc::new);
         *state = State::default();
@@ -140,7 +140,7 @@ impl Regressions {
     }
 
     /// Runs the loop until `stop` turns true.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             let interval = match self.setup() {
                 Some(s) => {

@@ -13,7 +13,7 @@
 
 mod policy;
 
-pub use policy::{restore_or_fresh, save_off_runtime};
+pub(crate) use policy::{restore_or_fresh, save_off_runtime};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -24,13 +24,13 @@ use serde::{Deserialize, Serialize};
 use crate::detect::Snapshot;
 
 /// Current format version.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 const FORMAT: &str = "kpiwatch-state";
 const FILE_NAME: &str = "state.json";
 
 /// Errors reading or writing the state file.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// I/O on the state directory.
     #[error("{path}: {source}")]
     Io {
@@ -51,7 +51,7 @@ pub enum Error {
 
 /// Everything learned, by group and detector.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct State {
+pub(crate) struct State {
     /// Group name → detector name → snapshot.
     pub groups: BTreeMap<String, BTreeMap<String, Snapshot>>,
 }
@@ -65,7 +65,7 @@ struct Header {
 }
 
 /// The path of the state file in `dir`.
-pub fn path_in(dir: &Path) -> PathBuf {
+pub(crate) fn path_in(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
 }
 
@@ -77,7 +77,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 }
 
 /// Writes `state` atomically into `dir`; returns the bytes written.
-pub fn save(dir: &Path, state: &State) -> Result<usize, Error> {
+pub(crate) fn save(dir: &Path, state: &State) -> Result<usize, Error> {
     let path = path_in(dir);
     let payload = serde_json::to_vec(state).map_err(|e| Error::Invalid {
         path: path.clone(),
@@ -111,7 +111,7 @@ pub fn save(dir: &Path, state: &State) -> Result<usize, Error> {
 }
 
 /// Reads the state in `dir`; `Ok(None)` when there is no state file yet.
-pub fn load(dir: &Path) -> Result<Option<State>, Error> {
+pub(crate) fn load(dir: &Path) -> Result<Option<State>, Error> {
     let path = path_in(dir);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,

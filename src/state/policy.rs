@@ -14,7 +14,7 @@ use crate::telemetry::Telemetry;
 /// The state to start from: the saved file in `dir` when it loads, else a fresh state.
 /// An unusable file is moved aside (`*.corrupt-<unix seconds>`) and logged, never fatal:
 /// refusing to start would take the node's agent down for good.
-pub fn restore_or_fresh(dir: Option<&Path>) -> State {
+pub(crate) fn restore_or_fresh(dir: Option<&Path>) -> State {
     let Some(dir) = dir else {
         return State::default();
     };
@@ -38,7 +38,7 @@ pub fn restore_or_fresh(dir: Option<&Path>) -> State {
 
 /// Writes the state file on a blocking thread (it fsyncs); the error, also logged and
 /// counted, is returned for callers that answer someone (the label-edit API).
-pub async fn save_off_runtime(
+pub(crate) async fn save_off_runtime(
     dir: &Path,
     state: State,
     telemetry: &Telemetry,

@@ -222,26 +222,6 @@ impl GroupStore {
         self.entities.values().map(Entity::present_metrics).sum()
     }
 
-    /// Normaliser statistics per entity and metric name, for the state file.
-    pub fn normalizer_snapshot(
-        &self,
-    ) -> HashMap<String, HashMap<String, crate::normalize::Normalizer>> {
-        self.entities
-            .iter()
-            .map(|(k, e)| {
-                let per_metric = self
-                    .cfg
-                    .metric_names
-                    .iter()
-                    .zip(&e.normalizers)
-                    .filter(|(_, n)| n.count() > 0)
-                    .map(|(name, n)| (name.clone(), n.clone()))
-                    .collect();
-                (k.clone(), per_metric)
-            })
-            .collect()
-    }
-
     /// Builds the detector views of the entities in `keys`.
     pub fn views<'a>(&'a self, keys: &'a [String]) -> ViewBatch<'a> {
         let mut batch = ViewBatch::default();

@@ -54,7 +54,7 @@ pub struct SelfMetrics {
 }
 
 /// Error type of metric registration (duplicate names are programming errors).
-pub type RegisterError = prometheus::Error;
+pub(crate) type RegisterError = prometheus::Error;
 
 fn counter_vec(
     r: &Registry,

@@ -7,7 +7,7 @@
 //! labels: their cardinality is bounded by the number of groups and detectors.
 
 mod events;
-pub mod metrics;
+pub(crate) mod metrics;
 
 pub use events::{CycleCounts, Telemetry};
 pub use metrics::SelfMetrics;

@@ -164,6 +164,10 @@ async fn failures_mark_entities_stale_and_the_next_good_cycle_catches_up() {
         rendered(&ctx).contains("instance=\"a\""),
         "last scores are kept while stale"
     );
+    assert!(
+        ctx.ready.load(Ordering::Acquire),
+        "readiness is a latch: failed cycles do not revert it (staleness is in metrics)"
+    );
 
     fake.with(|s| {
         s.mode = Mode::Normal;

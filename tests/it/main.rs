@@ -11,9 +11,9 @@ mod architecture;
 mod cli;
 /// Config files: the shipped example and presets pass; bad files give golden errors.
 mod config;
-/// The robust z-score against the training normaliser's golden pairs (models/golden/normalize_flat.json).
-mod normalize_golden;
 /// Whole cycles against a fake server: incremental fetch, entity lifecycle, staleness.
 mod cycle;
+/// The robust z-score against the training normaliser's golden pairs (models/golden/normalize_flat.json).
+mod normalize_golden;
 /// The Prometheus client against a fake server: timeouts, 5xx, 429, garbage, caps, NaN.
 mod reader_faults;

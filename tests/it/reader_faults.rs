@@ -134,4 +134,24 @@ async fn sends_bearer_token_from_a_file_that_may_rotate() {
     assert!(range(&c).await.is_ok());
     // The secret never appears in the client's debug output.
     assert!(!format!("{c:?}").contains("s3cret"));
+    // Kubernetes rotates the token in place: the next request carries the new one.
+    std::fs::write(&token, "rotated\n").unwrap();
+    let written = std::fs::metadata(&token).unwrap().modified().unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&token)
+        .unwrap()
+        .set_modified(written + Duration::from_secs(5))
+        .unwrap();
+    assert!(range(&c).await.is_ok());
+    let sent: Vec<Option<String>> =
+        fake.with(|s| s.requests.iter().map(|r| r.authorization.clone()).collect());
+    assert_eq!(
+        sent,
+        [
+            Some("Bearer s3cret".to_string()),
+            Some("Bearer rotated".to_string())
+        ],
+        "the trimmed token, re-read after the rotation"
+    );
 }

@@ -51,7 +51,7 @@ impl Default for ApParams {
 
 /// Outcome of a run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ApResult {
+pub(crate) struct ApResult {
     /// Cluster label of each sample, `0..k`, numbered by exemplar index.
     pub labels: Vec<usize>,
     /// Index of each cluster's exemplar (empty when none emerged).
@@ -61,7 +61,7 @@ pub struct ApResult {
 }
 
 /// Clusters `points` (all of the same dimension).
-pub fn affinity_propagation(points: &[Vec<f64>], params: &ApParams) -> ApResult {
+pub(crate) fn affinity_propagation(points: &[Vec<f64>], params: &ApParams) -> ApResult {
     let n = points.len();
     if n == 0 {
         return ApResult {
@@ -269,7 +269,7 @@ fn all_equal_off_diagonal(s: &[f64], n: usize) -> bool {
 
 /// numpy's legacy `RandomState(seed).standard_normal()` stream.
 #[derive(Debug, Clone)]
-pub struct LegacyNormal {
+pub(crate) struct LegacyNormal {
     mt: [u32; 624],
     pos: usize,
     cached: Option<f64>,
@@ -277,7 +277,7 @@ pub struct LegacyNormal {
 
 impl LegacyNormal {
     /// `RandomState(seed)`: MT19937 seeded with `init_genrand(seed)`.
-    pub fn new(seed: u32) -> Self {
+    pub(crate) fn new(seed: u32) -> Self {
         let mut mt = [0u32; 624];
         mt[0] = seed;
         for i in 1..624 {
@@ -321,14 +321,14 @@ impl LegacyNormal {
     }
 
     /// A double in `[0, 1)` with 53 random bits (`genrand_res53`).
-    pub fn next_f64(&mut self) -> f64 {
+    pub(crate) fn next_f64(&mut self) -> f64 {
         let a = self.next_u32() >> 5;
         let b = self.next_u32() >> 6;
         (f64::from(a) * 67_108_864.0 + f64::from(b)) / 9_007_199_254_740_992.0
     }
 
     /// Next standard normal value (polar method; pairs are returned second value first).
-    pub fn standard_normal(&mut self) -> f64 {
+    pub(crate) fn standard_normal(&mut self) -> f64 {
         if let Some(v) = self.cached.take() {
             return v;
         }

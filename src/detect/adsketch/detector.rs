@@ -55,7 +55,7 @@ use crate::detect::{
 };
 
 /// Version of the detector snapshot.
-pub const SNAPSHOT_VERSION: u32 = 1;
+pub(crate) const SNAPSHOT_VERSION: u32 = 1;
 
 impl AdsketchOptions {
     fn offline(&self) -> OfflineParams {

@@ -21,14 +21,14 @@ use super::matrix_profile::MatrixProfile;
 
 /// Disjoint-set forest with path halving and union by size.
 #[derive(Debug, Clone)]
-pub struct UnionFind {
+pub(crate) struct UnionFind {
     parent: Vec<usize>,
     size: Vec<usize>,
 }
 
 impl UnionFind {
     /// `n` singletons.
-    pub fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         UnionFind {
             parent: (0..n).collect(),
             size: vec![1; n],
@@ -36,7 +36,7 @@ impl UnionFind {
     }
 
     /// Representative of `x`'s set.
-    pub fn find(&mut self, mut x: usize) -> usize {
+    pub(crate) fn find(&mut self, mut x: usize) -> usize {
         while self.parent[x] != x {
             self.parent[x] = self.parent[self.parent[x]];
             x = self.parent[x];
@@ -45,7 +45,7 @@ impl UnionFind {
     }
 
     /// Merges the sets of `a` and `b`; returns `false` if they were already one.
-    pub fn union(&mut self, a: usize, b: usize) -> bool {
+    pub(crate) fn union(&mut self, a: usize, b: usize) -> bool {
         let (mut ra, mut rb) = (self.find(a), self.find(b));
         if ra == rb {
             return false;
@@ -61,7 +61,7 @@ impl UnionFind {
 
 /// Connected components of the subsequence graph.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Components {
+pub(crate) struct Components {
     /// Number of `T_n` nodes (`T_a` node `j` is node `n_train + j`).
     pub n_train: usize,
     /// Members of each component, ascending; components in the reference's order.
@@ -70,7 +70,7 @@ pub struct Components {
 
 impl Components {
     /// `true` when component `c` is a single `T_a` node: an anomaly candidate.
-    pub fn is_candidate(&self, c: usize) -> bool {
+    pub(crate) fn is_candidate(&self, c: usize) -> bool {
         let m = &self.members[c];
         m.len() == 1 && m[0] >= self.n_train
     }
@@ -80,7 +80,7 @@ impl Components {
 ///
 /// `train_cut` and `test_cut` are the distance cuts (edges need `distance <= cut`).
 #[allow(clippy::needless_range_loop)] // node ids index several parallel arrays
-pub fn components(
+pub(crate) fn components(
     train: &MatrixProfile,
     train_cut: f64,
     test: &MatrixProfile,

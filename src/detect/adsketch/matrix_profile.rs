@@ -36,7 +36,7 @@ const PARALLEL_MIN_WORK: usize = 200_000;
 
 /// Nearest-neighbour distance and index of every subsequence of a series.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MatrixProfile {
+pub(crate) struct MatrixProfile {
     /// Euclidean distance to the nearest neighbour (`+inf` when there is none).
     pub distance: Vec<f64>,
     /// Start index of the nearest neighbour (`usize::MAX` when there is none).
@@ -52,13 +52,8 @@ impl MatrixProfile {
     }
 
     /// Number of subsequences.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.distance.len()
-    }
-
-    /// `true` when the series had no subsequence of length `m`.
-    pub fn is_empty(&self) -> bool {
-        self.distance.is_empty()
     }
 
     /// Keeps, per row, the better of `self` and `other`; `self` wins ties (it covers the
@@ -75,11 +70,11 @@ impl MatrixProfile {
 
 /// Stumpy's exclusion zone for a self-join: `⌈m/4⌉` (one rule, shared with the options'
 /// validation).
-pub use crate::config::detectors::exclusion_zone;
+pub(crate) use crate::config::detectors::exclusion_zone;
 
 /// Self-join: nearest neighbour of every subsequence of `t` among the subsequences of `t`
 /// that start more than [`exclusion_zone`]`(m)` positions away.
-pub fn self_join(t: &[f64], m: usize) -> Result<MatrixProfile, AdsketchError> {
+pub(crate) fn self_join(t: &[f64], m: usize) -> Result<MatrixProfile, AdsketchError> {
     check(t, m, "series")?;
     let l = t.len() - m + 1;
     let excl = exclusion_zone(m);
@@ -94,7 +89,7 @@ pub fn self_join(t: &[f64], m: usize) -> Result<MatrixProfile, AdsketchError> {
 }
 
 /// AB-join: nearest neighbour in `b` of every subsequence of `a` (no exclusion zone).
-pub fn ab_join(a: &[f64], b: &[f64], m: usize) -> Result<MatrixProfile, AdsketchError> {
+pub(crate) fn ab_join(a: &[f64], b: &[f64], m: usize) -> Result<MatrixProfile, AdsketchError> {
     check(a, m, "series A")?;
     check(b, m, "series B")?;
     let la = a.len() - m + 1;

@@ -19,14 +19,14 @@
 //! What it must not do: I/O other than the offline CLI's (which lives in `cli/`),
 //! HTML/JSON rendering of the pattern catalog (`export/`), the state file format (`state/`).
 
-pub mod affinity;
-pub mod detector;
+pub(crate) mod affinity;
+pub(crate) mod detector;
 pub mod eval;
-pub mod graph;
-pub mod matrix_profile;
-pub mod offline;
-pub mod online;
-pub mod pattern;
+pub(crate) mod graph;
+pub(crate) mod matrix_profile;
+pub(crate) mod offline;
+pub(crate) mod online;
+pub(crate) mod pattern;
 
 pub use detector::{AdsketchDetector, AdsketchOptions};
 pub use offline::{discover, OfflineParams, OfflineResult, Scaler};

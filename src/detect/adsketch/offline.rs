@@ -76,7 +76,7 @@ impl Scaler {
 }
 
 /// numpy's `percentile(values, q)` with the default linear interpolation.
-pub fn percentile(values: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(values: &[f64], q: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
@@ -179,7 +179,7 @@ pub fn discover(
 }
 
 /// Algorithm 1 on series already scaled by `scaler`.
-pub fn discover_scaled(
+pub(crate) fn discover_scaled(
     tn: &[f64],
     ta: &[f64],
     scaler: Scaler,
@@ -311,7 +311,7 @@ fn mean<'a>(nodes: &[usize], subseq: &impl Fn(usize) -> &'a [f64], m: usize) -> 
 
 /// Euclidean distance.
 #[inline]
-pub fn euclid(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn euclid(a: &[f64], b: &[f64]) -> f64 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y) * (x - y))

@@ -35,16 +35,16 @@ use super::online::MeanIndex;
 use super::AdsketchError;
 
 /// Version of the serialised [`PatternSet`].
-pub const STATE_VERSION: u32 = 1;
+pub(crate) const STATE_VERSION: u32 = 1;
 
 /// Default bound on the number of patterns per series.
-pub const DEFAULT_CAPACITY: usize = crate::config::detectors::DEFAULT_MAX_PATTERNS;
+pub(crate) const DEFAULT_CAPACITY: usize = crate::config::detectors::DEFAULT_MAX_PATTERNS;
 
 /// Longest issue label, in bytes.
-pub const MAX_LABEL_LEN: usize = 64;
+pub(crate) const MAX_LABEL_LEN: usize = 64;
 
 /// Most issue labels on one pattern.
-pub const MAX_LABELS: usize = 16;
+pub(crate) const MAX_LABELS: usize = 16;
 
 /// Whether a pattern represents normal or abnormal behaviour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,7 +412,7 @@ impl LabelError {
 
 /// Checks issue labels: at most [`MAX_LABELS`], each 1..=[`MAX_LABEL_LEN`] bytes of
 /// `[A-Za-z0-9_.:/-]`, no duplicates.
-pub fn validate_labels(labels: &[String]) -> Result<(), AdsketchError> {
+pub(crate) fn validate_labels(labels: &[String]) -> Result<(), AdsketchError> {
     let bad = |reason: String| AdsketchError::Param {
         name: "labels",
         reason,
@@ -446,7 +446,7 @@ pub fn validate_labels(labels: &[String]) -> Result<(), AdsketchError> {
 }
 
 /// Number of patterns of each kind in `patterns`: `(normal, abnormal)`.
-pub fn count_by_kind(patterns: &[Pattern]) -> (usize, usize) {
+pub(crate) fn count_by_kind(patterns: &[Pattern]) -> (usize, usize) {
     let abnormal = patterns.iter().filter(|p| p.kind == Kind::Abnormal).count();
     (patterns.len() - abnormal, abnormal)
 }

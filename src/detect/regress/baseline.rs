@@ -15,11 +15,11 @@
 
 use std::collections::BTreeMap;
 
-pub use crate::config::judge::Range;
+pub(crate) use crate::config::judge::Range;
 
 /// The latest change of version in a timeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
+pub(crate) struct Change {
     /// Version before the change.
     pub from: String,
     /// Version after the change.
@@ -37,7 +37,7 @@ pub struct Change {
 /// versions that have a (non-NaN) sample, sorted and joined with `+` (a rolling
 /// deployment where two versions run at once is a version of its own). Input: one
 /// `(version, samples)` per series; series with the same version are merged.
-pub fn version_timeline(series: &[(String, Vec<(i64, f64)>)]) -> Vec<(i64, String)> {
+pub(crate) fn version_timeline(series: &[(String, Vec<(i64, f64)>)]) -> Vec<(i64, String)> {
     let mut at: BTreeMap<i64, Vec<&str>> = BTreeMap::new();
     for (version, samples) in series {
         for &(t, v) in samples {
@@ -58,7 +58,7 @@ pub fn version_timeline(series: &[(String, Vec<(i64, f64)>)]) -> Vec<(i64, Strin
 /// The latest change in a timeline sorted by time (see [`version_timeline`]); `None`
 /// when the version never changes. Gaps (no sample at all) are not changes: a version
 /// that disappears and comes back is the same deployment.
-pub fn last_change(timeline: &[(i64, String)]) -> Option<Change> {
+pub(crate) fn last_change(timeline: &[(i64, String)]) -> Option<Change> {
     let idx = timeline.windows(2).rposition(|w| w[0].1 != w[1].1)?;
     let (last_old_ms, from) = &timeline[idx];
     let (first_new_ms, to) = &timeline[idx + 1];
@@ -78,7 +78,7 @@ pub fn last_change(timeline: &[(i64, String)]) -> Option<Change> {
 
 /// What to do for one interface at one evaluation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// Compare these windows. `complete` is true when the current window has reached
     /// its full length: its verdict will not change any more.
     Judge {
@@ -104,7 +104,7 @@ pub enum Plan {
 /// window starts `settle_ms` after the new version's first sample (rollout, warm-up,
 /// and `rate()` ranges that still span the change belong to neither window) and is at
 /// most `window_ms` long.
-pub fn version_change_plan(
+pub(crate) fn version_change_plan(
     change: &Change,
     now_ms: i64,
     window_ms: i64,
@@ -136,7 +136,7 @@ pub fn version_change_plan(
 }
 
 /// The latest window and the same window `offset_ms` earlier.
-pub fn offset_plan(now_ms: i64, window_ms: i64, offset_ms: i64) -> Plan {
+pub(crate) fn offset_plan(now_ms: i64, window_ms: i64, offset_ms: i64) -> Plan {
     let current = Range {
         start_ms: now_ms - window_ms,
         end_ms: now_ms,
@@ -152,7 +152,7 @@ pub fn offset_plan(now_ms: i64, window_ms: i64, offset_ms: i64) -> Plan {
 }
 
 /// The latest window against a fixed baseline.
-pub fn pinned_plan(now_ms: i64, window_ms: i64, baseline: Range) -> Plan {
+pub(crate) fn pinned_plan(now_ms: i64, window_ms: i64, baseline: Range) -> Plan {
     Plan::Judge {
         baseline,
         current: Range {
@@ -165,7 +165,7 @@ pub fn pinned_plan(now_ms: i64, window_ms: i64, baseline: Range) -> Plan {
 
 /// Aligns `t_ms` down to a multiple of `step_ms`, so that successive evaluations ask
 /// Prometheus for the same grid (and cached baselines keep their key).
-pub fn align_down(t_ms: i64, step_ms: i64) -> i64 {
+pub(crate) fn align_down(t_ms: i64, step_ms: i64) -> i64 {
     t_ms - t_ms.rem_euclid(step_ms.max(1))
 }
 

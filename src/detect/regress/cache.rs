@@ -15,7 +15,7 @@ use super::Kpi;
 
 /// What an embedding was computed from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct BaselineKey {
+pub(crate) struct BaselineKey {
     /// Interface (e.g. the route).
     pub interface: String,
     /// KPI.
@@ -26,7 +26,7 @@ pub struct BaselineKey {
 
 /// Embeddings by baseline, with hit and miss counts.
 #[derive(Debug, Default)]
-pub struct EmbeddingCache {
+pub(crate) struct EmbeddingCache {
     map: HashMap<BaselineKey, Vec<f32>>,
     hits: u64,
     misses: u64,
@@ -34,12 +34,13 @@ pub struct EmbeddingCache {
 
 impl EmbeddingCache {
     /// An empty cache.
-    pub fn new() -> Self {
+    #[cfg(test)]
+    fn new() -> Self {
         Self::default()
     }
 
     /// The cached embedding of `key`, or `compute()`'s result, stored on success.
-    pub fn get_or_compute<E>(
+    pub(crate) fn get_or_compute<E>(
         &mut self,
         key: BaselineKey,
         compute: impl FnOnce() -> Result<Vec<f32>, E>,
@@ -55,28 +56,30 @@ impl EmbeddingCache {
     }
 
     /// Drops the entries of `interface` whose baseline is not `range` (its baseline moved).
-    pub fn keep_only(&mut self, interface: &str, range: Range) {
+    pub(crate) fn keep_only(&mut self, interface: &str, range: Range) {
         self.map
             .retain(|k, _| k.interface != interface || k.range == range);
     }
 
     /// Drops the entries of interfaces for which `keep` is false (they disappeared).
-    pub fn retain_interfaces(&mut self, mut keep: impl FnMut(&str) -> bool) {
+    pub(crate) fn retain_interfaces(&mut self, mut keep: impl FnMut(&str) -> bool) {
         self.map.retain(|k, _| keep(&k.interface));
     }
 
     /// Number of cached embeddings.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.len()
     }
 
     /// `true` when nothing is cached.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
     /// `(hits, misses)` since creation.
-    pub fn stats(&self) -> (u64, u64) {
+    pub(crate) fn stats(&self) -> (u64, u64) {
         (self.hits, self.misses)
     }
 }

@@ -23,13 +23,13 @@
 use super::{Kpi, KpiPair, Series};
 
 /// Clamp applied to the scaled KPI.
-pub const CLAMP: f64 = 50.0;
+pub(crate) const CLAMP: f64 = 50.0;
 /// Longest sequence handed to the model; longer windows are averaged down to it.
-pub const MAX_STEPS: usize = 120;
+pub(crate) const MAX_STEPS: usize = 120;
 const FLOOR: f64 = 1e-9;
 
 /// Median of a slice (NaN-free); NaN when empty.
-pub fn median(x: &[f64]) -> f64 {
+pub(crate) fn median(x: &[f64]) -> f64 {
     if x.is_empty() {
         return f64::NAN;
     }
@@ -37,7 +37,7 @@ pub fn median(x: &[f64]) -> f64 {
 }
 
 /// The scaling of one KPI value given the baseline median `m`.
-pub fn scale_kpi(kpi: Kpi, k: f64, m: f64) -> f64 {
+pub(crate) fn scale_kpi(kpi: Kpi, k: f64, m: f64) -> f64 {
     let v = match kpi {
         Kpi::ResponseTime => (k.max(FLOOR) / m.max(FLOOR)).ln() / 1.1f64.ln(),
         Kpi::Throughput => (k - m) / (0.1 * m.abs()).max(FLOOR),
@@ -47,7 +47,7 @@ pub fn scale_kpi(kpi: Kpi, k: f64, m: f64) -> f64 {
 }
 
 /// Normalised `[len, 2]` sequences (baseline, current) for the model.
-pub fn pair_features(pair: &KpiPair) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn pair_features(pair: &KpiPair) -> (Vec<f32>, Vec<f32>) {
     let w_scale = pair
         .baseline
         .workload
@@ -73,7 +73,7 @@ pub fn pair_features(pair: &KpiPair) -> (Vec<f32>, Vec<f32>) {
 
 /// Means of consecutive groups of `⌈T / max_steps⌉` rows (the rows themselves when
 /// `T <= max_steps`).
-pub fn downsample(rows: &[[f64; 2]], max_steps: usize) -> Vec<[f64; 2]> {
+pub(crate) fn downsample(rows: &[[f64; 2]], max_steps: usize) -> Vec<[f64; 2]> {
     if rows.len() <= max_steps || max_steps == 0 {
         return rows.to_vec();
     }

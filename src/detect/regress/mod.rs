@@ -21,13 +21,13 @@
 //!
 //! Must not: query Prometheus, serve HTTP (the canary API lives in `export/`), or train.
 
-pub mod baseline;
-pub mod cache;
-pub mod features;
+pub(crate) mod baseline;
+pub(crate) mod cache;
+pub(crate) mod features;
 pub mod model;
-pub mod stats;
-pub mod verdict;
-pub mod window;
+pub(crate) mod stats;
+pub(crate) mod verdict;
+pub(crate) mod window;
 
 pub use crate::config::judge::{Kpi, Method, Options};
 pub use model::RegressModel;

@@ -21,14 +21,14 @@
 //! `models/golden/regress_stats.json` (generator: `models/train/regress/make_stats_fixtures.py`).
 
 /// Samples up to this size (both) get the exact KS p-value (scipy's `auto` rule).
-pub const KS_EXACT_MAX_N: usize = 10_000;
+pub(crate) const KS_EXACT_MAX_N: usize = 10_000;
 
 /// A sample this small (either), without ties, gets the exact MWU p-value (scipy's rule).
-pub const MWU_EXACT_MAX_N: usize = 8;
+pub(crate) const MWU_EXACT_MAX_N: usize = 8;
 
 /// Result of a two-sample test.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TestResult {
+pub(crate) struct TestResult {
     /// The test statistic (`D` for KS, `U₁` for MWU).
     pub statistic: f64,
     /// Two-sided p-value in `[0, 1]`.
@@ -39,7 +39,7 @@ pub struct TestResult {
 
 /// Why a test could not run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StatsError {
+pub(crate) enum StatsError {
     /// One of the samples is empty.
     #[error("a sample is empty")]
     Empty,
@@ -65,7 +65,7 @@ fn sorted(x: &[f64]) -> Vec<f64> {
 }
 
 /// Two-sample, two-sided Kolmogorov–Smirnov test.
-pub fn ks_2samp(x: &[f64], y: &[f64]) -> Result<TestResult, StatsError> {
+pub(crate) fn ks_2samp(x: &[f64], y: &[f64]) -> Result<TestResult, StatsError> {
     check(x, y)?;
     let (a, b) = (sorted(x), sorted(y));
     let (n1, n2) = (a.len(), b.len());
@@ -154,7 +154,7 @@ fn ks_exact_outside(n1: usize, n2: usize, d_units: i128) -> f64 {
 
 /// Survival function of the limiting Kolmogorov distribution,
 /// `Q(x) = 2 Σ_{k≥1} (−1)^{k−1} exp(−2k²x²)` (scipy's `kstwobign.sf`).
-pub fn kolmogorov_sf(x: f64) -> f64 {
+pub(crate) fn kolmogorov_sf(x: f64) -> f64 {
     if x.is_nan() {
         return f64::NAN;
     }
@@ -186,12 +186,12 @@ pub fn kolmogorov_sf(x: f64) -> f64 {
 }
 
 /// Standard normal survival function `P(Z > z)`.
-pub fn normal_sf(z: f64) -> f64 {
+pub(crate) fn normal_sf(z: f64) -> f64 {
     0.5 * libm::erfc(z / std::f64::consts::SQRT_2)
 }
 
 /// Two-sample, two-sided Mann–Whitney U test.
-pub fn mann_whitney_u(x: &[f64], y: &[f64]) -> Result<TestResult, StatsError> {
+pub(crate) fn mann_whitney_u(x: &[f64], y: &[f64]) -> Result<TestResult, StatsError> {
     check(x, y)?;
     let (n1, n2) = (x.len(), y.len());
     let n = n1 + n2;

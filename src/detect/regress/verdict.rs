@@ -113,7 +113,7 @@ impl Report {
 
 /// The any-KPI rule over per-KPI outcomes (`None` = not judged). No outcome at all is
 /// insufficient data, never "normal".
-pub fn verdict_of(outcomes: impl IntoIterator<Item = Option<bool>>) -> Verdict {
+pub(crate) fn verdict_of(outcomes: impl IntoIterator<Item = Option<bool>>) -> Verdict {
     let mut any = false;
     let mut unjudged = false;
     for o in outcomes {

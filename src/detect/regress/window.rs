@@ -256,7 +256,7 @@ pub struct KpiPair {
 }
 
 /// Extracts and checks one KPI of both windows.
-pub fn prepare(
+pub(crate) fn prepare(
     kpi: Kpi,
     baseline: &LoadTest,
     current: &LoadTest,

@@ -62,7 +62,7 @@ pub enum EditError {
 }
 
 /// The reply half of a [`LabelEditRequest`].
-pub type EditReply = oneshot::Sender<Result<EditOutcome, EditError>>;
+pub(crate) type EditReply = oneshot::Sender<Result<EditOutcome, EditError>>;
 
 /// An edit and where to answer.
 #[derive(Debug)]

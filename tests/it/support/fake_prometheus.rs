@@ -40,6 +40,8 @@ pub struct Recorded {
     pub step_ms: i64,
     /// Samples per series returned.
     pub samples_per_series: usize,
+    /// The `Authorization` header, if the request had one.
+    pub authorization: Option<String>,
 }
 
 /// The script a test edits while the server runs.
@@ -122,6 +124,11 @@ async fn answer(
     script: Arc<Mutex<Script>>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let query_string = req.uri().query().unwrap_or("").to_string();
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = req
         .into_body()
         .collect()
@@ -179,6 +186,7 @@ async fn answer(
                 end_ms: end,
                 step_ms: step,
                 samples_per_series: per_series,
+                authorization,
             });
         }
         (mode, json, per_series)
