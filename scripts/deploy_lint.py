@@ -63,8 +63,10 @@ HISTOGRAMS = {
     "kpiwatch_query_duration_seconds",
     "kpiwatch_cycle_duration_seconds",
     "kpiwatch_inference_duration_seconds",
+    "kpiwatch_regression_check_duration_seconds",
 }
-# What kpiwatch exports (the agent's contract; keep in step with README's metric list).
+# What kpiwatch exports (the agent's contract). tests/it/docs.rs checks that this list,
+# the README's metric tables and the source agree; tests/e2e.rs checks the running agent.
 EXPORTED = {
     "kpiwatch_anomaly_score",
     "kpiwatch_anomaly",
@@ -81,6 +83,7 @@ EXPORTED = {
     "kpiwatch_regression_baseline_info",
     "kpiwatch_regression_checks_total",
     "kpiwatch_regression_errors_total",
+    "kpiwatch_regression_baseline_embeddings_total",
     "kpiwatch_build_info",
     "kpiwatch_query_errors_total",
     "kpiwatch_samples_fetched_total",

@@ -18,18 +18,22 @@
 //! and `KPIWATCH_ALERTMANAGER`). Without them the test is skipped with a message, except
 //! under CI (`CI` set), where a missing binary is a failure.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use common::{free_port, http_get, query, Procs};
 
 /// Value of the synthetic gauge before the jump (plus a little deterministic noise, so
 /// that the robust statistics have a non-degenerate spread).
@@ -109,12 +113,11 @@ fn shipped_rule_fires_through_alertmanager_when_the_gauge_jumps() {
         ]),
     );
 
-    let prom = format!("127.0.0.1:{prom_port}");
     procs.wait_for("prometheus ready", Duration::from_secs(30), || {
-        http_get(&prom, "/-/ready").is_ok_and(|(s, _)| s == 200)
+        http_get(prom_port, "/-/ready").is_some_and(|(s, _)| s == 200)
     });
     procs.wait_for("alertmanager ready", Duration::from_secs(30), || {
-        http_get(&format!("127.0.0.1:{am_port}"), "/-/ready").is_ok_and(|(s, _)| s == 200)
+        http_get(am_port, "/-/ready").is_some_and(|(s, _)| s == 200)
     });
 
     // Warm-up: wait until Prometheus holds a score for the entity, below threshold.
@@ -125,10 +128,10 @@ fn shipped_rule_fires_through_alertmanager_when_the_gauge_jumps() {
         "a warmed-up score in Prometheus",
         Duration::from_secs(120),
         || {
-            before = instant_query(&prom, score_query)
-                .into_iter()
-                .find(|(labels, _)| labels.get("instance") == Some(&target))
-                .map(|(_, v)| v);
+            before = query(prom_port, score_query)
+                .iter()
+                .find(|r| r["metric"]["instance"] == target.as_str())
+                .and_then(|r| r["value"][1].as_str()?.parse().ok());
             before.is_some()
         },
     );
@@ -244,93 +247,6 @@ fn shortened_rules() -> String {
     out
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// Child processes, killed on drop; their output goes to files shown on failure.
-struct Procs {
-    dir: PathBuf,
-    children: Vec<(String, Child)>,
-}
-
-impl Procs {
-    fn new(dir: &Path) -> Self {
-        Procs {
-            dir: dir.to_path_buf(),
-            children: Vec::new(),
-        }
-    }
-
-    fn spawn(&mut self, name: &str, cmd: &mut Command) {
-        let log = fs::File::create(self.dir.join(format!("{name}.log"))).expect("log file");
-        let err = log.try_clone().expect("log file");
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-        self.children.push((name.to_string(), child));
-    }
-
-    /// Polls `ok` every 250 ms; on timeout, or when a child exits, panics with the logs.
-    fn wait_for(&mut self, what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-        let start = Instant::now();
-        loop {
-            if ok() {
-                return;
-            }
-            let exited = self.children.iter_mut().find_map(|(name, child)| {
-                child
-                    .try_wait()
-                    .ok()
-                    .flatten()
-                    .map(|status| (name.clone(), status))
-            });
-            if let Some((name, status)) = exited {
-                panic!(
-                    "{name} exited ({status}) while waiting for {what}\n{}",
-                    self.logs()
-                );
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "timed out after {timeout:?} waiting for {what}\n{}",
-                    self.logs()
-                );
-            }
-            thread::sleep(Duration::from_millis(250));
-        }
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for (name, _) in &self.children {
-            let text = fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            out.push_str(&format!("--- {name} (last {} lines) ---\n", tail.len()));
-            for line in tail.iter().rev() {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// The synthetic scrape target (`GET /metrics`) and the Alertmanager webhook
 /// (`POST /webhook`), on one port.
 struct Fixture {
@@ -442,60 +358,4 @@ fn serve(
         reply.len()
     )?;
     conn.flush()
-}
-
-/// A minimal HTTP/1.0 GET (no chunked replies to decode): status and body.
-fn http_get(addr: &str, path_and_query: &str) -> std::io::Result<(u16, String)> {
-    let mut conn = TcpStream::connect(addr)?;
-    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        conn,
-        "GET {path_and_query} HTTP/1.0\r\nHost: {addr}\r\n\r\n"
-    )?;
-    let mut reply = String::new();
-    conn.read_to_string(&mut reply)?;
-    let status = reply
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = reply
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-/// An instant query: each result's labels and value (empty on any error).
-fn instant_query(prom: &str, query: &str) -> Vec<(BTreeMap<String, String>, f64)> {
-    let encoded: String = query
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    let Ok((200, body)) = http_get(prom, &format!("/api/v1/query?query={encoded}")) else {
-        return Vec::new();
-    };
-    let Ok(json) = serde_json::from_str::<Value>(&body) else {
-        return Vec::new();
-    };
-    json["data"]["result"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| {
-            let labels = r["metric"]
-                .as_object()?
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect();
-            let value = r["value"][1].as_str()?.parse().ok()?;
-            Some((labels, value))
-        })
-        .collect()
 }

@@ -79,6 +79,22 @@ fn scores_reach_prometheus_survive_an_outage_and_pass_promtool() {
     // 2. promtool accepts kpiwatch's exposition.
     let (_, metrics) = http_get(agent, "/metrics").unwrap();
     common::assert_promtool_accepts(&metrics);
+    // Every family the running agent exports is in the README's list (which
+    // tests/it/docs.rs ties to deploy_lint.py and the source).
+    let documented = common::readme_metrics();
+    let exported: Vec<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with("kpiwatch_"))
+        .collect();
+    assert!(exported.len() >= 10, "{exported:?}");
+    for name in exported {
+        assert!(
+            documented.contains(name),
+            "{name} is exported but not in the README's metric list"
+        );
+    }
 
     // 3. Prometheus stops for 60 s: kpiwatch keeps serving and counts errors by cause.
     let ok_before = metric(

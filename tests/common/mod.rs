@@ -7,7 +7,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -150,6 +150,91 @@ impl Drop for Proc {
     }
 }
 
+/// Child processes, killed on drop; their output goes to files shown on failure, and a
+/// wait fails at once, with the logs, when one of them exits.
+pub struct Procs {
+    dir: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+impl Procs {
+    /// Logs go to `dir/<name>.log`.
+    pub fn new(dir: &Path) -> Self {
+        Procs {
+            dir: dir.to_path_buf(),
+            children: Vec::new(),
+        }
+    }
+
+    /// Starts `cmd` as `name`, its output to its log file.
+    pub fn spawn(&mut self, name: &str, cmd: &mut Command) {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log file");
+        let err = log.try_clone().expect("log file");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        self.children.push((name.to_string(), child));
+    }
+
+    /// Polls `ok` every 250 ms; on timeout, or when a child exits, panics with the logs.
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+        let start = Instant::now();
+        loop {
+            if ok() {
+                return;
+            }
+            let exited = self.children.iter_mut().find_map(|(name, child)| {
+                child
+                    .try_wait()
+                    .ok()
+                    .flatten()
+                    .map(|status| (name.clone(), status))
+            });
+            if let Some((name, status)) = exited {
+                panic!(
+                    "{name} exited ({status}) while waiting for {what}\n{}",
+                    self.logs()
+                );
+            }
+            if start.elapsed() > timeout {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// The last 40 lines of every log.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (name, _) in &self.children {
+            let text =
+                std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            out.push_str(&format!("--- {name} (last {} lines) ---\n", tail.len()));
+            for line in tail.iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Starts Debian's `prometheus` with `dir/prometheus.yml`, data and log in `dir`.
 pub fn start_prometheus(dir: &Path, port: u16) -> Proc {
     Proc(
@@ -200,4 +285,31 @@ pub fn assert_promtool_accepts(exposition: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `kpiwatch_*` names in backticks in the README's "Metrics provided" section and in
+/// its regression section's self-metric sentence.
+pub fn readme_metrics() -> std::collections::BTreeSet<String> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("## Metrics provided")
+        .expect("README metrics section");
+    let end = start + readme[start..].find("\n## ").expect("section end");
+    let regress = readme
+        .find("Self-metrics: `kpiwatch_regression")
+        .expect("regression self-metrics");
+    let mut names = std::collections::BTreeSet::new();
+    for text in [&readme[start..end], &readme[regress..regress + 400]] {
+        for tick in text.split('`').skip(1).step_by(2) {
+            let name: String = tick
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name.starts_with("kpiwatch_") && !tick.contains(' ') {
+                names.insert(name);
+            }
+        }
+    }
+    names
 }

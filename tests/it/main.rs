@@ -13,6 +13,8 @@ mod cli;
 mod config;
 /// Whole cycles against a fake server: incremental fetch, entity lifecycle, staleness.
 mod cycle;
+/// Lists kept in two places agree: README defaults, the example config, the metric list.
+mod docs;
 /// The robust z-score against the training normaliser's golden pairs (models/golden/normalize_flat.json).
 mod normalize_golden;
 /// The Prometheus client against a fake server: timeouts, 5xx, 429, garbage, caps, NaN.
