@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use hyper::{Method, Response, StatusCode};
 use prometheus::{IntCounterVec, Opts, Registry};
 
-use super::server::{text, ApiRequest, Body};
+use super::http::{text, Body};
+use super::server::ApiRequest;
 use crate::secret::{same_secret, SecretFile};
 
 /// The write-endpoint check. `Default` lets every request through (unit tests, and

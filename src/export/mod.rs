@@ -22,6 +22,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod http;
 pub mod regress_api;
 mod scores;
 mod server;

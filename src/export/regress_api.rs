@@ -31,7 +31,8 @@ use futures_util::future::BoxFuture;
 use hyper::{Method as HttpMethod, Response, StatusCode};
 use serde::Deserialize;
 
-use super::server::{json, Admin, ApiRequest, Body};
+use super::http::{json, Body};
+use super::server::{Admin, ApiRequest};
 use crate::config::regressions::{TimeValue, MAX_POINTS};
 use crate::detect::regress::baseline::Range;
 use crate::detect::regress::{Kpi, Method, Report};

@@ -2,13 +2,13 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::sync::{mpsc, oneshot};
 
+pub use super::http::Body;
+use super::http::{html, text, with_type};
 use super::ScoreBoard;
 
 /// A reload request: the app answers with `Ok(source)` or `Err(reasons)`.
@@ -33,9 +33,6 @@ pub struct Admin {
     /// Who may write (`server.write_token_file`); the default lets everyone.
     pub write_auth: Arc<super::auth::WriteAuth>,
 }
-
-/// Response body type of every endpoint.
-pub type Body = Full<Bytes>;
 
 /// Largest request body read (label edits and regression checks are small); larger
 /// requests get 413 without being read further.
@@ -67,35 +64,6 @@ impl ApiRequest {
             authorization: None,
         }
     }
-}
-
-fn with_type(
-    status: StatusCode,
-    body: impl Into<Bytes>,
-    content_type: &'static str,
-) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(content_type),
-    );
-    r
-}
-
-/// A plain-text response.
-pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    with_type(status, body, "text/plain; charset=utf-8")
-}
-
-/// An HTML response.
-pub(crate) fn html(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    with_type(status, body, "text/html; charset=utf-8")
-}
-
-/// A JSON response.
-pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    with_type(status, value.to_string(), "application/json")
 }
 
 const INDEX: &str = "<!doctype html><title>kpiwatch</title><h1>kpiwatch</h1><ul>\
@@ -245,7 +213,7 @@ impl Drop for AdminServer {
     }
 }
 
-async fn serve(listener: TcpListener, admin: Admin, mut stop: oneshot::Receiver<()>) {
+async fn serve(listener: TcpListener, admin: Admin, stop: oneshot::Receiver<()>) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -254,32 +222,14 @@ async fn serve(listener: TcpListener, admin: Admin, mut stop: oneshot::Receiver<
         }
     };
     let admin = Arc::new(admin);
-    loop {
-        let accepted = tokio::select! {
-            _ = &mut stop => break,
-            a = listener.accept() => a,
-        };
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(error = %e, "Admin server accept failed; retrying.");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+    let stopped = async {
+        let _ = stop.await;
+    };
+    super::http::serve_http(listener, stopped, move |req| {
         let admin = admin.clone();
-        tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, std::convert::Infallible>(receive(req, &admin).await) }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { Ok::<_, std::convert::Infallible>(receive(req, &admin).await) }
+    })
+    .await;
 }
 
 /// Reads the body (at most [`MAX_BODY_BYTES`]) and routes the request.

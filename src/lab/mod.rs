@@ -24,14 +24,7 @@ pub mod runner;
 pub mod scenario;
 pub mod service;
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::path::PathBuf;
-
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 
 /// Everything that can stop a lab run.
 #[derive(Debug, thiserror::Error)]
@@ -104,40 +97,6 @@ impl LabError {
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> LabError {
         let path = path.into();
         move |source| LabError::Io { path, source }
-    }
-}
-
-/// Accepts HTTP/1 connections on `listener` and serves each request with `handler`
-/// until `shutdown` resolves. Accept errors are retried after a short pause.
-pub(crate) async fn serve_http<H, F>(
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()>,
-    handler: H,
-) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
-{
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let h = handler.clone();
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(&h);
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Accept failed; retrying.");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            }
-        }
     }
 }
 

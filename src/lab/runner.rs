@@ -16,7 +16,8 @@ use super::procs::{self, Supervisor};
 use super::record::{self, PromClient, Segment};
 use super::scenario::{Body, Scenario};
 use super::service::Faults;
-use super::{free_port, serve_http, LabError};
+use super::{free_port, LabError};
+use crate::export::http::serve_http;
 
 /// How to run a scenario.
 #[derive(Debug, Clone)]
@@ -87,7 +88,7 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunSummary, LabErro
         },
         move |_req| {
             let r = Arc::clone(&registry);
-            async move { Ok(super::service::render_metrics(&r)) }
+            async move { Ok(crate::export::http::metrics(&r)) }
         },
     ));
 

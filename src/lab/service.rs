@@ -25,8 +25,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus::{
-    Counter, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Counter, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use super::LabError;
+use crate::export::http::{json, text};
 
 /// The business routes, in a fixed order. Each is one entity of the recorded datasets.
 pub const ROUTES: &[&str] = &["home", "search", "item", "checkout"];
@@ -553,7 +554,7 @@ impl Service {
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
                 self.update_process_metrics();
-                render_metrics(&self.metrics.registry)
+                crate::export::http::metrics(&self.metrics.registry)
             }
             (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
             (Method::GET, "/admin/faults") => {
@@ -563,9 +564,9 @@ impl Service {
             (Method::PUT, "/admin/faults") => match read_json::<Vec<Faults>>(req).await {
                 Ok(entries) => match self.set_faults(entries) {
                     Ok(()) => text(StatusCode::OK, "ok"),
-                    Err(e) => text(StatusCode::UNPROCESSABLE_ENTITY, &e),
+                    Err(e) => text(StatusCode::UNPROCESSABLE_ENTITY, e),
                 },
-                Err(e) => text(StatusCode::BAD_REQUEST, &e),
+                Err(e) => text(StatusCode::BAD_REQUEST, e),
             },
             (Method::GET, "/admin/version") => {
                 let v = self
@@ -584,7 +585,7 @@ impl Service {
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "version must not be empty",
                 ),
-                Err(e) => text(StatusCode::BAD_REQUEST, &e),
+                Err(e) => text(StatusCode::BAD_REQUEST, e),
             },
             _ => text(StatusCode::NOT_FOUND, "not found"),
         }
@@ -637,38 +638,6 @@ fn read_rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
-pub(crate) fn render_metrics(registry: &Registry) -> Response<Full<Bytes>> {
-    let mut buf = Vec::new();
-    match TextEncoder::new().encode(&registry.gather(), &mut buf) {
-        Ok(()) => Response::builder()
-            .header("content-type", "text/plain; version=0.0.4")
-            .body(Full::new(Bytes::from(buf)))
-            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
-}
-
-pub(crate) fn text(code: StatusCode, body: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-    *r.status_mut() = code;
-    r
-}
-
-fn json<T: Serialize>(code: StatusCode, value: &T) -> Response<Full<Bytes>> {
-    match serde_json::to_vec(value) {
-        Ok(body) => {
-            let mut r = Response::new(Full::new(Bytes::from(body)));
-            *r.status_mut() = code;
-            r.headers_mut().insert(
-                "content-type",
-                hyper::header::HeaderValue::from_static("application/json"),
-            );
-            r
-        }
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    }
-}
-
 async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, String> {
     let body = Limited::new(req.into_body(), ADMIN_BODY_LIMIT)
         .collect()
@@ -684,7 +653,7 @@ pub async fn run(
     service: Arc<Service>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    super::serve_http(listener, shutdown, move |req| {
+    crate::export::http::serve_http(listener, shutdown, move |req| {
         let s = Arc::clone(&service);
         async move { Ok::<_, Infallible>(s.handle(req).await) }
     })

@@ -14,7 +14,7 @@ use super::board::{Filter, SeriesPatterns};
 use super::edit::{CatalogHandle, EditError, EditOutcome, LabelEdit, LabelEditRequest};
 use crate::detect::adsketch::pattern::validate_labels;
 use crate::detect::adsketch::{LabelError, LabelOp, Pattern};
-use crate::export::server::{json, Body};
+use crate::export::http::{json, Body};
 
 /// Most series one listing returns unless `limit` says otherwise.
 pub(super) const DEFAULT_LIMIT: usize = 1000;

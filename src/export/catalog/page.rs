@@ -13,7 +13,7 @@ use super::api::parse_query;
 use super::board::SeriesPatterns;
 use super::edit::CatalogHandle;
 use crate::detect::adsketch::{Kind, Pattern};
-use crate::export::server::{html, Body};
+use crate::export::http::{html, Body};
 
 /// Most series one page shows (every pattern is an SVG; filters narrow the rest).
 const MAX_SERIES: usize = 100;
