@@ -13,7 +13,7 @@
 //!   `Squeeze(axis 0)` of the last layer's `Y_h`, i.e. its last hidden state `[batch, H]`;
 //! * head ([`Head`]): `Softmax(Gemm(Abs(Sub(z1, z2)), W, b))` over 2 classes.
 //!
-//! Anything else is a [`NativeError`] naming the node and the reason, and
+//! Anything else is a [`GraphError`] naming the node and the reason, and
 //! [`super::RegressModel`] keeps tract for that file (a custom model still works).
 //!
 //! One step of one layer is a matrix–vector product `[x_t, h_{t-1}] (in + H) → 4H` over
@@ -26,198 +26,17 @@
 //! sequence (batch 1 is the agent's common case). Safe Rust, f32, no target features
 //! assumed beyond the x86-64 baseline (SSE2).
 
-use std::collections::HashMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tract_onnx::pb;
 
-use crate::detect::onnx_proto::{self, exp, TensorError};
+use crate::detect::onnx_graph::{attr, attr_int, graph_err, input, Graph};
+pub use crate::detect::onnx_graph::{read_proto, GraphError};
+use crate::detect::onnx_proto::{self, exp};
 
-/// Why a graph cannot run natively.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum NativeError {
-    /// The file could not be read or decoded as an ONNX model.
-    #[error("cannot read {path}: {message}")]
-    Read {
-        /// File.
-        path: PathBuf,
-        /// Decoder error.
-        message: String,
-    },
-    /// The graph is not one of the supported shapes.
-    #[error("unsupported graph: {0}")]
-    Graph(String),
-    /// A node has an attribute (or attribute value) the native code does not implement.
-    #[error("node {node:?} ({op}): unsupported attribute {attribute}: {detail}")]
-    Attribute {
-        /// Node name.
-        node: String,
-        /// Operator.
-        op: String,
-        /// Attribute name.
-        attribute: String,
-        /// What is wrong with it.
-        detail: String,
-    },
-    /// A weight input is not a constant (initializer or `Constant` node).
-    #[error("node {node:?} ({op}): input {input} ({name:?}) is not an initializer or constant")]
-    MissingInitializer {
-        /// Node name.
-        node: String,
-        /// Operator.
-        op: String,
-        /// Which input (`W`, `R`, `B`, ...).
-        input: &'static str,
-        /// The tensor name the node refers to.
-        name: String,
-    },
-    /// A constant tensor has the wrong type, shape or storage.
-    #[error("tensor {name:?}: {detail}")]
-    Tensor {
-        /// Tensor name.
-        name: String,
-        /// What is wrong with it.
-        detail: String,
-    },
-    /// The native result differs from tract's on the load-time probe.
-    #[error("native and tract results differ on the probe ({what}): max |diff| {diff:e}")]
-    Mismatch {
-        /// Which probe.
-        what: String,
-        /// Largest absolute difference.
-        diff: f32,
-    },
-}
-
-fn graph_err(msg: impl Into<String>) -> NativeError {
-    NativeError::Graph(msg.into())
-}
-
-/// Decodes an ONNX file into its protobuf model (the same decoder tract uses).
-pub fn read_proto(path: &Path) -> Result<pb::ModelProto, NativeError> {
-    onnx_proto::read_proto(path).map_err(|message| NativeError::Read {
-        path: path.to_path_buf(),
-        message,
-    })
-}
-
-// ---------------------------------------------------------------------------------------
-// Graph inspection
-
-/// Name → producer and name → constant tensor lookups over one graph.
-struct GraphIndex<'a> {
-    graph: &'a pb::GraphProto,
-    producer: HashMap<&'a str, (&'a pb::NodeProto, usize)>,
-    initializer: HashMap<&'a str, &'a pb::TensorProto>,
-}
-
-impl<'a> GraphIndex<'a> {
-    fn new(model: &'a pb::ModelProto) -> Result<Self, NativeError> {
-        let graph = model
-            .graph
-            .as_ref()
-            .ok_or_else(|| graph_err("the model has no graph"))?;
-        let mut producer = HashMap::new();
-        for node in &graph.node {
-            if !(node.domain.is_empty() || node.domain == "ai.onnx") {
-                return Err(graph_err(format!(
-                    "node {:?} is in domain {:?}",
-                    node.name, node.domain
-                )));
-            }
-            for (i, out) in node.output.iter().enumerate() {
-                if !out.is_empty() {
-                    producer.insert(out.as_str(), (node, i));
-                }
-            }
-        }
-        let initializer = graph
-            .initializer
-            .iter()
-            .map(|t| (t.name.as_str(), t))
-            .collect();
-        Ok(GraphIndex {
-            graph,
-            producer,
-            initializer,
-        })
-    }
-
-    /// The graph's real inputs (initializers listed as inputs by old exporters left out).
-    fn inputs(&self) -> Vec<&'a pb::ValueInfoProto> {
-        self.graph
-            .input
-            .iter()
-            .filter(|i| !self.initializer.contains_key(i.name.as_str()))
-            .collect()
-    }
-
-    /// The single output's name.
-    fn single_output(&self) -> Result<&'a str, NativeError> {
-        match self.graph.output.as_slice() {
-            [o] => Ok(o.name.as_str()),
-            outs => Err(graph_err(format!(
-                "expected 1 graph output, found {}",
-                outs.len()
-            ))),
-        }
-    }
-
-    /// The node producing `name` and which of its outputs it is.
-    fn producer(&self, name: &str) -> Option<(&'a pb::NodeProto, usize)> {
-        self.producer.get(name).copied()
-    }
-
-    /// The node producing `name`, which must be output 0 of an `op` node.
-    fn expect_op(&self, name: &str, op: &str) -> Result<&'a pb::NodeProto, NativeError> {
-        match self.producer(name) {
-            Some((node, 0)) if node.op_type == op => Ok(node),
-            Some((node, i)) => Err(graph_err(format!(
-                "{name:?} is output {i} of {} node {:?}, expected {op}",
-                node.op_type, node.name
-            ))),
-            None => Err(graph_err(format!(
-                "{name:?} is not produced by a node, expected {op}"
-            ))),
-        }
-    }
-
-    /// A constant tensor: an initializer or the `value` of a `Constant` node.
-    fn constant(&self, name: &str) -> Option<&'a pb::TensorProto> {
-        if let Some(t) = self.initializer.get(name) {
-            return Some(t);
-        }
-        match self.producer(name) {
-            Some((node, 0)) => onnx_proto::constant_value(node),
-            _ => None,
-        }
-    }
-
-    /// The integers of a constant tensor (a scalar gives one).
-    fn constant_ints(&self, name: &str) -> Option<Vec<i64>> {
-        self.constant(name).and_then(|t| onnx_proto::ints(t).ok())
-    }
-}
-
-fn attr<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
-    node.attribute.iter().find(|a| a.name == name)
-}
-
-fn attr_int(node: &pb::NodeProto, name: &str, default: i64) -> i64 {
-    attr(node, name).map_or(default, |a| a.i)
-}
-
-/// Input `i` of a node, `None` when absent or empty (an omitted optional input).
-fn input(node: &pb::NodeProto, i: usize) -> Option<&str> {
-    node.input
-        .get(i)
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-}
-
-fn attribute_err(node: &pb::NodeProto, attribute: &str, detail: impl Into<String>) -> NativeError {
-    NativeError::Attribute {
+fn attribute_err(node: &pb::NodeProto, attribute: &str, detail: impl Into<String>) -> GraphError {
+    GraphError::Attribute {
         node: node.name.clone(),
         op: node.op_type.clone(),
         attribute: attribute.to_string(),
@@ -225,32 +44,23 @@ fn attribute_err(node: &pb::NodeProto, attribute: &str, detail: impl Into<String
     }
 }
 
-fn tensor_err(t: &pb::TensorProto, detail: impl Into<String>) -> NativeError {
-    NativeError::Tensor {
+fn tensor_err(t: &pb::TensorProto, detail: impl Into<String>) -> GraphError {
+    GraphError::Tensor {
         name: t.name.clone(),
         detail: detail.into(),
     }
 }
 
-impl From<TensorError> for NativeError {
-    fn from(e: TensorError) -> Self {
-        NativeError::Tensor {
-            name: e.name,
-            detail: e.detail,
-        }
-    }
-}
-
 /// A float32 constant input of `node`, with the expected dims.
 fn weight(
-    g: &GraphIndex<'_>,
+    g: &Graph<'_>,
     node: &pb::NodeProto,
     index: usize,
     what: &'static str,
     dims: &[usize],
-) -> Result<Vec<f32>, NativeError> {
+) -> Result<Vec<f32>, GraphError> {
     let name = input(node, index).unwrap_or_default();
-    let missing = || NativeError::MissingInitializer {
+    let missing = || GraphError::MissingInitializer {
         node: node.name.clone(),
         op: node.op_type.clone(),
         input: what,
@@ -274,7 +84,7 @@ fn weight(
 }
 
 /// Whether `name` (an LSTM initial state input) is absent or provably all zeros.
-fn is_zero_state(g: &GraphIndex<'_>, name: Option<&str>) -> bool {
+fn is_zero_state(g: &Graph<'_>, name: Option<&str>) -> bool {
     let Some(name) = name else { return true };
     if let Some(t) = g.constant(name) {
         return onnx_proto::floats(t).is_ok_and(|v| v.iter().all(|&x| x == 0.0));
@@ -293,7 +103,7 @@ fn is_zero_state(g: &GraphIndex<'_>, name: Option<&str>) -> bool {
 }
 
 /// The axes of a `Squeeze` node (attribute before opset 13, input since).
-fn squeeze_axes(g: &GraphIndex<'_>, node: &pb::NodeProto) -> Option<Vec<i64>> {
+fn squeeze_axes(g: &Graph<'_>, node: &pb::NodeProto) -> Option<Vec<i64>> {
     match input(node, 1) {
         Some(axes) => g.constant_ints(axes),
         None => attr(node, "axes").map(|a| a.ints.clone()),
@@ -324,10 +134,10 @@ struct Layer {
 impl Layer {
     /// Reads and checks one ONNX `LSTM` node whose input has `input` features.
     fn from_node(
-        g: &GraphIndex<'_>,
+        g: &Graph<'_>,
         node: &pb::NodeProto,
         input_size: usize,
-    ) -> Result<Layer, NativeError> {
+    ) -> Result<Layer, GraphError> {
         let mut hidden = None;
         for a in &node.attribute {
             let bad = |detail: &str| Err(attribute_err(node, &a.name, detail));
@@ -494,13 +304,13 @@ impl fmt::Debug for Encoder {
 
 impl Encoder {
     /// Reads and checks an encoder ONNX file.
-    pub fn load(path: &Path) -> Result<Self, NativeError> {
+    pub fn load(path: &Path) -> Result<Self, GraphError> {
         Self::from_proto(&read_proto(path)?)
     }
 
     /// Checks a decoded encoder model and extracts its weights.
-    pub fn from_proto(model: &pb::ModelProto) -> Result<Self, NativeError> {
-        let g = GraphIndex::new(model)?;
+    pub fn from_proto(model: &pb::ModelProto) -> Result<Self, GraphError> {
+        let g = Graph::of_model(model)?;
         let x = match g.inputs().as_slice() {
             [x] => x.name.as_str(),
             ins => {
@@ -588,7 +398,7 @@ impl Encoder {
                     )))
                 }
             }
-            if nodes.len() > g.graph.node.len() {
+            if nodes.len() > g.nodes().count() {
                 return Err(graph_err("cycle in the graph"));
             }
         }
@@ -596,7 +406,7 @@ impl Encoder {
         // Input size: the first W's last dim, checked against x's static last dim if any.
         let first_w = input(nodes[0], 1)
             .and_then(|w| g.constant(w))
-            .ok_or_else(|| NativeError::MissingInitializer {
+            .ok_or_else(|| GraphError::MissingInitializer {
                 node: nodes[0].name.clone(),
                 op: "LSTM".into(),
                 input: "W",
@@ -690,13 +500,13 @@ impl fmt::Debug for Head {
 
 impl Head {
     /// Reads and checks a head ONNX file.
-    pub fn load(path: &Path) -> Result<Self, NativeError> {
+    pub fn load(path: &Path) -> Result<Self, GraphError> {
         Self::from_proto(&read_proto(path)?)
     }
 
     /// Checks a decoded head model and extracts its weights.
-    pub fn from_proto(model: &pb::ModelProto) -> Result<Self, NativeError> {
-        let g = GraphIndex::new(model)?;
+    pub fn from_proto(model: &pb::ModelProto) -> Result<Self, GraphError> {
+        let g = Graph::of_model(model)?;
         let ins = g.inputs();
         let [z1, z2] = ins.as_slice() else {
             return Err(graph_err(format!(
@@ -735,7 +545,7 @@ impl Head {
         let wname = input(gemm, 1).unwrap_or_default();
         let wt = g
             .constant(wname)
-            .ok_or_else(|| NativeError::MissingInitializer {
+            .ok_or_else(|| GraphError::MissingInitializer {
                 node: gemm.name.clone(),
                 op: "Gemm".into(),
                 input: "B (weight)",
@@ -770,7 +580,7 @@ impl Head {
             Some(name) => {
                 let t = g
                     .constant(name)
-                    .ok_or_else(|| NativeError::MissingInitializer {
+                    .ok_or_else(|| GraphError::MissingInitializer {
                         node: gemm.name.clone(),
                         op: "Gemm".into(),
                         input: "C (bias)",

@@ -8,7 +8,7 @@
 //!   shared LSTM encoder over `(workload, kpi)` sequences of any length, `|Z₁ − Z₂|`,
 //!   linear, softmax. [`model::RegressModel`] loads the ONNX export (encoder and head
 //!   split so baseline embeddings can be cached) and runs it with a native LSTM
-//!   ([`model::lstm`], weights read from the ONNX files) once it agrees with tract on a
+//!   ([`lstm`], weights read from the ONNX files) once it agrees with tract on a
 //!   probe at load, else with tract.
 //!   [`features`] is the input normalisation the model was trained with.
 //! * [`Method::Ks`] / [`Method::Mwu`]: two-sample tests on the KPI values alone
@@ -24,6 +24,7 @@
 pub(crate) mod baseline;
 pub(crate) mod cache;
 pub(crate) mod features;
+pub mod lstm;
 pub mod model;
 pub(crate) mod stats;
 pub(crate) mod verdict;

@@ -19,9 +19,7 @@
 //! fixed probe, and otherwise stays on tract with a warning (a custom model still works).
 //! Everything is immutable once loaded, so one model serves any number of threads.
 
-#[path = "lstm.rs"]
-pub mod lstm;
-
+use super::lstm;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -50,7 +48,7 @@ pub enum ModelError {
         /// File (the encoder's, for a probe mismatch).
         path: PathBuf,
         /// Why.
-        source: lstm::NativeError,
+        source: lstm::GraphError,
     },
     /// Inference failed or the input had the wrong shape.
     #[error("regression model inference failed: {0}")]
@@ -136,15 +134,15 @@ impl Native {
         encoder: lstm::Encoder,
         head: lstm::Head,
         model: &RegressModel,
-    ) -> Result<Self, lstm::NativeError> {
+    ) -> Result<Self, lstm::GraphError> {
         if encoder.input_size() != 2 {
-            return Err(lstm::NativeError::Graph(format!(
+            return Err(lstm::GraphError::Graph(format!(
                 "the encoder reads {} features per step, expected 2",
                 encoder.input_size()
             )));
         }
         if encoder.hidden() != model.hidden || head.hidden() != model.hidden {
-            return Err(lstm::NativeError::Graph(format!(
+            return Err(lstm::GraphError::Graph(format!(
                 "hidden sizes: native encoder {}, native head {}, tract {}",
                 encoder.hidden(),
                 head.hidden(),
@@ -157,8 +155,8 @@ impl Native {
     }
 
     /// Runs the fixed probe through both engines.
-    fn probe(&self, model: &RegressModel) -> Result<(), lstm::NativeError> {
-        let fail = |what: String, diff: f32| lstm::NativeError::Mismatch { what, diff };
+    fn probe(&self, model: &RegressModel) -> Result<(), lstm::GraphError> {
+        let fail = |what: String, diff: f32| lstm::GraphError::Mismatch { what, diff };
         let tract_err = |e: ModelError| fail(format!("tract failed: {e}"), f32::INFINITY);
         // (batch, len): batch 1 at several lengths, and a batch of 3.
         let mut zs = Vec::new();
@@ -254,7 +252,7 @@ impl RegressModel {
         &mut self,
         encoder: lstm::Encoder,
         head: lstm::Head,
-    ) -> Result<(), lstm::NativeError> {
+    ) -> Result<(), lstm::GraphError> {
         self.native = Some(Arc::new(Native::new(encoder, head, self)?));
         Ok(())
     }

@@ -133,9 +133,9 @@ fn bad_shapes_are_errors_not_panics() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Native engine (`model::lstm`): same files, same results as tract and PyTorch.
+// Native engine (`lstm`): same files, same results as tract and PyTorch.
 
-use model::lstm::{self, NativeError};
+use super::lstm::{self, GraphError};
 use model::Engine;
 
 fn native() -> RegressModel {
@@ -299,7 +299,7 @@ fn native_loader_rejects_unsupported_lstm_attributes() {
             let mut m = encoder_proto();
             edit(node_mut(&mut m, "LSTM", k));
             match lstm::Encoder::from_proto(&m) {
-                Err(NativeError::Attribute { attribute, .. }) => assert_eq!(attribute, want_attr),
+                Err(GraphError::Attribute { attribute, .. }) => assert_eq!(attribute, want_attr),
                 other => {
                     panic!("LSTM #{k}, {want_attr}: expected an attribute error, got {other:?}")
                 }
@@ -375,7 +375,7 @@ fn native_loader_rejects_missing_weights_and_unsupported_graphs() {
         .initializer
         .retain(|t| t.name != w);
     match lstm::Encoder::from_proto(&m) {
-        Err(e @ NativeError::MissingInitializer { input: "W", .. }) => {
+        Err(e @ GraphError::MissingInitializer { input: "W", .. }) => {
             assert!(e.to_string().contains(&w), "{e}")
         }
         other => panic!("expected a missing W, got {other:?}"),
@@ -387,7 +387,7 @@ fn native_loader_rejects_missing_weights_and_unsupported_graphs() {
     g.initializer.iter_mut().find(|t| t.name == r).unwrap().dims = vec![1, 32, 128];
     assert!(matches!(
         lstm::Encoder::from_proto(&m),
-        Err(NativeError::Tensor { .. })
+        Err(GraphError::Tensor { .. })
     ));
     // a non-zero initial state
     let mut m = encoder_proto();
@@ -404,7 +404,7 @@ fn native_loader_rejects_missing_weights_and_unsupported_graphs() {
         ..Default::default()
     });
     match lstm::Encoder::from_proto(&m) {
-        Err(NativeError::Graph(msg)) => assert!(msg.contains("initial_h"), "{msg}"),
+        Err(GraphError::Graph(msg)) => assert!(msg.contains("initial_h"), "{msg}"),
         other => panic!("expected a graph error, got {other:?}"),
     }
     // the output Gather reads the last LSTM's Y (all steps) instead of Y_h
@@ -417,7 +417,7 @@ fn native_loader_rejects_missing_weights_and_unsupported_graphs() {
     out.input[0] = y;
     assert!(matches!(
         lstm::Encoder::from_proto(&m),
-        Err(NativeError::Graph(_))
+        Err(GraphError::Graph(_))
     ));
     // the head: softmax over another axis, a missing weight
     let mut m = head_proto();
@@ -428,7 +428,7 @@ fn native_loader_rejects_missing_weights_and_unsupported_graphs() {
     }];
     assert!(matches!(
         lstm::Head::from_proto(&m),
-        Err(NativeError::Attribute { .. })
+        Err(GraphError::Attribute { .. })
     ));
     let mut m = head_proto();
     m.graph
@@ -438,7 +438,7 @@ fn native_loader_rejects_missing_weights_and_unsupported_graphs() {
         .retain(|t| t.name != "fc.weight");
     assert!(matches!(
         lstm::Head::from_proto(&m),
-        Err(NativeError::MissingInitializer { .. })
+        Err(GraphError::MissingInitializer { .. })
     ));
 }
 
@@ -456,7 +456,7 @@ fn the_probe_catches_a_native_engine_that_disagrees_with_tract() {
     let head = lstm::Head::from_proto(&head_proto()).unwrap();
     let mut model = tract();
     match model.use_native(enc, head.clone()) {
-        Err(NativeError::Mismatch { what, diff }) => {
+        Err(GraphError::Mismatch { what, diff }) => {
             assert!(what.contains("encoder") && diff > TOL, "{what} {diff}")
         }
         other => panic!("expected a probe mismatch, got {other:?}"),

@@ -10,8 +10,9 @@ use std::sync::Arc;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde::Deserialize;
 
-use super::native::{NativeError, NativeModel};
+use super::native::NativeModel;
 use super::*;
+use crate::detect::onnx_graph::GraphError;
 use crate::detect::{DetectError, Detector, EntityView, RobustStats, Scores};
 
 const TOLERANCE: f32 = 1e-4;
@@ -318,7 +319,7 @@ fn native_loader_rejects_missing_and_misshaped_tensors_and_the_load_falls_back()
     let err = NativeModel::from_proto(&renamed, w).expect_err("missing tensor");
     assert_eq!(
         err,
-        NativeError::Missing {
+        GraphError::Missing {
             name: "trans.0.norm1.weight".into()
         }
     );
@@ -346,7 +347,7 @@ fn native_loader_rejects_missing_and_misshaped_tensors_and_the_load_falls_back()
     let err = NativeModel::from_proto(&misshaped, w).expect_err("wrong shape");
     assert_eq!(
         err,
-        NativeError::Shape {
+        GraphError::Shape {
             name: "base.0.reduce.bias".into(),
             got: vec![1],
             expected: vec![32],
