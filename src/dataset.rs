@@ -101,37 +101,67 @@ pub fn read_csv(path: &Path) -> Result<Table, DatasetError> {
     parse_csv(&text, path)
 }
 
-/// Parses CSV text (see [`read_csv`]).
-pub fn parse_csv(text: &str, path: &Path) -> Result<Table, DatasetError> {
+/// A CSV text split into cells: the header and, for every non-blank line after it, its
+/// 1-based line number and cells (trimmed, surrounding quotes removed). The one
+/// tokenizer of the offline formats: this module's tables and the regression judge's
+/// load tests (`detect::regress::LoadTest`), which read only the columns they need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rows<'a> {
+    /// Header cells, in file order.
+    pub header: Vec<&'a str>,
+    /// `(line number, cells)` of each data row.
+    pub rows: Vec<(usize, Vec<&'a str>)>,
+}
+
+fn cells(line: &str) -> Vec<&str> {
+    line.split(',')
+        .map(|c| c.trim().trim_matches('"'))
+        .collect()
+}
+
+/// Splits `text` into [`Rows`]; `None` when it has no header (nothing but blank lines).
+pub fn split_rows(text: &str) -> Option<Rows<'_>> {
     let mut lines = text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty());
-    let (_, header) = lines.next().ok_or_else(|| DatasetError::Empty {
+    let (_, header) = lines.next()?;
+    Some(Rows {
+        header: cells(header),
+        rows: lines.map(|(i, l)| (i + 1, cells(l))).collect(),
+    })
+}
+
+/// A numeric cell: empty and `NaN` (any case) are gaps, read as NaN; otherwise a float
+/// as Rust spells it (`inf` included). `None` when the cell is not a number.
+pub fn parse_number(cell: &str) -> Option<f64> {
+    if cell.is_empty() || cell.eq_ignore_ascii_case("nan") {
+        return Some(f64::NAN);
+    }
+    cell.parse::<f64>().ok()
+}
+
+/// Parses CSV text (see [`read_csv`]).
+pub fn parse_csv(text: &str, path: &Path) -> Result<Table, DatasetError> {
+    let rows = split_rows(text).ok_or_else(|| DatasetError::Empty {
         path: path.to_path_buf(),
     })?;
-    let names: Vec<String> = header
-        .split(',')
-        .map(|s| s.trim().trim_matches('"').to_string())
-        .collect();
+    let names: Vec<String> = rows.header.iter().map(|s| s.to_string()).collect();
     let mut columns = vec![Vec::new(); names.len()];
-    for (idx, line) in lines {
-        let cells: Vec<&str> = line.split(',').collect();
+    for (line, cells) in rows.rows {
         if cells.len() != names.len() {
             return Err(DatasetError::Row {
                 path: path.to_path_buf(),
-                line: idx + 1,
+                line,
                 message: format!("{} cells, expected {}", cells.len(), names.len()),
             });
         }
         for (col, (cell, name)) in cells.iter().zip(&names).enumerate() {
-            let v = parse_cell(cell.trim().trim_matches('"'), name == "timestamp").ok_or_else(
-                || DatasetError::Row {
-                    path: path.to_path_buf(),
-                    line: idx + 1,
-                    message: format!("column {name:?}: {cell:?} is not a number"),
-                },
-            )?;
+            let v = parse_cell(cell, name == "timestamp").ok_or_else(|| DatasetError::Row {
+                path: path.to_path_buf(),
+                line,
+                message: format!("column {name:?}: {cell:?} is not a number"),
+            })?;
             columns[col].push(v);
         }
     }
@@ -143,16 +173,7 @@ pub fn parse_csv(text: &str, path: &Path) -> Result<Table, DatasetError> {
 }
 
 fn parse_cell(cell: &str, is_timestamp: bool) -> Option<f64> {
-    if cell.is_empty() || cell.eq_ignore_ascii_case("nan") {
-        return Some(f64::NAN);
-    }
-    if let Ok(v) = cell.parse::<f64>() {
-        return Some(v);
-    }
-    if is_timestamp {
-        return parse_time(cell);
-    }
-    None
+    parse_number(cell).or_else(|| is_timestamp.then(|| parse_time(cell)).flatten())
 }
 
 fn parse_time(cell: &str) -> Option<f64> {

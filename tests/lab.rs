@@ -7,7 +7,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use kpiwatch::lab::load::Profile;
-use kpiwatch::lab::record::{ANOMALY_FORMAT, PAIRS_HEADER, REGRESSION_FORMAT, RUN_HEADER};
+use kpiwatch::lab::record::{
+    ANOMALY_FORMAT, ENTITY_COLUMNS, PAIRS_HEADER, REGRESSION_FORMAT, RUN_HEADER,
+};
 use kpiwatch::lab::scenario::{self, Body};
 use kpiwatch::lab::service::{Service, FAULT_KINDS, ROUTES};
 use serde_json::Value;
@@ -20,57 +22,18 @@ fn data() -> PathBuf {
     root().join("tests/data/lab")
 }
 
-/// Metric columns an anomaly entity file may have, in the documented order.
-const ENTITY_COLUMNS: &[&str] = &[
-    "rps",
-    "error_ratio",
-    "latency_mean_ms",
-    "latency_p50_ms",
-    "latency_p95_ms",
-    "in_flight",
-    "dependency_ms",
-    "cpu_cores",
-    "memory_mb",
-    "node_cpu_busy",
-    "node_load1",
-    "workload",
-];
-
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn parse_num(s: &str, ctx: &str) -> f64 {
-    match s {
-        "NaN" => f64::NAN,
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        _ => s
-            .parse()
-            .unwrap_or_else(|_| panic!("{ctx}: {s:?} is not a number")),
-    }
-}
-
-/// Parses a CSV of numbers: header and rows (every row as long as the header).
+/// A CSV of numbers as header and rows (the dataset reader checks that every row is as
+/// long as the header and every cell a number).
 fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
-    let text = read(path);
-    let mut lines = text.lines();
-    let header: Vec<String> = lines
-        .next()
-        .unwrap_or_default()
-        .split(',')
-        .map(String::from)
+    let t = kpiwatch::dataset::read_csv(path).unwrap_or_else(|e| panic!("{e}"));
+    let rows = (0..t.len())
+        .map(|r| t.columns.iter().map(|c| c[r]).collect())
         .collect();
-    let rows = lines
-        .enumerate()
-        .map(|(i, line)| {
-            let ctx = format!("{}:{}", path.display(), i + 2);
-            let cells: Vec<f64> = line.split(',').map(|c| parse_num(c, &ctx)).collect();
-            assert_eq!(cells.len(), header.len(), "{ctx}: wrong number of cells");
-            cells
-        })
-        .collect();
-    (header, rows)
+    (t.names, rows)
 }
 
 fn dirs(path: &Path) -> Vec<PathBuf> {

@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::detect::regress::{self, Kpi, LoadTest, Method, Options, Report};
+use crate::detect::regress::{self, Kpi, LoadTest, Method, Options, Report, WindowError};
 
 /// Exit code for errors (unreadable input, model failure).
 pub(crate) const EXIT_ERROR: u8 = 1;
@@ -81,7 +81,7 @@ pub(crate) enum RegressCliError {
     Usage(String),
     /// A window file could not be read.
     #[error(transparent)]
-    Window(#[from] regress::WindowError),
+    Window(#[from] WindowError),
     /// The model could not be loaded or failed.
     #[error(transparent)]
     Model(#[from] regress::model::ModelError),
@@ -146,11 +146,21 @@ impl RegressArgs {
     }
 }
 
+/// Reads a load-test CSV file (the format of `detect::regress::window`).
+fn read_load_test(path: &std::path::Path) -> Result<LoadTest, WindowError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| WindowError::Io {
+        path: name.clone(),
+        source,
+    })?;
+    LoadTest::parse_csv(&text, &name)
+}
+
 /// Runs the comparison and returns the report (no printing).
 pub(crate) fn evaluate(args: &RegressArgs) -> Result<Report, RegressCliError> {
     let opts = args.options()?;
-    let baseline = LoadTest::read_csv(&args.baseline)?;
-    let current = LoadTest::read_csv(&args.current)?;
+    let baseline = read_load_test(&args.baseline)?;
+    let current = read_load_test(&args.current)?;
     let model = match opts.method {
         Method::Siamese => Some(regress::RegressModel::load(&args.model)?),
         _ => None,

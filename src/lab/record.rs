@@ -352,7 +352,8 @@ pub async fn export(
 }
 
 /// Column order of anomaly entity files (those an entity has no data for are left out).
-const ENTITY_COLUMNS: &[&str] = &[
+/// Metric columns an anomaly entity file may have, in the documented order.
+pub const ENTITY_COLUMNS: &[&str] = &[
     "rps",
     "error_ratio",
     "latency_mean_ms",

@@ -106,10 +106,12 @@ fn csv_pairs_match_python_end_to_end() {
     };
     for pair in &g.pairs {
         let dir = models().join("golden");
-        let b =
-            LoadTest::read_csv(&dir.join(format!("regress_pair{}_baseline.csv", pair.id))).unwrap();
-        let c =
-            LoadTest::read_csv(&dir.join(format!("regress_pair{}_current.csv", pair.id))).unwrap();
+        let read = |side: &str| {
+            let path = dir.join(format!("regress_pair{}_{side}.csv", pair.id));
+            let text = std::fs::read_to_string(&path).unwrap();
+            LoadTest::parse_csv(&text, &path.display().to_string()).unwrap()
+        };
+        let (b, c) = (read("baseline"), read("current"));
         let r = compare(&b, &c, &opts, Some(&m)).unwrap();
         for (kpi, want) in &pair.probability {
             let got = r.kpis[kpi.as_str()].probability.unwrap() as f32;

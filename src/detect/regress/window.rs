@@ -10,7 +10,6 @@
 //! returns [`Insufficient`] with the reason (too few points, too many gaps, no load).
 
 use std::fmt;
-use std::path::Path;
 
 pub use crate::config::judge::Limits;
 
@@ -118,26 +117,11 @@ impl LoadTest {
         self.kpis[kpi.index()].as_deref()
     }
 
-    /// Reads a CSV file.
-    pub fn read_csv(path: &Path) -> Result<Self, WindowError> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| WindowError::Io {
-            path: name.clone(),
-            source,
-        })?;
-        Self::parse_csv(&text, &name)
-    }
-
-    /// Parses CSV text; `name` is used in error messages.
+    /// Parses CSV text (the caller reads the file); `name` is used in error messages.
     pub fn parse_csv(text: &str, name: &str) -> Result<Self, WindowError> {
-        let mut lines = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty());
-        let (_, header) = lines
-            .next()
+        let rows = crate::dataset::split_rows(text)
             .ok_or_else(|| WindowError::Empty { path: name.into() })?;
-        let cols: Vec<&str> = header.split(',').map(str::trim).collect();
+        let cols = rows.header;
         let find = |c: &'static str| cols.iter().position(|h| *h == c);
         let missing = |column| WindowError::MissingColumn {
             path: name.into(),
@@ -154,9 +138,7 @@ impl LoadTest {
             ],
             ..Default::default()
         };
-        for (idx, line) in lines {
-            let lineno = idx + 1;
-            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        for (lineno, cells) in rows.rows {
             if cells.len() < cols.len() {
                 return Err(WindowError::ShortRow {
                     path: name.into(),
@@ -193,10 +175,7 @@ impl LoadTest {
 }
 
 fn parse_cell(cell: &str, path: &str, line: usize, column: &str) -> Result<f64, WindowError> {
-    if cell.is_empty() || cell.eq_ignore_ascii_case("nan") {
-        return Ok(f64::NAN);
-    }
-    cell.parse::<f64>().map_err(|_| WindowError::BadNumber {
+    crate::dataset::parse_number(cell).ok_or_else(|| WindowError::BadNumber {
         path: path.into(),
         line,
         column: column.into(),
