@@ -2,22 +2,20 @@
 //! off by default).
 //!
 //! Metrics differ in how well any autoencoder can reconstruct their last step: a noisy
-//! p95 latency keeps a squared error around 4 in normal operation, an error ratio that
-//! sits at zero keeps one near 0.002 (`models/uniad.md`). Averaged as they are (eq. 7),
-//! the noisy metrics drown a fault that moves only a quiet one. So each metric's squared
-//! error is divided by its typical value for this entity before the mean: the median of
-//! that metric's last-step error over up to [`FIT_WINDOWS`] windows spread evenly over
-//! the entity's history (the same history the normaliser fits on), floored at
-//! [`SCALE_FLOOR`]. The floor is a residual of a tenth of a robust sigma, below the
-//! typical error of metrics that move at all (per-metric medians: 5th percentile 0.02 on
-//! synthetic entities; on the lab's, lower quartile 0.06, and only flat metrics such as
-//! the error ratio sit below 0.01), so it only caps how much a flat metric's first
-//! deviation weighs.
+//! latency keeps a large squared error in normal operation, an error ratio that sits at
+//! zero a tiny one. Averaged as they are (eq. 7), the noisy metrics drown a fault that
+//! moves only a quiet one. So each metric's squared error is divided by its typical
+//! value for this entity before the mean: the median of that metric's last-step error
+//! over up to [`FIT_WINDOWS`] windows spread evenly over the entity's history (the same
+//! history the normaliser fits on), floored at [`SCALE_FLOOR`], a residual of a tenth of
+//! a robust sigma, so that the floor only caps how much a flat metric's first deviation
+//! weighs.
 //!
 //! Why it is off by default: the same small scale makes every ordinary step of a flat
-//! metric (an offered workload, a load average) weigh tens to a hundred times its scale,
-//! like a fault. On held-out lab recordings the plain mean ranked faults better (108
-//! entities, `models/uniad.md`); scaling wins where faults sit in flat metrics.
+//! metric (an offered workload, a load average) weigh many times its scale, like a
+//! fault. Scaling wins where faults sit in flat metrics and loses overall on the lab's
+//! held-out recordings; the figures and how the floor was chosen are in
+//! `models/uniad.md` and `models/train/uniad/STUDIES.md`.
 //!
 //! Scales are refitted lazily: after `max(W, n / 32)` new points (n = history points at
 //! the last fit), or at once when the set of metrics that go into the model changes. A
