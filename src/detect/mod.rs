@@ -18,6 +18,17 @@ pub mod regress;
 pub mod uniad;
 pub mod zscore;
 
+/// Largest absolute difference of two equally long vectors (the golden-vector tests of
+/// the neural detectors compare engines with it).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 use smallvec::SmallVec;
 
 /// Robust statistics of one series (see [`crate::normalize`]): `z = (x - median) / scale`.

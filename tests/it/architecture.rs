@@ -71,17 +71,6 @@ fn declared_modules() -> BTreeSet<String> {
         .collect()
 }
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("readable src dir") {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
 /// The top-level module a file of `src/` belongs to (`None`: the crate root or a binary).
 fn module_of(path: &Path) -> Option<String> {
     let rel = path.strip_prefix(root().join("src")).expect("under src");
@@ -171,11 +160,8 @@ fn crate_paths(line: &str, pending: &mut Option<String>) -> Vec<String> {
 
 /// Every `crate::<module>` edge of `src/`, as (from, to, "file:line").
 fn edges() -> Vec<(String, String, String)> {
-    let mut files = Vec::new();
-    rust_files(&root().join("src"), &mut files);
-    files.sort();
     let mut out = Vec::new();
-    for file in files {
+    for file in crate::support::rust_files(&root().join("src")) {
         let Some(from) = module_of(&file) else {
             continue;
         };

@@ -184,9 +184,7 @@ fn readme_and_deploy_lint_list_the_same_metrics_and_the_code_defines_each() {
         "in deploy_lint.py, missing from the README"
     );
     let mut src = String::new();
-    let mut files = Vec::new();
-    collect_rs(&repo("src"), &mut files);
-    for f in files {
+    for f in crate::support::rust_files(&repo("src")) {
         src.push_str(&std::fs::read_to_string(f).expect("source"));
     }
     for name in &readme {
@@ -200,16 +198,5 @@ fn readme_and_deploy_lint_list_the_same_metrics_and_the_code_defines_each() {
                 .is_some_and(|c| !(c.is_ascii_alphanumeric() || c == '_'))
         });
         assert!(named, "{name} is documented but no source file names it");
-    }
-}
-
-fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) {
-    for e in std::fs::read_dir(dir).expect("dir") {
-        let p = e.expect("entry").path();
-        if p.is_dir() {
-            collect_rs(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
-            out.push(p);
-        }
     }
 }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::detect::max_abs_diff;
 
 const TOL: f32 = 1e-4;
 
@@ -49,14 +50,6 @@ fn golden() -> Golden {
     serde_json::from_str(&text).expect("golden parses")
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn tract_reproduces_the_encoder_and_head() {
     let g = golden();
@@ -64,7 +57,7 @@ fn tract_reproduces_the_encoder_and_head() {
     assert_eq!(m.hidden(), g.hidden);
     for case in &g.encoder {
         let z = m.embed_batch(&case.x, case.batch, case.len).unwrap();
-        let d = max_diff(&z, &case.z);
+        let d = max_abs_diff(&z, &case.z);
         assert!(
             d <= TOL,
             "encoder batch {} len {}: max |diff| {d}",
@@ -76,7 +69,7 @@ fn tract_reproduces_the_encoder_and_head() {
         .probability_batch(&g.head.z1, &g.head.z2, g.head.batch)
         .unwrap();
     let want: Vec<f32> = g.head.p.chunks_exact(2).map(|r| r[1]).collect();
-    assert!(max_diff(&p, &want) <= TOL);
+    assert!(max_abs_diff(&p, &want) <= TOL);
 }
 
 #[test]
@@ -188,13 +181,13 @@ fn native_reproduces_the_golden_encoder_and_head() {
     for case in &g.encoder {
         // batched, as recorded
         let z = m.embed_batch(&case.x, case.batch, case.len).unwrap();
-        let d = max_diff(&z, &case.z);
+        let d = max_abs_diff(&z, &case.z);
         assert!(d <= TOL, "batch {} len {}: {d}", case.batch, case.len);
         // and one sequence at a time (batch 1)
         let step = case.len * 2;
         for (i, seq) in case.x.chunks_exact(step).enumerate() {
             let z1 = m.embed(seq).unwrap();
-            let d = max_diff(&z1, &case.z[i * g.hidden..(i + 1) * g.hidden]);
+            let d = max_abs_diff(&z1, &case.z[i * g.hidden..(i + 1) * g.hidden]);
             assert!(d <= TOL, "len {} sequence {i} at batch 1: {d}", case.len);
         }
     }
@@ -202,7 +195,7 @@ fn native_reproduces_the_golden_encoder_and_head() {
         .probability_batch(&g.head.z1, &g.head.z2, g.head.batch)
         .unwrap();
     let want: Vec<f32> = g.head.p.chunks_exact(2).map(|r| r[1]).collect();
-    assert!(max_diff(&p, &want) <= TOL);
+    assert!(max_abs_diff(&p, &want) <= TOL);
     let pairs = g
         .head
         .z1
@@ -222,7 +215,7 @@ fn native_equals_tract_on_random_sequences() {
             let x = random_sequences(batch, len, (k * 10 + batch) as u64);
             let zn = n.embed_batch(&x, batch, len).unwrap();
             let zt = t.embed_batch(&x, batch, len).unwrap();
-            let d = max_diff(&zn, &zt);
+            let d = max_abs_diff(&zn, &zt);
             assert!(
                 d <= TOL,
                 "len {len} batch {batch}: embeddings differ by {d}"
@@ -235,7 +228,7 @@ fn native_equals_tract_on_random_sequences() {
                 .collect();
             let pn = n.probability_batch(&zb, &zt, batch).unwrap();
             let pt = t.probability_batch(&zb, &zt, batch).unwrap();
-            let d = max_diff(&pn, &pt);
+            let d = max_abs_diff(&pn, &pt);
             assert!(
                 d <= TOL,
                 "len {len} batch {batch}: probabilities differ by {d}"

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::native::NativeModel;
 use super::*;
 use crate::detect::onnx_graph::GraphError;
-use crate::detect::{DetectError, Detector, EntityView, RobustStats, Scores};
+use crate::detect::{max_abs_diff, DetectError, Detector, EntityView, RobustStats, Scores};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -51,14 +51,6 @@ fn golden() -> Golden {
     serde_json::from_str(&text).expect("golden file parses")
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn tract_reproduces_golden_vectors_in_both_plan_modes() {
     let g = golden();
@@ -72,7 +64,7 @@ fn tract_reproduces_golden_vectors_in_both_plan_modes() {
             let got = model
                 .infer(&case.input, case.batch, case.n)
                 .expect("inference");
-            let err = max_abs(&got, &case.output);
+            let err = max_abs_diff(&got, &case.output);
             assert!(
                 err <= TOLERANCE,
                 "{mode:?} n={}: max abs error {err}",
@@ -124,7 +116,7 @@ fn permutation_check(model: &UniadModel) {
             let a = &out[(b * n + to) * w..][..w];
             let e = &base[(b * n + from) * w..][..w];
             assert!(
-                max_abs(a, e) <= 1e-4,
+                max_abs_diff(a, e) <= 1e-4,
                 "{:?}: metric {from} -> {to}",
                 model.plan_mode()
             );
@@ -162,7 +154,7 @@ fn bucketed_padding_does_not_change_results() {
         .collect();
     let a = sym.infer(&input, batch, n).expect("symbolic");
     let b = buck.infer(&input, batch, n).expect("bucketed");
-    assert!(max_abs(&a, &b) <= 1e-4);
+    assert!(max_abs_diff(&a, &b) <= 1e-4);
 }
 
 #[test]
@@ -256,10 +248,10 @@ fn native_reproduces_golden_vectors_with_both_kernels() {
         let got = model
             .infer(&case.input, case.batch, case.n)
             .expect("inference");
-        let err = max_abs(&got, &case.output);
+        let err = max_abs_diff(&got, &case.output);
         assert!(err <= TOLERANCE, "native n={}: max abs error {err}", case.n);
         let got = portable.infer(&case.input, case.batch, case.n);
-        let err = max_abs(&got, &case.output);
+        let err = max_abs_diff(&got, &case.output);
         assert!(
             err <= TOLERANCE,
             "portable n={}: max abs error {err}",
@@ -288,12 +280,12 @@ fn native_matches_tract_on_random_inputs() {
         }
         let want = tract.infer(&input, batch, n).expect("tract");
         let got = native.infer(&input, batch, n).expect("native");
-        let err = max_abs(&got, &want);
+        let err = max_abs_diff(&got, &want);
         assert!(
             err <= TOLERANCE,
             "batch {batch} n {n}: native vs tract {err}"
         );
-        let err = max_abs(&portable.infer(&input, batch, n), &want);
+        let err = max_abs_diff(&portable.infer(&input, batch, n), &want);
         assert!(
             err <= TOLERANCE,
             "batch {batch} n {n}: portable vs tract {err}"
@@ -368,7 +360,7 @@ fn native_loader_rejects_missing_and_misshaped_tensors_and_the_load_falls_back()
         .infer(&input, 1, 3)
         .expect("tract");
     let got = model.infer(&input, 1, 3).expect("fallback");
-    assert!(max_abs(&got, &want) <= TOLERANCE);
+    assert!(max_abs_diff(&got, &want) <= TOLERANCE);
 
     // A weight matrix transposed ([64, 32] stored as [32, 64]) in a copy that keeps it
     // out of tract's way: the native loader names the layer and the initializer.
