@@ -6,13 +6,15 @@
 #
 #   bash scripts/bench_compare.sh BASE_REV [HEAD_REV]     (HEAD_REV default: HEAD)
 #
-# Environment: ROUNDS (default 2), CORE (default 1), OUT (default /tmp/kpiwatch-bench).
+# Environment: ROUNDS (default 2), CORE (default 1), OUT (default /tmp/kpiwatch-bench),
+# BENCHES (default "cycle uniad adsketch regress").
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 base=${1:?usage: bench_compare.sh BASE_REV [HEAD_REV]}
 head=${2:-HEAD}
 rounds=${ROUNDS:-2}
+benches=${BENCHES:-cycle uniad adsketch regress}
 core=${CORE:-1}
 out=${OUT:-/tmp/kpiwatch-bench}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$out/target}
@@ -55,16 +57,21 @@ run() { # rev bench args... ; output to $out/<round>-<rev>-<bench>.txt
 for round in $(seq 1 "$rounds"); do
   for rev in "$base" "$head"; do
     echo "== round $round: $rev" >&2
-    run "$rev" cycle "$round"
-    run "$rev" uniad "$round" "${criterion_args[@]}" "$uniad_filter"
-    run "$rev" adsketch "$round" "${criterion_args[@]}"
-    run "$rev" regress "$round" "${criterion_args[@]}" "$regress_filter"
+    for bench in $benches; do
+      case $bench in
+        cycle) run "$rev" cycle "$round" ;;
+        uniad) run "$rev" uniad "$round" "${criterion_args[@]}" "$uniad_filter" ;;
+        adsketch) run "$rev" adsketch "$round" "${criterion_args[@]}" ;;
+        regress) run "$rev" regress "$round" "${criterion_args[@]}" "$regress_filter" ;;
+      esac
+    done
   done
 done
 
-python3 - "$out" "$base" "$head" "$rounds" <<'EOF'
+python3 - "$out" "$base" "$head" "$rounds" "$benches" <<'EOF'
 import re, statistics, sys
 out, base, head, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+benches = sys.argv[5].split()
 unit = {"ns": 1e-3, "µs": 1.0, "us": 1.0, "ms": 1e3, "s": 1e6}
 
 def figures(rev, bench, rnd):
@@ -84,7 +91,7 @@ def figures(rev, bench, rnd):
 
 rows = {}
 for rev in (base, head):
-    for bench in ("cycle", "uniad", "adsketch", "regress"):
+    for bench in benches:
         for rnd in range(1, rounds + 1):
             for k, v in figures(rev, bench, rnd).items():
                 rows.setdefault(k, {}).setdefault(rev, []).append(v)
