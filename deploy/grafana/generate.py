@@ -508,6 +508,47 @@ def regressions() -> dict:
         w=12,
         h=8,
     )
+    lay.add(
+        timeseries(
+            "Regression check duration",
+            "p50 and p99 of one interface check, fetch and comparison together "
+            "(kpiwatch_regression_check_duration_seconds). A rising p99 with the siamese "
+            "method while baselines are computed is expected after a deployment.",
+            [
+                target(
+                    f"histogram_quantile(0.5, sum by (le) (rate(kpiwatch_regression_check_duration_seconds_bucket[{ri}])))",
+                    legend="p50",
+                ),
+                target(
+                    f"histogram_quantile(0.99, sum by (le) (rate(kpiwatch_regression_check_duration_seconds_bucket[{ri}])))",
+                    legend="p99",
+                    ref="B",
+                ),
+            ],
+            unit="s",
+        ),
+        w=12,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Baseline embeddings: cache hits and computations",
+            "Siamese baseline embeddings per second by source "
+            "(kpiwatch_regression_baseline_embeddings_total): `cache` reuses the embedding of "
+            "an unchanged baseline window, `computed` encodes it anew (after a deployment "
+            "or a restart).",
+            [
+                target(
+                    f"sum by (source) (rate(kpiwatch_regression_baseline_embeddings_total[{ri}]))",
+                    legend="{{source}}",
+                )
+            ],
+            unit="ops",
+            stack=True,
+        ),
+        w=12,
+        h=8,
+    )
     variables = [query_var("interface", "Interface", "label_values(kpiwatch_regression, interface)")]
     return dashboard(
         "kpiwatch-regressions",

@@ -83,74 +83,20 @@ struct Agent {
 /// Runs the agent until SIGTERM/SIGINT. `config` was loaded from `config_path`.
 pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let registry = Registry::new();
-    let telemetry =
-        Telemetry::new(SelfMetrics::new(&registry).context("registering self-metrics")?);
-    let scores = Arc::new(ScoreBoard::new());
-    let ready = Arc::new(AtomicBool::new(false));
-    let catalog = Arc::new(PatternCatalog::new());
-    let client = Client::new(&config.prometheus, telemetry.clone())
-        .context("setting up the Prometheus client")?;
-    let ctx = CycleContext {
-        client: Arc::new(client),
-        scores: scores.clone(),
-        telemetry: telemetry.clone(),
-        ready: ready.clone(),
-        catalog: catalog.clone(),
-    };
-
-    let restored = state::restore_or_fresh(config.state_dir.as_deref());
-    let mut runners = Vec::new();
-    for g in &config.groups {
-        let mut r = build_runner(g, &config)?;
-        if let Some(snaps) = restored.groups.get(&g.name) {
-            r.restore(snaps);
-        }
-        runners.push(r);
-    }
-
+    let ctx = cycle_context(&config, &registry)?;
+    let runners = restored_runners(&config)?;
     let regressions = Regressions::new(
         RegressSetup::build(&config, ctx.client.clone())?,
         RegressionMetrics::new(&registry).context("registering the regression metrics")?,
-        ready.clone(),
+        ctx.ready.clone(),
     );
     let (stop_regressions, regressions_stopped) = watch::channel(false);
     let regressions_task = tokio::spawn(regressions.clone().run(regressions_stopped));
-
-    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
-    let (edit_tx, mut edit_rx) = mpsc::channel::<LabelEditRequest>(16);
-    let write_auth = WriteAuth::new(config.write_token_file.clone(), &registry)
-        .context("registering the admin server metrics")?;
     for warning in config.warnings() {
         warn!("{warning}");
     }
-    let admin = Admin {
-        write_auth: Arc::new(write_auth),
-        registry,
-        scores,
-        ready,
-        reload: Some(reload_tx),
-        regressions: Some(regressions.checker()),
-        catalog: Some(CatalogHandle {
-            patterns: catalog,
-            edits: edit_tx,
-        }),
-    };
-    let server = AdminServer::start(config.listen, admin).with_context(|| {
-        format!(
-            "cannot listen on {} (server.listen in {})",
-            config.listen, config.source
-        )
-    })?;
-    info!(
-        listen = %server.local_addr(),
-        prometheus = %config.prometheus.url,
-        groups = config.groups.len(),
-        state_dir = ?config.state_dir,
-        "kpiwatch started; scores at http://{}/metrics.", server.local_addr()
-    );
-    for g in &config.groups {
-        info!(group = %g.name, interval = %config::format_duration(g.interval), step = %config::format_duration(g.step), window = g.window, metrics = g.metrics.len(), "Group configured.");
-    }
+    let (server, requests) = start_admin(&config, registry, &ctx, &regressions)?;
+    announce(&config, &server);
 
     let mut agent = Agent {
         config_path,
@@ -163,43 +109,97 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     for r in runners {
         agent.spawn(r);
     }
+    agent.serve(requests).await?;
 
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("installing the SIGHUP handler")?;
-    let mut save_timer = tokio::time::interval(agent.config.state_save_interval);
-    save_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    save_timer.tick().await; // the first tick is immediate; nothing learned yet
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            sig = &mut shutdown => {
-                info!(signal = sig, "Shutting down.");
-                break;
-            }
-            _ = hangup.recv() => {
-                info!("SIGHUP received; reloading the config.");
-                let _ = agent.reload().await;
-            }
-            Some(reply) = reload_rx.recv() => {
-                let result = agent.reload().await;
-                let _ = reply.send(result);
-            }
-            Some(req) = edit_rx.recv() => {
-                let result = agent.edit_labels(req.edit).await;
-                let _ = req.reply.send(result);
-            }
-            _ = save_timer.tick() => {
-                let _ = agent.save_state().await;
-            }
-        }
-    }
     let _ = stop_regressions.send(true);
     let _ = regressions_task.await;
     agent.shutdown().await;
     server.stop();
     info!("kpiwatch stopped.");
     Ok(())
+}
+
+/// What the admin server asks of the app: reloads and catalog label edits.
+struct AdminRequests {
+    reload: mpsc::Receiver<ReloadRequest>,
+    edits: mpsc::Receiver<LabelEditRequest>,
+}
+
+/// What every group's cycles share: the Prometheus client, the score board, the
+/// self-metrics (registered in `registry`), the readiness latch and the pattern catalog.
+fn cycle_context(config: &Config, registry: &Registry) -> anyhow::Result<CycleContext> {
+    let telemetry = Telemetry::new(SelfMetrics::new(registry).context("registering self-metrics")?);
+    let client = Client::new(&config.prometheus, telemetry.clone())
+        .context("setting up the Prometheus client")?;
+    Ok(CycleContext {
+        client: Arc::new(client),
+        scores: Arc::new(ScoreBoard::new()),
+        telemetry,
+        ready: Arc::new(AtomicBool::new(false)),
+        catalog: Arc::new(PatternCatalog::new()),
+    })
+}
+
+/// Every group's runner, with the detector state the last run saved.
+fn restored_runners(config: &Config) -> anyhow::Result<Vec<GroupRunner>> {
+    let restored = state::restore_or_fresh(config.state_dir.as_deref());
+    config
+        .groups
+        .iter()
+        .map(|g| {
+            let mut r = build_runner(g, config)?;
+            if let Some(snaps) = restored.groups.get(&g.name) {
+                r.restore(snaps);
+            }
+            Ok(r)
+        })
+        .collect()
+}
+
+/// Binds `server.listen` and serves the admin endpoints on their own thread.
+fn start_admin(
+    config: &Config,
+    registry: Registry,
+    ctx: &CycleContext,
+    regressions: &Arc<Regressions>,
+) -> anyhow::Result<(AdminServer, AdminRequests)> {
+    let (reload_tx, reload) = mpsc::channel::<ReloadRequest>(4);
+    let (edit_tx, edits) = mpsc::channel::<LabelEditRequest>(16);
+    let write_auth = WriteAuth::new(config.write_token_file.clone(), &registry)
+        .context("registering the admin server metrics")?;
+    let admin = Admin {
+        write_auth: Arc::new(write_auth),
+        registry,
+        scores: ctx.scores.clone(),
+        ready: ctx.ready.clone(),
+        reload: Some(reload_tx),
+        regressions: Some(regressions.checker()),
+        catalog: Some(CatalogHandle {
+            patterns: ctx.catalog.clone(),
+            edits: edit_tx,
+        }),
+    };
+    let server = AdminServer::start(config.listen, admin).with_context(|| {
+        format!(
+            "cannot listen on {} (server.listen in {})",
+            config.listen, config.source
+        )
+    })?;
+    Ok((server, AdminRequests { reload, edits }))
+}
+
+/// The start-up log lines: where the scores are, and each group's settings.
+fn announce(config: &Config, server: &AdminServer) {
+    info!(
+        listen = %server.local_addr(),
+        prometheus = %config.prometheus.url,
+        groups = config.groups.len(),
+        state_dir = ?config.state_dir,
+        "kpiwatch started; scores at http://{}/metrics.", server.local_addr()
+    );
+    for g in &config.groups {
+        info!(group = %g.name, interval = %config::format_duration(g.interval), step = %config::format_duration(g.step), window = g.window, metrics = g.metrics.len(), "Group configured.");
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT with the signal's name.
@@ -226,6 +226,40 @@ fn build_runner(g: &GroupConfig, config: &Config) -> anyhow::Result<GroupRunner>
 }
 
 impl Agent {
+    /// Answers signals, admin requests and the save timer until SIGTERM or SIGINT.
+    async fn serve(&mut self, mut requests: AdminRequests) -> anyhow::Result<()> {
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        let mut save_timer = tokio::time::interval(self.config.state_save_interval);
+        save_timer.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        save_timer.tick().await; // the first tick is immediate; nothing learned yet
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                sig = &mut shutdown => {
+                    info!(signal = sig, "Shutting down.");
+                    return Ok(());
+                }
+                _ = hangup.recv() => {
+                    info!("SIGHUP received; reloading the config.");
+                    let _ = self.reload().await;
+                }
+                Some(reply) = requests.reload.recv() => {
+                    let result = self.reload().await;
+                    let _ = reply.send(result);
+                }
+                Some(req) = requests.edits.recv() => {
+                    let result = self.edit_labels(req.edit).await;
+                    let _ = req.reply.send(result);
+                }
+                _ = save_timer.tick() => {
+                    let _ = self.save_state().await;
+                }
+            }
+        }
+    }
+
     fn spawn(&mut self, runner: GroupRunner) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (snap_tx, snap_rx) = mpsc::channel(1);
