@@ -27,7 +27,7 @@
 //! | [`detect`] | the [`detect::Detector`] trait, the detectors and the regression judge |
 //! | [`export`] | the admin/metrics HTTP server and score series |
 //! | [`telemetry`] | self-monitoring events and metrics |
-//! | `state` | persisted learned state (atomic, versioned, checksummed) and when to save it |
+//! | `state` | persisted learned state (atomic, versioned, checksummed), restored and saved without ever stopping the agent |
 //! | [`clock`] | the one wall clock (milliseconds since the epoch) |
 //! | [`cycle`] | one group's evaluation loop: tick, fetch, append, detect, export |
 //! | `regressions` | the agent's second pipeline: discover → fetch → compare → export |

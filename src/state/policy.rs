@@ -1,6 +1,7 @@
-//! When the agent restores and saves its learned state: once at start (a bad file is
-//! set aside, never fatal), on the `state_save_interval` timer, after a catalog label
-//! edit and at shutdown. The format itself is in the parent module.
+//! How the agent restores and saves its learned state: a bad file at start is set aside,
+//! never fatal; a save runs on a blocking thread and is logged and counted. The app calls
+//! these at start, on the `state_save_interval` timer, after a catalog label edit and at
+//! shutdown. The file format is in the parent module.
 
 use std::path::Path;
 use std::time::Instant;
