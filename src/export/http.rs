@@ -47,7 +47,7 @@ pub async fn serve_http<H, F>(
     }
 }
 
-pub(crate) fn with_type(
+fn with_type(
     status: StatusCode,
     body: impl Into<Bytes>,
     content_type: &'static str,
@@ -79,12 +79,22 @@ pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp
     }
 }
 
-/// The Prometheus text exposition of `registry`.
-pub fn metrics(registry: &prometheus::Registry) -> Response<Body> {
-    let mut buf = Vec::new();
+/// The Prometheus text exposition of `registry`, followed by what `more` appends (series
+/// rendered by hand, such as the score board); 500 if the registry cannot be encoded.
+pub fn metrics(registry: &prometheus::Registry, more: impl FnOnce(&mut String)) -> Response<Body> {
     use prometheus::Encoder;
-    match prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf) {
-        Ok(()) => with_type(StatusCode::OK, buf, "text/plain; version=0.0.4"),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let mut buf = Vec::with_capacity(64 * 1024);
+    if let Err(e) = prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding failed: {e}\n"),
+        );
     }
+    let mut out = String::from_utf8(buf).unwrap_or_default();
+    more(&mut out);
+    with_type(
+        StatusCode::OK,
+        out,
+        "text/plain; version=0.0.4; charset=utf-8",
+    )
 }

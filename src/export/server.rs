@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use hyper::body::Bytes;
 use hyper::{Method, Response, StatusCode};
-use prometheus::{Encoder, Registry, TextEncoder};
+use prometheus::Registry;
 use tokio::sync::{mpsc, oneshot};
 
 pub use super::http::Body;
-use super::http::{html, text, with_type};
+use super::http::{html, text};
 use super::ScoreBoard;
 
 /// A reload request: the app answers with `Ok(source)` or `Err(reasons)`.
@@ -113,23 +113,12 @@ pub async fn handle(req: &ApiRequest, admin: &Admin) -> Response<Body> {
 }
 
 fn metrics(admin: &Admin) -> Response<Body> {
-    let mut buf = Vec::with_capacity(64 * 1024);
-    if let Err(e) = TextEncoder::new().encode(&admin.registry.gather(), &mut buf) {
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding failed: {e}\n"),
-        );
-    }
-    let mut out = String::from_utf8(buf).unwrap_or_default();
-    admin.scores.render(&mut out);
-    if let Some(c) = &admin.catalog {
-        c.patterns.render_counts(&mut out);
-    }
-    with_type(
-        StatusCode::OK,
-        out,
-        "text/plain; version=0.0.4; charset=utf-8",
-    )
+    super::http::metrics(&admin.registry, |out| {
+        admin.scores.render(out);
+        if let Some(c) = &admin.catalog {
+            c.patterns.render_counts(out);
+        }
+    })
 }
 
 async fn reload(admin: &Admin) -> Response<Body> {

@@ -88,7 +88,7 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunSummary, LabErro
         },
         move |_req| {
             let r = Arc::clone(&registry);
-            async move { Ok(crate::export::http::metrics(&r)) }
+            async move { Ok(crate::export::http::metrics(&r, |_| {})) }
         },
     ));
 

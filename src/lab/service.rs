@@ -554,7 +554,7 @@ impl Service {
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
                 self.update_process_metrics();
-                crate::export::http::metrics(&self.metrics.registry)
+                crate::export::http::metrics(&self.metrics.registry, |_| {})
             }
             (Method::GET, "/healthz") => text(StatusCode::OK, "ok"),
             (Method::GET, "/admin/faults") => {

@@ -352,6 +352,7 @@ impl Encoder {
             }
         };
         let mut nodes = Vec::new();
+        let node_count = g.nodes().count();
         let mut current = match yh.and_then(|n| g.producer(n)) {
             Some((n, 1)) if n.op_type == "LSTM" => n,
             _ => {
@@ -398,7 +399,7 @@ impl Encoder {
                     )))
                 }
             }
-            if nodes.len() > g.nodes().count() {
+            if nodes.len() > node_count {
                 return Err(graph_err("cycle in the graph"));
             }
         }
