@@ -299,8 +299,13 @@ pub fn readme_metrics() -> std::collections::BTreeSet<String> {
     let regress = readme
         .find("Self-metrics: `kpiwatch_regression")
         .expect("regression self-metrics");
+    // The sentence runs to the end of its paragraph.
+    let regress_end = regress
+        + readme[regress..]
+            .find("\n\n")
+            .unwrap_or(readme.len() - regress);
     let mut names = std::collections::BTreeSet::new();
-    for text in [&readme[start..end], &readme[regress..regress + 400]] {
+    for text in [&readme[start..end], &readme[regress..regress_end]] {
         for tick in text.split('`').skip(1).step_by(2) {
             let name: String = tick
                 .chars()
