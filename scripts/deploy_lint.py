@@ -104,6 +104,8 @@ EXPORTED = {
     "kpiwatch_entities_expired_total",
     "kpiwatch_queries_total",
     "kpiwatch_http_requests_refused_total",
+    "kpiwatch_scores_total",
+    "kpiwatch_flags_total",
 } | HISTOGRAMS
 STANDARD = {
     "up",

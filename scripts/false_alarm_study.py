@@ -68,6 +68,15 @@ def yahoo_series():
     return [("yahoo_a1", n, os.path.join(base, n)) for n in names]
 
 
+def lab_series():
+    """The lab's labelled multivariate entities (reference and replica recordings)."""
+    import glob
+
+    paths = sorted(glob.glob(os.path.join(ROOT, "tests/data/lab/anomaly/*/*.csv")))
+    paths += sorted(glob.glob(os.path.join(ROOT, "tests/data/lab-replica/*/anomaly/*/*.csv")))
+    return [("lab", os.path.relpath(p, os.path.join(ROOT, "tests/data")), p) for p in paths]
+
+
 def dir_series(directory, label):
     names = sorted(n for n in os.listdir(directory) if n.endswith(".csv"))
     return [(label, n, os.path.join(directory, n)) for n in names]
@@ -180,7 +189,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--kpiwatch", default=os.path.join(ROOT, "target", "release", "kpiwatch"))
     p.add_argument("--detectors", default="zscore,uniad")
-    p.add_argument("--datasets", default="nab,yahoo_a1", help="nab, yahoo_a1 (comma-separated)")
+    p.add_argument("--datasets", default="nab,yahoo_a1,lab", help="nab, yahoo_a1, lab (comma-separated)")
     p.add_argument("--csv-dir", action="append", default=[], metavar="LABEL=DIR",
                    help="also every labelled CSV of DIR, reported as data set LABEL")
     p.add_argument("--extra", action="append", default=[], metavar="DETECTOR=ARGS",
@@ -201,6 +210,8 @@ def main():
             series += nab_series(tmp)
         if "yahoo_a1" in wanted:
             series += yahoo_series()
+        if "lab" in wanted:
+            series += lab_series()
         for spec in args.csv_dir:
             label, _, directory = spec.partition("=")
             series += dir_series(directory, label)
@@ -213,8 +224,9 @@ def main():
             ]
             for i, f in enumerate(concurrent.futures.as_completed(futures), 1):
                 results.append(f.result())
-                print(f"\r{i}/{len(jobs)} series scored", end="", file=sys.stderr, flush=True)
-        print(file=sys.stderr)
+                if sys.stderr.isatty() or i == len(jobs):
+                    end = "\n" if i == len(jobs) else ""
+                    print(f"\r{i}/{len(jobs)} runs done", end=end, file=sys.stderr, flush=True)
     print(summarise(results))
     if args.json:
         with open(args.json, "w") as f:

@@ -5,6 +5,30 @@
 //! `z = (x − median) / (1.4826 · MAD)`. The median and the MAD ignore the outliers the
 //! detectors are looking for, which a mean and a standard deviation would not.
 //!
+//! # The scale on the shapes real metrics have
+//!
+//! The MAD is the median of the absolute deviations `|x − median|`; it is 0 as soon as
+//! more than half the points equal the median: a disk that writes in bursts and is idle
+//! otherwise, an error count that is mostly 0, a replica count or queue length that
+//! steps between a few integers. Then the scale comes from a higher quantile of the
+//! same absolute deviations, each divided by what it is for a Gaussian so that the
+//! scale still estimates σ: the first positive of
+//!
+//! | quantile of `|x − median|` | divided by | covers |
+//! |---|---|---|
+//! | 0.5 (the MAD) | 0.6745 (i.e. × 1.4826) | ordinary noisy series |
+//! | 0.8 | 1.2816 | steps between a few levels, counters' rates with many zeros |
+//! | 0.98 | 2.3263 | bursts on at least one point in 50 |
+//! | mean of `|x − median|` | 0.7979 (i.e. × 1.2533) | rarer bursts: each one stays a large z |
+//!
+//! then at least `1e-3 · max(1, |median|)`, so that a constant series gives z = 0 and not
+//! a division by zero. The quantiles interpolate linearly between order statistics
+//! (numpy's default), so the training side (`models/train/uniad/data.py`) computes the
+//! same numbers (`models/golden/normalize_flat.json`). Why not the mean deviation at
+//! once, as before: on a series idle 90 % of the time it is a tenth of a burst's height,
+//! so every ordinary burst became a z of 8 or more; the 0.98 quantile puts an ordinary
+//! burst near z = 2.3.
+//!
 //! Refitting over a long history on every step would cost O(history) per series and
 //! cycle, yet a median over hours barely moves in one step. [`Normalizer`] therefore
 //! refits only after `max(1, n / 32)` new points (n = points of the last fit), which
@@ -19,6 +43,10 @@ use serde::{Deserialize, Serialize};
 const MAD_TO_SIGMA: f64 = 1.4826;
 /// Consistency constant that makes the mean absolute deviation estimate σ.
 const MEAN_AD_TO_SIGMA: f64 = 1.2533;
+/// When the MAD is 0: quantiles of the absolute deviations and their value for a
+/// standard Gaussian, tried in order (see the module doc).
+const DEVIATION_QUANTILES: [(f64, f64); 2] =
+    [(0.8, 1.281_551_565_544_6), (0.98, 2.326_347_874_040_8)];
 /// The scale never falls below this fraction of `max(1, |median|)`, so a flat series
 /// does not turn every rounding error into an infinite z-score.
 const RELATIVE_SCALE_FLOOR: f64 = 1e-3;
@@ -60,9 +88,14 @@ impl RobustStats {
         }
         let mad = median_in_place(scratch);
         let mut scale = MAD_TO_SIGMA * mad;
+        // More than half the points equal the median (a mostly flat series): the MAD is
+        // 0 but the rest still carries a spread worth measuring.
+        for (q, gaussian) in DEVIATION_QUANTILES {
+            if scale == 0.0 {
+                scale = quantile_in_place(scratch, q) / gaussian;
+            }
+        }
         if scale == 0.0 {
-            // More than half the points equal the median (a mostly flat series): the MAD
-            // is 0 but the rest still carries a spread worth measuring.
             scale = MEAN_AD_TO_SIGMA * mean_ad;
         }
         let floor = RELATIVE_SCALE_FLOOR * median.abs().max(1.0);
@@ -93,6 +126,21 @@ pub(crate) fn median_in_place(v: &mut [f64]) -> f64 {
         let below = lower.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         (below + m) / 2.0
     }
+}
+
+/// The `q` quantile of `v`, interpolating linearly between the order statistics around
+/// `(n − 1) · q` (numpy's default), reordering `v`. `v` must be non-empty, without NaN.
+fn quantile_in_place(v: &mut [f64], q: f64) -> f64 {
+    let pos = (v.len() - 1) as f64 * q;
+    let k = pos.floor() as usize;
+    let (_, lo, upper) = v.select_nth_unstable_by(k, f64::total_cmp);
+    let lo = *lo;
+    let frac = pos - k as f64;
+    if frac == 0.0 || upper.is_empty() {
+        return lo;
+    }
+    let hi = upper.iter().copied().fold(f64::INFINITY, f64::min);
+    lo + (hi - lo) * frac
 }
 
 /// Robust statistics of one series, refitted lazily as new points arrive.
@@ -176,11 +224,51 @@ mod tests {
         let s = RobustStats::fit(&[5.0; 100], &mut scratch).unwrap();
         assert!(s.scale > 0.0);
         assert!(s.z(5.0).abs() < 1e-12);
-        // A mostly flat series with a few spikes falls back on the mean deviation.
+        // A mostly flat series with rare spikes (under 2 %) falls back on the mean
+        // deviation.
+        let mut v = vec![0.0; 99];
+        v.push(100.0);
+        let s = RobustStats::fit(&v, &mut scratch).unwrap();
+        assert!((s.scale - MEAN_AD_TO_SIGMA * 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn ordinary_bursts_of_a_mostly_idle_series_stay_moderate() {
+        // Idle 90 % of the time, bursts of 10: the 0.98 quantile of the deviations is
+        // the burst height, so a burst is z = 2.33, where the mean deviation made it 8.
+        let mut scratch = Vec::new();
         let mut v = vec![0.0; 90];
         v.extend([10.0; 10]);
         let s = RobustStats::fit(&v, &mut scratch).unwrap();
-        assert!((s.scale - MEAN_AD_TO_SIGMA * 1.0).abs() < 1e-9);
+        assert!((s.z(10.0) - 2.326_347_874_040_8).abs() < 1e-9, "{s:?}");
+    }
+
+    #[test]
+    fn a_step_between_few_levels_is_measured_by_its_spread() {
+        // A replica count at 3 most of the time, 4 a quarter of the time, 5 rarely:
+        // the 0.8 quantile of the deviations is one replica.
+        let mut scratch = Vec::new();
+        let v: Vec<f64> = (0..200)
+            .map(|i| match i % 20 {
+                0..=4 => 4.0,
+                5 => 5.0,
+                _ => 3.0,
+            })
+            .collect();
+        let s = RobustStats::fit(&v, &mut scratch).unwrap();
+        assert_eq!(s.median, 3.0);
+        assert!((s.scale - 1.0 / 1.281_551_565_544_6).abs() < 1e-9, "{s:?}");
+        // One more replica than usual is not an outlier; a jump to 10 is.
+        assert!(s.z(4.0) < 2.0);
+        assert!(s.z(10.0) > 5.0);
+    }
+
+    #[test]
+    fn quantiles_interpolate_like_numpy() {
+        let mut v = [4.0, 1.0, 3.0, 2.0, 5.0];
+        assert_eq!(quantile_in_place(&mut v, 0.8), 4.2);
+        assert_eq!(quantile_in_place(&mut v, 1.0), 5.0);
+        assert_eq!(quantile_in_place(&mut [7.0], 0.98), 7.0);
     }
 
     #[test]

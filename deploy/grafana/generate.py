@@ -287,6 +287,25 @@ def anomalies() -> dict:
         w=24,
         h=8,
     )
+    lay.add(
+        bargauge(
+            "Noisiest entities (flags per 1,000 scored points, 1 d)",
+            "1000 * increase(kpiwatch_flags_total[1d]) / increase(kpiwatch_scores_total[1d]) per "
+            "entity and detector: the share of points scored above 1. With the default risk "
+            "(0.001) a normal entity stays near 1; an entity far above it pages often and is "
+            "worth retuning or muting (README, \"A noisy entity\").",
+            [
+                target(
+                    f"topk(15, 1000 * increase(kpiwatch_flags_total{{{SCORE_SEL}}}[1d]) "
+                    f"/ increase(kpiwatch_scores_total{{{SCORE_SEL}}}[1d]))",
+                    instant=True,
+                )
+            ],
+            red_at=20.0,
+        ),
+        w=24,
+        h=8,
+    )
     lay.row("Uni-AD: which metric")
     lay.add(
         bargauge(

@@ -42,6 +42,9 @@ pub struct Args {
     /// Scores before SPOT calibrates (3-sigma threshold meanwhile).
     #[arg(long, default_value_t = SpotOptions::default().calibration)]
     calibration: usize,
+    /// Flags (net of normal scores) after which a lasting change is learned.
+    #[arg(long, default_value_t = SpotOptions::default().adapt_after)]
+    adapt_after: usize,
     /// Divide each metric's squared error by its median over the history before eq. 7's
     /// mean (the agent's `scale_errors: true`): a fault in a flat metric such as an error
     /// ratio stands out of noisy ones, but so does a flat metric's ordinary step.
@@ -74,6 +77,7 @@ pub(super) fn run(args: &Args) -> ExitCode {
     let mut options = UniadOptions::new(&args.model);
     options.threshold.risk = args.risk;
     options.threshold.calibration = args.calibration;
+    options.threshold.adapt_after = args.adapt_after;
     options.scale_errors = args.scale_errors;
     if let Err(e) = options.validate() {
         eprintln!("kpiwatch: {e}");

@@ -1,8 +1,10 @@
 //! `kpiwatch detect zscore`: the robust z-score detector over a CSV file, offline.
 //!
 //! For each row t it z-scores every metric column with the robust statistics of the
-//! `--history` rows before t (the agent's normaliser, refitted as in the agent) and
-//! prints `timestamp,score,flag,top_metric` on stdout; with a `label` (or
+//! `--history` rows before t (the agent's normaliser, refitted as in the agent), compares
+//! the largest |z| with the threshold the agent would use for that history (calibrated
+//! per series unless `--fixed-threshold`) and prints `timestamp,score,flag,top_metric` on
+//! stdout; with a `label` (or
 //! `is_anomaly`) column it prints precision, recall and F1 on stderr.
 
 use std::path::PathBuf;
@@ -19,9 +21,16 @@ pub struct Args {
     /// CSV with a `timestamp` column and one column per metric (+ optional `label`).
     #[arg(long)]
     input: PathBuf,
-    /// |z| at which the score reaches 1.0.
-    #[arg(long, default_value_t = 4.0)]
+    /// The lowest |z| at which the score reaches 1.0 (each row's bar is raised to
+    /// the |z| its history exceeds with probability --risk).
+    #[arg(long, default_value_t = ZscoreOptions::default().threshold)]
     threshold: f64,
+    /// Tail probability per point of the calibrated threshold.
+    #[arg(long, default_value_t = ZscoreOptions::default().risk)]
+    risk: f64,
+    /// Compare every |z| with --threshold alone, without calibrating it per series.
+    #[arg(long)]
+    fixed_threshold: bool,
     /// Rows of history behind each score (the agent's `history`).
     #[arg(long, default_value_t = 256)]
     history: usize,
@@ -43,10 +52,12 @@ pub(super) fn run(args: &Args) -> ExitCode {
     };
     let options = ZscoreOptions {
         threshold: args.threshold,
+        risk: args.risk,
+        calibrate: !args.fixed_threshold,
         ..ZscoreOptions::default()
     };
     if let Err(e) = options.validate() {
-        eprintln!("kpiwatch: --threshold: {e}");
+        eprintln!("kpiwatch: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
     let names: Vec<&str> = metric_idx

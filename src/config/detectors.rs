@@ -14,12 +14,30 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZscoreOptions {
-    /// |z| at which the anomaly score reaches 1.0 (default 4).
+    /// The lowest |z| at which the anomaly score reaches 1.0 (default 4). With
+    /// `calibrate`, an entity whose normal |z| has a heavier tail gets a higher bar.
     #[serde(default = "default_threshold")]
     pub threshold: f64,
     /// Finite points of history needed before scoring (default 16).
     #[serde(default = "default_zscore_min_points")]
     pub min_points: usize,
+    /// Raise each entity's threshold to the |z| its own history exceeds with
+    /// probability `risk` (a peaks-over-threshold fit, see `detect/tail.rs`), so that
+    /// score > 1 means the same on a heavy-tailed series as on a calm one (default true).
+    #[serde(default = "default_true")]
+    pub calibrate: bool,
+    /// Tail probability per point of the calibrated threshold (default 0.001: about one
+    /// flag per 1,000 normal points, 5.8 a day at a 15 s step).
+    #[serde(default = "default_zscore_risk")]
+    pub risk: f64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_zscore_risk() -> f64 {
+    1e-3
 }
 
 fn default_threshold() -> f64 {
@@ -35,6 +53,8 @@ impl Default for ZscoreOptions {
         ZscoreOptions {
             threshold: default_threshold(),
             min_points: default_zscore_min_points(),
+            calibrate: true,
+            risk: default_zscore_risk(),
         }
     }
 }
@@ -52,6 +72,12 @@ impl ZscoreOptions {
             return Err(format!(
                 "min_points {} is too small (expected at least 3)",
                 self.min_points
+            ));
+        }
+        if !(self.risk > 0.0 && self.risk < 1.0) {
+            return Err(format!(
+                "risk {} is invalid (expected 0 < risk < 1, e.g. 0.001)",
+                self.risk
             ));
         }
         Ok(())
@@ -153,6 +179,11 @@ impl UniadOptions {
                 t.floor
             ));
         }
+        if t.adapt_after == 0 {
+            return Err(
+                "threshold.adapt_after 0 is invalid (expected at least 1 flag, e.g. 64)".into(),
+            );
+        }
         Ok(())
     }
 }
@@ -188,6 +219,9 @@ pub struct SpotOptions {
     /// Lower bound of every threshold, so a perfectly reconstructed (flat) entity
     /// does not turn rounding noise into huge `anomaly_score`s.
     pub floor: f64,
+    /// Flags (net of normal scores) after which a lasting change is learned as the new
+    /// normal and the threshold rises to it.
+    pub adapt_after: usize,
 }
 
 impl Default for SpotOptions {
@@ -199,6 +233,7 @@ impl Default for SpotOptions {
             max_peaks: 512,
             initial_threshold: 1.0,
             floor: 1e-3,
+            adapt_after: 64,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod adsketch;
 pub(crate) mod onnx_graph;
 pub mod onnx_proto;
 pub mod regress;
+pub(crate) mod tail;
 pub mod uniad;
 pub mod zscore;
 

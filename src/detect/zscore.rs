@@ -4,26 +4,123 @@
 //! statistics (see [`crate::normalize`]) and takes the largest |z| over the metrics:
 //! `raw = max_i |z_i|`, `anomaly_score = raw / threshold`. It is cheap, needs no model
 //! and no training, and is the baseline the research detectors must beat.
+//!
+//! # The threshold of each metric
+//!
+//! A fixed |z| of 4 flags about one point in 16,000 of a Gaussian series but one in ten
+//! of a bursty or heavy-tailed one (a disk that writes in bursts, a request count that
+//! jumps), and real metrics are mostly the latter. With `calibrate` (the default) each
+//! metric of each entity gets its own threshold `max(threshold, q)`, where `q` is the |z|
+//! its own history exceeds with probability `risk / metrics` (so that the entity, the
+//! max over its metrics, flags about `risk` of its normal points): a robust
+//! peaks-over-threshold fit of the history's |z| under the current statistics
+//! ([`super::tail::robust_tail_threshold`], whose median excess a past incident barely
+//! moves). Two more rules keep an incident from raising its own bar: the fit leaves
+//! out the newest quarter of the history, and it is refitted, like the normaliser, only
+//! after `max(1, n / 32)` new points. The anomaly score is the largest `|z_i| / q_i`;
+//! `raw` and `threshold` are that metric's. Nothing is persisted: the history the
+//! thresholds are fitted on comes back with the store.
+
+use std::collections::HashMap;
 
 use smallvec::SmallVec;
 
 pub use crate::config::detectors::ZscoreOptions;
 
+use super::tail::robust_tail_threshold;
 use super::{DetectError, Detector, EntityView, MetricScore, Scores, Snapshot};
 
-/// The detector. Stateless beyond its options: the statistics come with each view.
+/// Quantile of the history's raw scores above which the tail is fitted: low enough to
+/// leave a few dozen excesses in a history of a few hundred points.
+const FIT_LEVEL: f64 = 0.9;
+/// Fewest history points a calibrated threshold is fitted on.
+const MIN_FIT_POINTS: usize = 64;
+/// The newest `1 / RECENT_DIVISOR` of the history is left out of the fit.
+const RECENT_DIVISOR: usize = 4;
+/// Refit after this fraction of the history is new (as the normaliser).
+const REFIT_DIVISOR: usize = 32;
+
+/// The detector. Its only state is a cache of calibrated thresholds per entity, rebuilt
+/// from the history after a restart.
 #[derive(Debug, Clone)]
 pub struct ZscoreDetector {
     options: ZscoreOptions,
+    thresholds: HashMap<String, Calibrated>,
+    scratch: Vec<f64>,
+}
+
+/// One entity's calibrated thresholds (one per metric) and when they were fitted.
+#[derive(Debug, Clone, PartialEq)]
+struct Calibrated {
+    thresholds: SmallVec<[f64; 8]>,
+    end_ms: i64,
+    points: usize,
+}
+
+impl Calibrated {
+    fn is_due(&self, view: &EntityView<'_>) -> bool {
+        let new_points = if view.step_ms > 0 {
+            usize::try_from((view.end_ms - self.end_ms) / view.step_ms).unwrap_or(0)
+        } else {
+            0
+        };
+        new_points >= (self.points / REFIT_DIVISOR).max(1)
+            || view.len() < self.points / 2
+            || self.thresholds.len() != view.metric_count()
+    }
 }
 
 impl ZscoreDetector {
     /// A detector with the given options.
     pub fn new(options: ZscoreOptions) -> Self {
-        ZscoreDetector { options }
+        ZscoreDetector {
+            options,
+            thresholds: HashMap::new(),
+            scratch: Vec::new(),
+        }
     }
 
-    fn score_one(&self, view: &EntityView<'_>) -> Result<Scores, DetectError> {
+    /// The thresholds of `view`'s metrics (see the module doc), fitted when due.
+    fn thresholds(&mut self, view: &EntityView<'_>) -> SmallVec<[f64; 8]> {
+        let floor = self.options.threshold;
+        if !self.options.calibrate {
+            return SmallVec::from_elem(floor, view.metric_count());
+        }
+        if let Some(c) = self.thresholds.get(view.key) {
+            if !c.is_due(view) {
+                return c.thresholds.clone();
+            }
+        }
+        let risk = self.options.risk / view.metric_count().max(1) as f64;
+        let thresholds: SmallVec<[f64; 8]> = (0..view.metric_count())
+            .map(|i| self.fit(view, i, risk).map_or(floor, |q| q.max(floor)))
+            .collect();
+        self.thresholds.insert(
+            view.key.to_string(),
+            Calibrated {
+                thresholds: thresholds.clone(),
+                end_ms: view.end_ms,
+                points: view.len(),
+            },
+        );
+        thresholds
+    }
+
+    /// The `risk` tail quantile of metric `i`'s |z| over the older history points.
+    fn fit(&mut self, view: &EntityView<'_>, i: usize, risk: f64) -> Option<f64> {
+        let stats = view.stats[i];
+        if stats.count < self.options.min_points {
+            return None;
+        }
+        let row = view.row(i);
+        let older = row.len() - row.len() / RECENT_DIVISOR;
+        self.scratch.clear();
+        self.scratch
+            .extend(row[..older].iter().map(|&x| stats.z(x).abs()));
+        robust_tail_threshold(&mut self.scratch, FIT_LEVEL, risk, MIN_FIT_POINTS)
+    }
+
+    fn score_one(&mut self, view: &EntityView<'_>) -> Result<Scores, DetectError> {
         let have = view.stats.iter().map(|s| s.count).max().unwrap_or(0);
         if have < self.options.min_points {
             return Err(DetectError::WarmingUp {
@@ -31,7 +128,8 @@ impl ZscoreDetector {
                 need: self.options.min_points,
             });
         }
-        let mut raw = f64::NAN;
+        let thresholds = self.thresholds(view);
+        let (mut score, mut raw, mut threshold) = (f64::NAN, f64::NAN, self.options.threshold);
         let mut metrics = SmallVec::with_capacity(view.metric_count());
         for (i, stats) in view.stats.iter().enumerate() {
             let last = view.row(i).last().copied().unwrap_or(f64::NAN);
@@ -40,20 +138,22 @@ impl ZscoreDetector {
             } else {
                 f64::NAN
             };
-            // f64::max ignores NaN, so metrics without data do not poison the score.
-            raw = raw.max(z);
+            // Metrics without data (NaN) do not poison the score.
+            if z / thresholds[i] > score || (score.is_nan() && !z.is_nan()) {
+                (score, raw, threshold) = (z / thresholds[i], z, thresholds[i]);
+            }
             metrics.push(MetricScore {
                 contribution: z,
                 ..MetricScore::default()
             });
         }
-        if raw.is_nan() {
+        if score.is_nan() {
             return Err(DetectError::NoData);
         }
         Ok(Scores {
-            anomaly_score: raw / self.options.threshold,
+            anomaly_score: score,
             raw,
-            threshold: self.options.threshold,
+            threshold,
             metrics,
         })
     }
@@ -68,7 +168,9 @@ impl Detector for ZscoreDetector {
         batch.iter().map(|v| self.score_one(v)).collect()
     }
 
-    fn forget(&mut self, _key: &str) {}
+    fn forget(&mut self, key: &str) {
+        self.thresholds.remove(key);
+    }
 
     fn snapshot(&self) -> Snapshot {
         Snapshot::Null
@@ -158,6 +260,68 @@ mod tests {
         );
     }
 
+    /// One metric's history and the score of `last` after it.
+    fn score_after(history: &[f64], last: f64, options: ZscoreOptions) -> Scores {
+        let stats = [fit(history)];
+        let mut row = history.to_vec();
+        row.push(last);
+        let names = ["m"];
+        let rows = [row.as_slice()];
+        ZscoreDetector::new(options)
+            .score(&[view(&names, &rows, &stats)])
+            .remove(0)
+            .unwrap()
+    }
+
+    /// Noise between 0 and 10 with a burst of 30 to 75 every 10 points (a request count
+    /// with batch jobs): heavy-tailed around a robust spread of a few units.
+    fn bursty(n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|i| {
+                if i % 10 == 3 {
+                    30.0 + (i * 7 % 46) as f64
+                } else {
+                    ((i * 37) % 11) as f64
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_ordinary_burst_of_a_bursty_series_does_not_flag_when_calibrated() {
+        let history = bursty(400);
+        let fixed = ZscoreOptions {
+            calibrate: false,
+            ..ZscoreOptions::default()
+        };
+        assert!(score_after(&history, 40.0, fixed).is_anomalous());
+        let calibrated = score_after(&history, 40.0, ZscoreOptions::default());
+        assert!(!calibrated.is_anomalous(), "{calibrated:?}");
+        assert!(calibrated.threshold > 4.0);
+        // A burst far beyond any seen still does.
+        assert!(score_after(&history, 5000.0, ZscoreOptions::default()).is_anomalous());
+    }
+
+    #[test]
+    fn a_calm_series_keeps_the_configured_threshold() {
+        let history: Vec<f64> = (0..400).map(|i| ((i * 37) % 11) as f64).collect();
+        let s = score_after(&history, 5.0, ZscoreOptions::default());
+        assert_eq!(s.threshold, 4.0);
+    }
+
+    #[test]
+    fn an_incident_in_the_newest_quarter_does_not_raise_its_own_bar() {
+        let calm: Vec<f64> = (0..400).map(|i| ((i * 37) % 11) as f64).collect();
+        let mut history = calm.clone();
+        // The last 60 points (under a quarter of 400) are an outage at 100.
+        for v in &mut history[340..] {
+            *v = 100.0;
+        }
+        let s = score_after(&history, 100.0, ZscoreOptions::default());
+        assert_eq!(s.threshold, 4.0);
+        assert!(s.is_anomalous());
+    }
+
     #[test]
     fn rejects_bad_options() {
         let bad = ZscoreOptions {
@@ -165,6 +329,11 @@ mod tests {
             ..ZscoreOptions::default()
         };
         assert!(bad.validate().is_err());
+        let bad = ZscoreOptions {
+            risk: 1.0,
+            ..ZscoreOptions::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("risk"));
         assert!(ZscoreOptions::default().validate().is_ok());
     }
 }

@@ -119,8 +119,33 @@ struct Line {
     value: f64,
 }
 
-/// `group → entity key → detector → lines`.
-type Board = BTreeMap<String, BTreeMap<String, BTreeMap<&'static str, Vec<Line>>>>;
+/// What one detector last said about one entity, and how often it flagged.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The gauge lines of the latest scores.
+    lines: Vec<Line>,
+    /// `group`, entity and `detector` labels of the counters.
+    labels: String,
+    /// Points scored since the entity appeared (or the agent started).
+    scored: u64,
+    /// Of those, points with a score above 1.
+    flagged: u64,
+}
+
+/// `group → entity key → detector → entry`.
+type Board = BTreeMap<String, BTreeMap<String, BTreeMap<&'static str, Entry>>>;
+
+/// The per-entity flag counters: the flag rate is their ratio.
+const COUNTERS: [(&str, &str); 2] = [
+    (
+        "kpiwatch_scores_total",
+        "Points scored per entity and detector since the entity appeared or the agent started.",
+    ),
+    (
+        "kpiwatch_flags_total",
+        "Points scored above 1 (anomalous) per entity and detector; divided by kpiwatch_scores_total it is the entity's flag rate.",
+    ),
+];
 
 /// The current score series of every entity, shared by the cycles (writers) and the
 /// `/metrics` handler (reader).
@@ -135,7 +160,7 @@ impl ScoreBoard {
         Self::default()
     }
 
-    /// Replaces the series of `detector` for one entity.
+    /// Replaces the series of `detector` for one entity and counts the point.
     pub fn publish(
         &self,
         group: &str,
@@ -147,12 +172,25 @@ impl ScoreBoard {
     ) {
         let lines = lines_for(labels, detector, metric_names, scores);
         let mut board = self.board.write().unwrap_or_else(|p| p.into_inner());
-        board
+        let entry = board
             .entry(group.to_string())
             .or_default()
             .entry(key.to_string())
             .or_default()
-            .insert(detector, lines);
+            .entry(detector)
+            .or_insert_with(|| {
+                let mut counter_labels = labels.0.clone();
+                push_label(&mut counter_labels, "detector", detector);
+                Entry {
+                    lines: Vec::new(),
+                    labels: counter_labels,
+                    scored: 0,
+                    flagged: 0,
+                }
+            });
+        entry.lines = lines;
+        entry.scored += 1;
+        entry.flagged += u64::from(scores.is_anomalous());
     }
 
     /// Removes every series of an entity (it expired).
@@ -180,12 +218,7 @@ impl ScoreBoard {
         let board = self.board.read().unwrap_or_else(|p| p.into_inner());
         for family in Family::ALL {
             let mut header_written = false;
-            for line in board
-                .values()
-                .flat_map(|g| g.values())
-                .flat_map(|d| d.values())
-                .flatten()
-            {
+            for line in entries(&board).flat_map(|e| &e.lines) {
                 if line.family != family {
                     continue;
                 }
@@ -202,7 +235,26 @@ impl ScoreBoard {
                 out.push('\n');
             }
         }
+        for (i, (name, help)) in COUNTERS.iter().enumerate() {
+            if entries(&board).next().is_none() {
+                break;
+            }
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for e in entries(&board) {
+                let value = if i == 0 { e.scored } else { e.flagged };
+                let _ = writeln!(out, "{name}{{{}}} {value}", e.labels);
+            }
+        }
     }
+}
+
+/// Every entry of the board, group by group.
+fn entries(board: &Board) -> impl Iterator<Item = &Entry> {
+    board
+        .values()
+        .flat_map(|g| g.values())
+        .flat_map(|d| d.values())
 }
 
 fn lines_for(
@@ -333,6 +385,32 @@ mod tests {
         assert!(out.contains(r#"kpiwatch_anomaly_score{group="node",instance="a\"b\\c",exported_metric="x",detector="zscore"} 1.5"#), "{out}");
         assert!(out.contains(r#"kpiwatch_anomaly{group="node",instance="a\"b\\c",exported_metric="x",detector="zscore"} 1"#));
         assert!(out.contains(r#"kpiwatch_zscore_value{group="node",instance="a\"b\\c",exported_metric="x",metric="mem"} NaN"#));
+    }
+
+    #[test]
+    fn counts_scored_and_flagged_points_per_entity_and_detector() {
+        let b = ScoreBoard::new();
+        let labels = SeriesLabels::new("g", &[("instance".into(), "a".into())]);
+        for score in [0.5, 1.5, 0.9, 3.0, 1.0] {
+            b.publish("g", "a", &labels, "zscore", &["cpu", "mem"], &scores(score));
+        }
+        b.publish("g", "a", &labels, "uniad", &["cpu", "mem"], &scores(0.2));
+        let mut out = String::new();
+        b.render(&mut out);
+        assert!(
+            out.contains("# TYPE kpiwatch_flags_total counter\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(r#"kpiwatch_scores_total{group="g",instance="a",detector="zscore"} 5"#)
+        );
+        // 1.0 is the threshold itself, not above it.
+        assert!(out.contains(r#"kpiwatch_flags_total{group="g",instance="a",detector="zscore"} 2"#));
+        assert!(out.contains(r#"kpiwatch_flags_total{group="g",instance="a",detector="uniad"} 0"#));
+        b.remove_entity("g", "a");
+        let mut out = String::new();
+        b.render(&mut out);
+        assert!(!out.contains("kpiwatch_flags_total"), "{out}");
     }
 
     #[test]

@@ -25,6 +25,8 @@ W = 64
 # src/normalize.rs
 MAD_TO_SIGMA = 1.4826  # the MAD estimates sigma for Gaussian data
 MEAN_AD_TO_SIGMA = 1.2533  # the mean absolute deviation estimates sigma
+# When the MAD is 0: quantiles of |x - median| and their value for a standard Gaussian.
+DEVIATION_QUANTILES = ((0.8, 1.2815515655446), (0.98, 2.3263478740408))
 RELATIVE_SCALE_FLOOR = 1e-3  # scale >= this * max(1, |median|)
 # src/detect/uniad/detector.rs: the model's inputs are clipped to +-Z_CLIP
 Z_CLIP = 1000.0
@@ -97,9 +99,11 @@ def robust_stats(x: np.ndarray) -> tuple[float, float, int]:
     * NaN and infinities are left out; ``count`` is the number of finite values;
     * median: the middle value, the mean of the two middle ones when the count is even;
     * scale: ``1.4826 * MAD``; when that is exactly 0 (more than half the points equal
-      the median: a mostly flat series), ``1.2533 *`` the mean absolute deviation from
-      the median; then at least ``1e-3 * max(1, |median|)`` (a constant series gets
-      that floor, so z = 0 on it, never a division by zero);
+      the median: a mostly flat series), the 0.8 quantile of ``|x - median|`` / 1.2816,
+      then its 0.98 quantile / 2.3263 (linear interpolation, numpy's default), then
+      ``1.2533 *`` the mean absolute deviation from the median, the first that is
+      positive; then at least ``1e-3 * max(1, |median|)`` (a constant series gets that
+      floor, so z = 0 on it, never a division by zero);
     * no finite value: ``(0.0, 1.0, 0)``, the agent's ``RobustStats::IDENTITY``.
     """
     v = np.asarray(x, dtype=np.float64)
@@ -109,6 +113,9 @@ def robust_stats(x: np.ndarray) -> tuple[float, float, int]:
     med = float(np.median(v))
     dev = np.abs(v - med)
     scale = MAD_TO_SIGMA * float(np.median(dev))
+    for q, gaussian in DEVIATION_QUANTILES:
+        if scale == 0.0:
+            scale = float(np.quantile(dev, q)) / gaussian
     if scale == 0.0:
         scale = MEAN_AD_TO_SIGMA * float(np.mean(dev))
     return med, max(scale, RELATIVE_SCALE_FLOOR * max(abs(med), 1.0)), int(v.size)

@@ -9,7 +9,8 @@ root (deterministic: the same file every run with the pinned numpy):
     python models/train/uniad/make_normalize_golden.py
 
 The series stress the scale's fallbacks: flat and constant series (the relative floor),
-mostly-zero series and steps (MAD = 0: the mean absolute deviation), gaps (NaN values are
+mostly-zero series and steps (MAD = 0: higher quantiles of the absolute deviations, then
+the mean absolute deviation), gaps (NaN values are
 left out of the fit and give a NaN z; written as ``null``), a series with no finite value
 (the identity statistics, where the agent's ``fit`` returns ``None``), and ordinary noisy
 series for reference.
@@ -45,6 +46,8 @@ def series() -> dict[str, np.ndarray]:
         "flat_with_one_spike": np.r_[np.full(63, 1.0), [9.0]],
         "constant_zero": np.zeros(64),
         "mostly_zero_bursts": bursts,
+        "idle_with_frequent_bursts": np.r_[np.zeros(90), rng.uniform(5.0, 50.0, 10)],
+        "few_levels": np.r_[np.full(140, 3.0), np.full(50, 4.0), np.full(10, 5.0)],
         "step": step,
         "noisy_step": noisy_step,
         "nan_gaps": gaps,
@@ -76,8 +79,9 @@ def main() -> None:
     doc = {
         "generator": "models/train/uniad/make_normalize_golden.py",
         "numpy": np.__version__,
-        "rule": "median and scale of the finite values; scale = 1.4826 MAD, or 1.2533 mean |x - median| "
-                "when that is 0, at least 1e-3 max(1, |median|); z = (x - median) / scale; "
+        "rule": "median and scale of the finite values; scale = 1.4826 MAD, or when that is 0 the "
+                "first positive of q0.8(|x - median|) / 1.2816, q0.98(|x - median|) / 2.3263, "
+                "1.2533 mean |x - median|; at least 1e-3 max(1, |median|); z = (x - median) / scale; "
                 "count 0: median 0, scale 1 (identity); null = NaN",
         "cases": cases,
     }

@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 
 use super::model::{ModelError, UniadModel};
 use super::scale::{fit_window_ends, ErrorScales};
-use super::spot::Spot;
+use super::spot::{Spot, SpotOptions};
 pub use crate::config::detectors::UniadOptions;
 use crate::detect::{
     DetectError, Detector, EntityView, MetricScore, RobustStats, Scores, Snapshot,
@@ -18,8 +18,9 @@ use crate::detect::{
 /// anomalous enough, and the bound keeps the model's arithmetic finite.
 const Z_CLIP: f32 = 1000.0;
 /// Version of the snapshot format (2: records `scale_errors`, the score the thresholds
-/// were learned on; version 1 thresholds are on the plain eq. 7 score).
-const SNAPSHOT_VERSION: u64 = 2;
+/// were learned on; version 1 thresholds are on the plain eq. 7 score; 3: SPOT runs on
+/// the root of the score, so versions 1 and 2 hold thresholds in other units).
+const SNAPSHOT_VERSION: u64 = 3;
 
 /// The Uni-AD detector of one entity group. The model may be shared between groups.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub struct UniadDetector {
     model: Arc<UniadModel>,
     options: UniadOptions,
     thresholds: HashMap<String, Spot>,
+    /// `options.threshold` in the units SPOT runs in: the root of the score.
+    root_spot: SpotOptions,
     /// Per-entity error scales, fitted only when `options.scale_errors`; refitted from
     /// the history, not persisted.
     scales: HashMap<String, ErrorScales>,
@@ -51,8 +54,14 @@ impl UniadDetector {
 
     /// A detector around an already loaded model (to share one model between groups).
     pub fn with_model(model: Arc<UniadModel>, options: UniadOptions) -> Self {
+        let root_spot = SpotOptions {
+            initial_threshold: options.threshold.initial_threshold.sqrt(),
+            floor: options.threshold.floor.sqrt(),
+            ..options.threshold.clone()
+        };
         UniadDetector {
             model,
+            root_spot,
             options,
             thresholds: HashMap::new(),
             scales: HashMap::new(),
@@ -254,7 +263,11 @@ impl Detector for UniadDetector {
                     metrics[m].contribution = e / count;
                 }
                 let spot = self.thresholds.entry(view.key.to_string()).or_default();
-                let threshold = spot.observe(raw, &self.options.threshold);
+                // SPOT fits the tail of the score's root (an RMS error): squared errors
+                // of a heavy-tailed series have a tail too heavy for the moment fit
+                // (shape ≥ 1/2), their roots one half as heavy. The threshold is squared
+                // back into the score's units.
+                let threshold = spot.observe(raw.sqrt(), &self.root_spot).powi(2);
                 results[p.index] = Ok(Scores {
                     anomaly_score: raw / threshold,
                     raw,
@@ -289,8 +302,14 @@ impl Detector for UniadDetector {
         }
         let stored: Stored =
             serde_json::from_value(snapshot).map_err(|e| format!("uniad snapshot: {e}"))?;
-        // Version 1 had no `scale_errors`: its thresholds are on the plain score (false).
-        if !(1..=SNAPSHOT_VERSION).contains(&stored.version) {
+        if stored.version < SNAPSHOT_VERSION {
+            return Err(format!(
+                "uniad thresholds of snapshot version {} were fitted on the score, version \
+                 {SNAPSHOT_VERSION} fits them on its root: they are learned again",
+                stored.version
+            ));
+        }
+        if stored.version != SNAPSHOT_VERSION {
             return Err(format!(
                 "uniad snapshot version {} is not supported (expected {SNAPSHOT_VERSION})",
                 stored.version

@@ -9,7 +9,8 @@
 //! `scale_errors: true`, `c_i` is metric i's typical squared error for this entity
 //! (`scale.rs`).
 //! Each entity's score is compared with its own
-//! streaming peaks-over-threshold threshold (SPOT, 3-sigma during warm-up), and
+//! streaming peaks-over-threshold threshold (SPOT on the score's root, 3-sigma during
+//! warm-up, learning a lasting change after `adapt_after` flags), and
 //! `anomaly_score = s_t / threshold`.
 //!
 //! | file | owns |

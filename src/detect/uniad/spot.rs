@@ -19,7 +19,14 @@
 //! `z_q = t + σ/γ · ((q·n / N_t)^(−γ) − 1)` (γ ≠ 0), `z_q = t − σ·ln(q·n / N_t)` (γ = 0).
 //!
 //! A score above `z_q` is an anomaly and is not learned; a score between `t` and
-//! `z_q` is a new peak: the GPD is refitted. The GPD is fitted by the method of
+//! `z_q` is a new peak: the GPD is refitted. Not learning anomalies has a price on real
+//! series: after a lasting change (a deploy that doubles a metric, a new traffic
+//! regime) every score stays above `z_q` and the entity is flagged until the normaliser
+//! catches up, hundreds of points later. So SPOT counts flags minus normal scores (never
+//! below 0); once that streak reaches [`SpotOptions::adapt_after`], flagged scores are
+//! learned too and the threshold rises to the new level. Sporadic flags keep the streak
+//! near 0; an incident is flagged for at least `adapt_after` scores before it is
+//! learned. The GPD is fitted by the method of
 //! moments (closed form, no iterations), which is what DSPOT-style streaming
 //! implementations use when Grimshaw's likelihood fit is too costly per step.
 //! Peaks are kept in a bounded queue (oldest dropped), so memory is bounded and the
@@ -30,6 +37,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::detectors::SpotOptions;
+use crate::detect::tail::gpd_quantile;
 use crate::normalize::median_in_place;
 
 /// Threshold state of one entity (serialisable for the state file).
@@ -51,6 +59,10 @@ pub enum Spot {
         peaks: VecDeque<f64>,
         /// Alarm threshold `z_q`.
         zq: f64,
+        /// Flags minus normal scores since the last time it was 0 (never below 0): grows
+        /// only while most scores are flagged, i.e. while a change lasts.
+        #[serde(default)]
+        streak: u32,
     },
 }
 
@@ -96,9 +108,22 @@ impl Spot {
                     *self = calibrate(values, opts);
                 }
             }
-            Spot::Running { t, n, peaks, zq } => {
+            Spot::Running {
+                t,
+                n,
+                peaks,
+                zq,
+                streak,
+            } => {
                 if x > *zq {
-                    return threshold;
+                    *streak += 1;
+                    // A change that has lasted `adapt_after` mostly flagged scores is the
+                    // new normal: its scores are learned, so the threshold rises to it.
+                    if (*streak as usize) < opts.adapt_after.max(1) {
+                        return threshold;
+                    }
+                } else {
+                    *streak = streak.saturating_sub(1);
                 }
                 *n += 1;
                 if x > *t {
@@ -110,7 +135,7 @@ impl Spot {
                         peaks.pop_front();
                         *n = (*n as f64 * cap as f64 / (cap as f64 + 1.0)).round() as u64;
                     }
-                    *zq = quantile_gpd(*t, peaks, *n, opts.risk);
+                    *zq = gpd_quantile(*t, peaks.iter().copied(), *n, opts.risk);
                 }
             }
         }
@@ -155,33 +180,13 @@ fn calibrate(values: &[f64], opts: &SpotOptions) -> Spot {
     let t = sorted[idx.min(sorted.len() - 1)];
     let peaks: VecDeque<f64> = values.iter().filter(|&&v| v > t).map(|v| v - t).collect();
     let n = values.len() as u64;
-    let zq = quantile_gpd(t, &peaks, n, opts.risk);
-    Spot::Running { t, n, peaks, zq }
-}
-
-/// SPOT's alarm quantile from a method-of-moments GPD fit of the excesses.
-fn quantile_gpd(t: f64, peaks: &VecDeque<f64>, n: u64, risk: f64) -> f64 {
-    let k = peaks.len() as f64;
-    if k < 2.0 {
-        // Too few peaks for a tail fit: fall back to a margin over `t` proportional
-        // to the one excess seen (or to `t` itself).
-        let m = peaks.front().copied().unwrap_or(t.abs().max(1e-12));
-        return t + 3.0 * m;
-    }
-    let mean = peaks.iter().sum::<f64>() / k;
-    let var = peaks.iter().map(|p| (p - mean) * (p - mean)).sum::<f64>() / (k - 1.0);
-    let (gamma, sigma) = if var > 0.0 && mean > 0.0 {
-        let r = mean * mean / var;
-        // Moments exist only for γ < 1/2; clamp to keep the quantile finite.
-        ((0.5 * (1.0 - r)).clamp(-0.5, 0.45), 0.5 * mean * (r + 1.0))
-    } else {
-        (0.0, mean.max(1e-12))
-    };
-    let ratio = (risk * n as f64 / k).clamp(1e-12, 1.0);
-    if gamma.abs() < 1e-9 {
-        t - sigma * ratio.ln()
-    } else {
-        t + sigma / gamma * (ratio.powf(-gamma) - 1.0)
+    let zq = gpd_quantile(t, peaks.iter().copied(), n, opts.risk);
+    Spot::Running {
+        t,
+        n,
+        peaks,
+        zq,
+        streak: 0,
     }
 }
 
@@ -271,7 +276,81 @@ mod tests {
         let before = s.clone();
         let th = s.observe(1e6, &o);
         assert!(1e6 > th);
-        assert_eq!(s, before);
+        // Only the streak of flags moved: no peak, no count, no new threshold.
+        let (
+            Spot::Running {
+                peaks,
+                n,
+                zq,
+                streak,
+                ..
+            },
+            Spot::Running {
+                peaks: p0,
+                n: n0,
+                zq: z0,
+                ..
+            },
+        ) = (&s, &before)
+        else {
+            panic!("calibrated");
+        };
+        assert_eq!((peaks, n, zq, *streak), (p0, n0, z0, 1));
+    }
+
+    #[test]
+    fn a_lasting_change_is_learned_after_adapt_after_flags() {
+        let o = SpotOptions {
+            calibration: 200,
+            adapt_after: 20,
+            ..opts()
+        };
+        let mut rng = SmallRng::seed_from_u64(9);
+        let mut s = Spot::default();
+        for _ in 0..1000 {
+            s.observe(rng.gen_range(0.0..1.0), &o);
+        }
+        // The new regime's scores sit around 50, far above the threshold.
+        let flags: Vec<bool> = (0..200)
+            .map(|_| {
+                let x = 50.0 + rng.gen_range(0.0..1.0);
+                x > s.observe(x, &o)
+            })
+            .collect();
+        assert!(flags[..20].iter().all(|f| *f), "flagged until adapt_after");
+        assert!(
+            flags[150..].iter().filter(|f| **f).count() < 10,
+            "learned afterwards"
+        );
+    }
+
+    #[test]
+    fn sporadic_flags_do_not_adapt_the_threshold() {
+        let o = SpotOptions {
+            calibration: 200,
+            adapt_after: 5,
+            ..opts()
+        };
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut s = Spot::default();
+        for _ in 0..1000 {
+            s.observe(rng.gen_range(0.0..1.0), &o);
+        }
+        let before = s.threshold(&o);
+        for i in 0..500 {
+            // One spike of 100 every 10 scores: never a streak.
+            let x = if i % 10 == 0 {
+                100.0
+            } else {
+                rng.gen_range(0.0..1.0)
+            };
+            s.observe(x, &o);
+        }
+        assert!(
+            s.threshold(&o) < 2.0 * before,
+            "{} vs {before}",
+            s.threshold(&o)
+        );
     }
 
     #[test]

@@ -635,18 +635,17 @@ fn snapshot_restore_keeps_thresholds_and_forget_drops_them() {
     d.forget("d");
     assert_eq!(d.snapshot()["thresholds"], serde_json::json!({}));
     // Thresholds learned on the plain score do not go to a scaled-score detector, nor the
-    // other way; a version 1 snapshot (plain score, before scale_errors existed) goes to
-    // a plain one only.
+    // other way; snapshots of versions 1 and 2 (thresholds fitted on the score, not on
+    // its root) are refused, so their thresholds are learned again.
     let mut scaled = UniadDetector::with_model(Arc::clone(d.model()), scaled_options());
     let err = scaled.restore(snap.clone()).unwrap_err();
     assert!(err.contains("scale_errors: false, now true"), "{err}");
-    let mut v1 = snap.clone();
-    v1["version"] = serde_json::json!(1);
-    v1.as_object_mut().expect("object").remove("scale_errors");
-    restored
-        .restore(v1.clone())
-        .expect("a version 1 snapshot restores on the plain score");
-    assert!(scaled.restore(v1).is_err());
+    for old in [1, 2] {
+        let mut v = snap.clone();
+        v["version"] = serde_json::json!(old);
+        let err = restored.restore(v).unwrap_err();
+        assert!(err.contains("learned again"), "{err}");
+    }
     let mut bad = snap;
     bad["version"] = serde_json::json!(99);
     assert!(restored.restore(bad).unwrap_err().contains("version 99"));
