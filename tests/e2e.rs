@@ -69,6 +69,21 @@ fn scores_reach_prometheus_survive_an_outage_and_pass_promtool() {
             .any(|s| s["metric"]["instance"] == instance.as_str())
         },
     );
+    // The flag-rate counters reach Prometheus too, per entity and detector, and the
+    // ratio the "Noisiest entities" panel draws is computable (scored > 0).
+    wait_for(
+        "kpiwatch_flags_total and kpiwatch_scores_total for the node",
+        Duration::from_secs(60),
+        || {
+            let ratio = query(
+                prom,
+                "kpiwatch_flags_total{detector=\"zscore\",group=\"node\"} / kpiwatch_scores_total",
+            );
+            ratio
+                .iter()
+                .any(|s| s["metric"]["instance"] == instance.as_str())
+        },
+    );
     let contributions = query(prom, "kpiwatch_zscore_value");
     let _late = new_entity_gets_uniad_scores_within_one_window(prom, late_node);
     assert!(
