@@ -21,12 +21,15 @@
 //! | 0.98 | 2.3263 | bursts on at least one point in 50 |
 //! | mean of `|x − median|` | 0.7979 (i.e. × 1.2533) | rarer bursts: each one stays a large z |
 //!
-//! then at least `1e-3 · max(1, |median|)`, so that a constant series gives z = 0 and not
-//! a division by zero. The quantiles interpolate linearly between order statistics
+//! then at least 1 % of `|median|` and at least `1e-3` in the metric's units: a constant
+//! series gives z = 0 and not a division by zero, and a metric whose noise is tiny
+//! beside its level (available memory in bytes, a saturated CPU) does not turn a change
+//! of a fraction of a percent into a large z. A deviation of under 1 % of the level is
+//! never more than one sigma. The quantiles interpolate linearly between order statistics
 //! (numpy's default), so the training side (`models/train/uniad/data.py`) computes the
-//! same numbers (`models/golden/normalize_flat.json`). Why not the mean deviation at
-//! once, as before: on a series idle 90 % of the time it is a tenth of a burst's height,
-//! so every ordinary burst became a z of 8 or more; the 0.98 quantile puts an ordinary
+//! same numbers (`models/golden/normalize_flat.json`). Why not the mean deviation
+//! right after the MAD: on a series idle 90 % of the time it is a tenth of a burst's height,
+//! so every ordinary burst would be a z of 8 or more; the 0.98 quantile puts an ordinary
 //! burst near z = 2.3.
 //!
 //! Refitting over a long history on every step would cost O(history) per series and
@@ -47,9 +50,10 @@ const MEAN_AD_TO_SIGMA: f64 = 1.2533;
 /// standard Gaussian, tried in order (see the module doc).
 const DEVIATION_QUANTILES: [(f64, f64); 2] =
     [(0.8, 1.281_551_565_544_6), (0.98, 2.326_347_874_040_8)];
-/// The scale never falls below this fraction of `max(1, |median|)`, so a flat series
-/// does not turn every rounding error into an infinite z-score.
-const RELATIVE_SCALE_FLOOR: f64 = 1e-3;
+/// The scale never falls below this fraction of `|median|` (see the module doc) ...
+const RELATIVE_SCALE_FLOOR: f64 = 1e-2;
+/// ... and never below this, in the metric's units.
+const ABSOLUTE_SCALE_FLOOR: f64 = 1e-3;
 /// Refit after this fraction of the fitted points is new (1/32).
 const REFIT_DIVISOR: usize = 32;
 
@@ -98,7 +102,7 @@ impl RobustStats {
         if scale == 0.0 {
             scale = MEAN_AD_TO_SIGMA * mean_ad;
         }
-        let floor = RELATIVE_SCALE_FLOOR * median.abs().max(1.0);
+        let floor = (RELATIVE_SCALE_FLOOR * median.abs()).max(ABSOLUTE_SCALE_FLOOR);
         Some(RobustStats {
             median,
             scale: scale.max(floor),
@@ -261,6 +265,20 @@ mod tests {
         // One more replica than usual is not an outlier; a jump to 10 is.
         assert!(s.z(4.0) < 2.0);
         assert!(s.z(10.0) > 5.0);
+    }
+
+    #[test]
+    fn a_level_with_tiny_noise_is_floored_at_one_percent_of_it() {
+        // Available memory: 22.8 GB give or take a few kB.
+        let mut scratch = Vec::new();
+        let v: Vec<f64> = (0..300)
+            .map(|i| 22.8e9 + ((i * 37) % 11) as f64 * 1e3)
+            .collect();
+        let s = RobustStats::fit(&v, &mut scratch).unwrap();
+        assert!((s.scale - 0.01 * s.median).abs() < 1.0, "{s:?}");
+        // 100 MB less (0.4 %) is not an outlier; 2 GB less (9 %) is.
+        assert!(s.z(22.7e9).abs() < 1.0);
+        assert!(s.z(20.8e9).abs() > 4.0);
     }
 
     #[test]

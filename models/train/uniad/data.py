@@ -27,7 +27,8 @@ MAD_TO_SIGMA = 1.4826  # the MAD estimates sigma for Gaussian data
 MEAN_AD_TO_SIGMA = 1.2533  # the mean absolute deviation estimates sigma
 # When the MAD is 0: quantiles of |x - median| and their value for a standard Gaussian.
 DEVIATION_QUANTILES = ((0.8, 1.2815515655446), (0.98, 2.3263478740408))
-RELATIVE_SCALE_FLOOR = 1e-3  # scale >= this * max(1, |median|)
+RELATIVE_SCALE_FLOOR = 1e-2  # scale >= this * |median| ...
+ABSOLUTE_SCALE_FLOOR = 1e-3  # ... and >= this
 # src/detect/uniad/detector.rs: the model's inputs are clipped to +-Z_CLIP
 Z_CLIP = 1000.0
 
@@ -102,8 +103,9 @@ def robust_stats(x: np.ndarray) -> tuple[float, float, int]:
       the median: a mostly flat series), the 0.8 quantile of ``|x - median|`` / 1.2816,
       then its 0.98 quantile / 2.3263 (linear interpolation, numpy's default), then
       ``1.2533 *`` the mean absolute deviation from the median, the first that is
-      positive; then at least ``1e-3 * max(1, |median|)`` (a constant series gets that
-      floor, so z = 0 on it, never a division by zero);
+      positive; then at least ``1e-2 * |median|`` and at least ``1e-3`` (a constant
+      series gets that floor, so z = 0 on it, never a division by zero; a deviation
+      under 1 % of the level is at most one sigma);
     * no finite value: ``(0.0, 1.0, 0)``, the agent's ``RobustStats::IDENTITY``.
     """
     v = np.asarray(x, dtype=np.float64)
@@ -118,7 +120,7 @@ def robust_stats(x: np.ndarray) -> tuple[float, float, int]:
             scale = float(np.quantile(dev, q)) / gaussian
     if scale == 0.0:
         scale = MEAN_AD_TO_SIGMA * float(np.mean(dev))
-    return med, max(scale, RELATIVE_SCALE_FLOOR * max(abs(med), 1.0)), int(v.size)
+    return med, max(scale, RELATIVE_SCALE_FLOOR * abs(med), ABSOLUTE_SCALE_FLOOR), int(v.size)
 
 
 def zscore(x: np.ndarray, median: float, scale: float) -> np.ndarray:

@@ -81,7 +81,7 @@ def main() -> None:
         "numpy": np.__version__,
         "rule": "median and scale of the finite values; scale = 1.4826 MAD, or when that is 0 the "
                 "first positive of q0.8(|x - median|) / 1.2816, q0.98(|x - median|) / 2.3263, "
-                "1.2533 mean |x - median|; at least 1e-3 max(1, |median|); z = (x - median) / scale; "
+                "1.2533 mean |x - median|; at least max(1e-2 |median|, 1e-3); z = (x - median) / scale; "
                 "count 0: median 0, scale 1 (identity); null = NaN",
         "cases": cases,
     }
