@@ -139,6 +139,7 @@ fn bench_detector(c: &mut Criterion) {
                         stats: &stats[i],
                         end_ms: (cycle + HISTORY) as i64 * STEP_MS,
                         step_ms: STEP_MS,
+                        capacity: usize::MAX,
                     })
                     .collect();
                 detector.score(&views).iter().filter(|r| r.is_ok()).count()

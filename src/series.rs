@@ -51,6 +51,9 @@ pub struct EntityView<'a> {
     pub end_ms: i64,
     /// Distance between points, milliseconds.
     pub step_ms: i64,
+    /// Points of history kept per series (the group's `history / step`): a row never
+    /// grows longer, so a detector that needs more than this must not wait for it.
+    pub capacity: usize,
 }
 
 impl<'a> EntityView<'a> {

@@ -42,6 +42,9 @@ pub struct Args {
     /// Scores before SPOT calibrates (3-sigma threshold meanwhile).
     #[arg(long, default_value_t = SpotOptions::default().calibration)]
     calibration: usize,
+    /// Quantile of the calibration scores above which SPOT fits the tail.
+    #[arg(long, default_value_t = SpotOptions::default().level)]
+    level: f64,
     /// Flags (net of normal scores) after which a lasting change is learned.
     #[arg(long, default_value_t = SpotOptions::default().adapt_after)]
     adapt_after: usize,
@@ -78,6 +81,7 @@ pub(super) fn run(args: &Args) -> ExitCode {
     options.threshold.risk = args.risk;
     options.threshold.calibration = args.calibration;
     options.threshold.adapt_after = args.adapt_after;
+    options.threshold.level = args.level;
     options.scale_errors = args.scale_errors;
     if let Err(e) = options.validate() {
         eprintln!("kpiwatch: {e}");

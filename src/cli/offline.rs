@@ -38,6 +38,7 @@ pub(super) fn replay(
             stats: &stats,
             end_ms: t as i64,
             step_ms: 1,
+            capacity: history,
         };
         out.push(detector.score(&[view]).remove(0).ok());
     }

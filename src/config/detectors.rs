@@ -157,7 +157,7 @@ impl UniadOptions {
         }
         if !(t.level > 0.0 && t.level < 1.0) {
             return Err(format!(
-                "threshold.level {} is invalid (expected 0 < level < 1, e.g. 0.98)",
+                "threshold.level {} is invalid (expected 0 < level < 1, e.g. 0.9)",
                 t.level
             ));
         }
@@ -228,7 +228,7 @@ impl Default for SpotOptions {
     fn default() -> Self {
         SpotOptions {
             risk: 1e-3,
-            level: 0.98,
+            level: 0.9,
             calibration: 128,
             max_peaks: 512,
             initial_threshold: 1.0,

@@ -37,6 +37,11 @@ const FIT_LEVEL: f64 = 0.9;
 const MIN_FIT_POINTS: usize = 64;
 /// The newest `1 / RECENT_DIVISOR` of the history is left out of the fit.
 const RECENT_DIVISOR: usize = 4;
+/// History points a calibrated threshold needs: [`MIN_FIT_POINTS`] outside the newest
+/// quarter.
+const fn calibration_points() -> usize {
+    (MIN_FIT_POINTS * RECENT_DIVISOR).div_ceil(RECENT_DIVISOR - 1)
+}
 /// Refit after this fraction of the history is new (as the normaliser).
 const REFIT_DIVISOR: usize = 32;
 
@@ -128,6 +133,15 @@ impl ZscoreDetector {
                 need: self.options.min_points,
             });
         }
+        // A calibrated threshold is promised: no score before one can be fitted, unless
+        // the history is too short to ever fit one (then the fixed threshold serves).
+        let need = calibration_points().min(view.capacity);
+        if self.options.calibrate && view.len() < need {
+            return Err(DetectError::WarmingUp {
+                have: view.len(),
+                need,
+            });
+        }
         let thresholds = self.thresholds(view);
         let (mut score, mut raw, mut threshold) = (f64::NAN, f64::NAN, self.options.threshold);
         let mut metrics = SmallVec::with_capacity(view.metric_count());
@@ -198,6 +212,8 @@ mod tests {
             stats,
             end_ms: 0,
             step_ms: 1000,
+            // As if the store kept exactly this much history.
+            capacity: rows[0].len(),
         }
     }
 
@@ -320,6 +336,30 @@ mod tests {
         let s = score_after(&history, 100.0, ZscoreOptions::default());
         assert_eq!(s.threshold, 4.0);
         assert!(s.is_anomalous());
+    }
+
+    #[test]
+    fn a_calibrated_entity_waits_for_enough_history_to_fit_unless_it_can_never_have_it() {
+        let row: Vec<f64> = (0..60).map(|i| ((i * 37) % 11) as f64).collect();
+        let names = ["m"];
+        let rows = [row.as_slice()];
+        let stats = [fit(&row)];
+        let mut v = view(&names, &rows, &stats);
+        v.capacity = 1000;
+        let mut d = ZscoreDetector::new(ZscoreOptions::default());
+        assert_eq!(
+            d.score(&[v])[0],
+            Err(DetectError::WarmingUp { have: 60, need: 86 })
+        );
+        // A store that keeps only 60 points: the fixed threshold serves at once.
+        v.capacity = 60;
+        assert_eq!(d.score(&[v]).remove(0).unwrap().threshold, 4.0);
+        let fixed = ZscoreOptions {
+            calibrate: false,
+            ..ZscoreOptions::default()
+        };
+        v.capacity = 1000;
+        assert!(ZscoreDetector::new(fixed).score(&[v])[0].is_ok());
     }
 
     #[test]

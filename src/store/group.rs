@@ -250,6 +250,7 @@ impl GroupStore {
             }
         }
         batch.step_ms = self.cfg.step_ms;
+        batch.capacity = self.cfg.history_points;
         batch
     }
 }
@@ -263,6 +264,7 @@ pub struct ViewBatch<'a> {
     /// `(key, first row, end row, end_ms)`.
     entities: Vec<(&'a str, usize, usize, i64)>,
     step_ms: i64,
+    capacity: usize,
 }
 
 impl<'a> ViewBatch<'a> {
@@ -277,6 +279,7 @@ impl<'a> ViewBatch<'a> {
                 stats: &self.stats[a..b],
                 end_ms,
                 step_ms: self.step_ms,
+                capacity: self.capacity,
             })
             .collect()
     }

@@ -16,7 +16,7 @@ const STEP_MS: i64 = 15_000;
 fn load(url: &str, group_extra: &str) -> Config {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "prometheus:\n  url: {url}\n  timeout: 500ms\n  retries: 0\ngroups:\n  - name: node\n    interval: 30s\n    step: 15s\n    window: 16\n    history: 10m\n    expire_after: 2m\n    entity_labels: [instance]\n    metrics:\n      cpu: cpu_query\n      mem: mem_query\n    detectors:\n      zscore: {{threshold: 4}}\n{group_extra}"
+        "prometheus:\n  url: {url}\n  timeout: 500ms\n  retries: 0\ngroups:\n  - name: node\n    interval: 30s\n    step: 15s\n    window: 16\n    history: 10m\n    expire_after: 2m\n    entity_labels: [instance]\n    metrics:\n      cpu: cpu_query\n      mem: mem_query\n    detectors:\n      zscore: {{threshold: 4, calibrate: false}}\n{group_extra}"
     );
     let path = crate::support::write(dir.path(), "k.yaml", &text);
     config::load(&path).unwrap()

@@ -438,6 +438,7 @@ mod tests {
             stats: &stats,
             end_ms: upto as i64 * STEP,
             step_ms: STEP,
+            capacity: usize::MAX,
         };
         d.score(&[view]).remove(0)
     }

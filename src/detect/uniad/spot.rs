@@ -26,7 +26,12 @@
 //! below 0); once that streak reaches [`SpotOptions::adapt_after`], flagged scores are
 //! learned too and the threshold rises to the new level. Sporadic flags keep the streak
 //! near 0; an incident is flagged for at least `adapt_after` scores before it is
-//! learned. The GPD is fitted by the method of
+//! learned. Leaving flagged scores out has a second, smaller price: the fitted tail is
+//! trimmed, so on stationary data the threshold runs about 20 % below the true
+//! quantile (5.5 instead of 6.9 for an exponential score at risk 1e-3). Learning them
+//! capped at the threshold removes most of that bias but, measured on NAB, Yahoo A1 and
+//! the lab (`docs/false-alarms.md`), lifts the threshold with every incident and loses
+//! a third to two thirds of the recall; the bias is the cheaper price. The GPD is fitted by the method of
 //! moments (closed form, no iterations), which is what DSPOT-style streaming
 //! implementations use when Grimshaw's likelihood fit is too costly per step.
 //! Peaks are kept in a bounded queue (oldest dropped), so memory is bounded and the
@@ -257,9 +262,11 @@ mod tests {
             s.observe(-u.ln(), &o); // Exp(1)
         }
         assert!(!s.warming_up());
-        // True 1e-3 quantile of Exp(1) is ln(1000) = 6.91.
+        // True 1e-3 quantile of Exp(1) is ln(1000) = 6.91. Streaming SPOT runs low
+        // (5.3 to 5.8 over eight seeds at the default level): the scores above the
+        // threshold are not learned, which trims the tail it fits (module doc).
         let th = s.threshold(&o);
-        assert!((5.5..9.0).contains(&th), "threshold {th}");
+        assert!((5.0..9.0).contains(&th), "threshold {th}");
     }
 
     #[test]

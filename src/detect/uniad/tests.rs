@@ -443,6 +443,7 @@ impl Entity {
             // One step per point, so that the detector sees history grow.
             end_ms: self.rows.first().map_or(0, |r| r.len() as i64) * 15_000,
             step_ms: 15_000,
+            capacity: usize::MAX,
         })
     }
 }
@@ -575,6 +576,7 @@ fn new_entities_of_any_metric_count_score_in_one_batch_once_they_have_a_window()
             stats: &e.stats,
             end_ms: 0,
             step_ms: 1,
+            capacity: usize::MAX,
         })
         .collect();
     let out = d.score(&views);
