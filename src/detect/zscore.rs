@@ -362,6 +362,104 @@ mod tests {
         assert!(ZscoreDetector::new(fixed).score(&[v])[0].is_ok());
     }
 
+    /// Replays `series` through one detector as the agent would (history of 256 points,
+    /// statistics fitted on the points before the one scored) and returns the flags per
+    /// 1,000 scored points and whether the last point was flagged.
+    fn replay_flags(series: &[f64], options: ZscoreOptions) -> (f64, bool) {
+        const HISTORY: usize = 256;
+        let mut d = ZscoreDetector::new(options);
+        let (mut scored, mut flagged, mut last) = (0usize, 0usize, false);
+        for t in HISTORY..series.len() {
+            let window = &series[t + 1 - HISTORY..=t];
+            let stats = [fit(&window[..HISTORY - 1])];
+            let names = ["m"];
+            let rows = [window];
+            let mut v = view(&names, &rows, &stats);
+            v.end_ms = t as i64 * 1000;
+            if let Ok(s) = d.score(&[v]).remove(0) {
+                scored += 1;
+                last = s.is_anomalous();
+                flagged += usize::from(last);
+            }
+        }
+        (1000.0 * flagged as f64 / scored.max(1) as f64, last)
+    }
+
+    /// Normal data of the shapes real metrics have, 4,000 points each.
+    fn shapes() -> Vec<(&'static str, Vec<f64>)> {
+        use rand::{rngs::SmallRng, Rng, SeedableRng};
+        let mut rng = SmallRng::seed_from_u64(22);
+        let n = 4000;
+        let mut gauss = || {
+            let (u, v): (f64, f64) = (rng.gen_range(1e-12..1.0), rng.gen_range(0.0..1.0));
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        };
+        let gaussian: Vec<f64> = (0..n).map(|_| 100.0 + 5.0 * gauss()).collect();
+        let latency: Vec<f64> = (0..n).map(|_| (3.0 + 0.5 * gauss()).exp()).collect();
+        let mut rng = SmallRng::seed_from_u64(23);
+        let bursts: Vec<f64> = (0..n)
+            .map(|_| {
+                if rng.gen_bool(0.1) {
+                    rng.gen_range(5.0..50.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut level = 3.0;
+        let replicas: Vec<f64> = (0..n)
+            .map(|_| {
+                if rng.gen_bool(0.02) {
+                    level = [3.0, 3.0, 4.0, 5.0][rng.gen_range(0..4)];
+                }
+                level
+            })
+            .collect();
+        let counts: Vec<f64> = (0..n)
+            .map(|_| (0..6).filter(|_| rng.gen_bool(0.2)).count() as f64)
+            .collect();
+        vec![
+            ("gaussian", gaussian),
+            ("log-normal latency", latency),
+            ("idle with bursts", bursts),
+            ("step-wise replica count", replicas),
+            ("small integer counts", counts),
+        ]
+    }
+
+    #[test]
+    fn normal_data_of_every_shape_flags_rarely_and_a_large_spike_still_flags() {
+        for (name, mut series) in shapes() {
+            let (rate, _) = replay_flags(&series, ZscoreOptions::default());
+            assert!(
+                rate <= 10.0,
+                "{name}: {rate:.1} flags per 1,000 normal points"
+            );
+            // 50 robust sigmas above anything seen: flagged on arrival.
+            let top = series.iter().copied().fold(f64::MIN, f64::max);
+            let spread = fit(&series).scale;
+            series.push(top + 50.0 * spread);
+            let (_, last_flagged) = replay_flags(&series, ZscoreOptions::default());
+            assert!(
+                last_flagged,
+                "{name}: a spike far above the series is flagged"
+            );
+        }
+        // The heavy-tailed latency is where calibration does the work: 13 flags per
+        // 1,000 normal points with the fixed |z| of 4, 2 with the calibrated one.
+        let (_, latency) = &shapes()[1];
+        let fixed = ZscoreOptions {
+            calibrate: false,
+            ..ZscoreOptions::default()
+        };
+        let (calibrated, _) = replay_flags(latency, ZscoreOptions::default());
+        let (uncalibrated, _) = replay_flags(latency, fixed);
+        assert!(
+            uncalibrated > 3.0 * calibrated.max(1.0),
+            "{uncalibrated} vs {calibrated}"
+        );
+    }
+
     #[test]
     fn rejects_bad_options() {
         let bad = ZscoreOptions {
