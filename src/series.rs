@@ -72,6 +72,16 @@ impl<'a> EntityView<'a> {
         self.len() == 0
     }
 
+    /// Steps from `end_ms` (an earlier view's end) to this view's end; 0 when time went
+    /// backwards or the step is unknown. Lazy refits count new points with it.
+    pub fn steps_since(&self, end_ms: i64) -> usize {
+        if self.step_ms > 0 {
+            usize::try_from((self.end_ms - end_ms) / self.step_ms).unwrap_or(0)
+        } else {
+            0
+        }
+    }
+
     /// The whole row of metric `i`, oldest first.
     pub fn row(&self, i: usize) -> &'a [f64] {
         self.rows[i]

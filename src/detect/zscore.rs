@@ -17,7 +17,9 @@
 //! ([`super::tail::robust_tail_threshold`], whose median excess a past incident barely
 //! moves). Two more rules keep an incident from raising its own bar: the fit leaves
 //! out the newest quarter of the history, and it is refitted, like the normaliser, only
-//! after `max(1, n / 32)` new points. The anomaly score is the largest `|z_i| / q_i`;
+//! after `max(1, n / 32)` new points. No score is given before the history holds 86
+//! points (64 outside the newest quarter), unless the group keeps fewer: then the fixed
+//! `threshold` serves. The anomaly score is the largest `|z_i| / q_i`;
 //! `raw` and `threshold` are that metric's. Nothing is persisted: the history the
 //! thresholds are fitted on comes back with the store.
 
@@ -64,12 +66,7 @@ struct Calibrated {
 
 impl Calibrated {
     fn is_due(&self, view: &EntityView<'_>) -> bool {
-        let new_points = if view.step_ms > 0 {
-            usize::try_from((view.end_ms - self.end_ms) / view.step_ms).unwrap_or(0)
-        } else {
-            0
-        };
-        new_points >= (self.points / REFIT_DIVISOR).max(1)
+        view.steps_since(self.end_ms) >= (self.points / REFIT_DIVISOR).max(1)
             || view.len() < self.points / 2
             || self.thresholds.len() != view.metric_count()
     }

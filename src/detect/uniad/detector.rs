@@ -153,7 +153,7 @@ impl UniadDetector {
                 let v = &batch[p.index];
                 self.scales
                     .get(v.key)
-                    .is_none_or(|s| s.is_due(&p.metrics, v.end_ms, v.step_ms, w))
+                    .is_none_or(|s| s.is_due(&p.metrics, v, w))
             })
             .collect();
         if due.is_empty() {

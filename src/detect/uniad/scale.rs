@@ -27,6 +27,7 @@
 use smallvec::SmallVec;
 
 use crate::normalize::median_in_place;
+use crate::series::EntityView;
 
 /// Most windows the median is taken over (evenly spread; the last one always included).
 pub(super) const FIT_WINDOWS: usize = 64;
@@ -75,16 +76,11 @@ impl ErrorScales {
 
     /// `true` when these scales do not fit `metrics` any more or enough is new (windows
     /// of `w` points).
-    pub(super) fn is_due(&self, metrics: &[usize], end_ms: i64, step_ms: i64, w: usize) -> bool {
+    pub(super) fn is_due(&self, metrics: &[usize], view: &EntityView<'_>, w: usize) -> bool {
         if self.metrics.as_slice() != metrics {
             return true;
         }
-        let new_points = if step_ms > 0 {
-            usize::try_from((end_ms - self.end_ms) / step_ms).unwrap_or(0)
-        } else {
-            0
-        };
-        new_points >= (self.points / REFIT_DIVISOR).max(w).max(1)
+        view.steps_since(self.end_ms) >= (self.points / REFIT_DIVISOR).max(w).max(1)
     }
 
     /// Divides each squared error by its metric's scale.
@@ -151,26 +147,42 @@ mod tests {
         assert_eq!(e, [2.0, 50.0]);
     }
 
+    /// A view that ends at `end_ms` with steps of `step_ms` (no data: only time matters).
+    fn at(end_ms: i64, step_ms: i64) -> EntityView<'static> {
+        EntityView {
+            key: "e",
+            metric_names: &[],
+            rows: &[],
+            stats: &[],
+            end_ms,
+            step_ms,
+            capacity: 0,
+        }
+    }
+
     #[test]
     fn refits_when_metrics_change_or_enough_is_new() {
         let step = 15_000;
         let t0 = 1_000_000;
         let long = ErrorScales::fit(&[0, 1], &[vec![1.0, 1.0]], t0, 3200);
-        assert!(!long.is_due(&[0, 1], t0, step, 64));
-        assert!(!long.is_due(&[0, 1], t0 + 99 * step, step, 64));
+        assert!(!long.is_due(&[0, 1], &at(t0, step), 64));
+        assert!(!long.is_due(&[0, 1], &at(t0 + 99 * step, step), 64));
         assert!(
-            long.is_due(&[0, 1], t0 + 100 * step, step, 64),
+            long.is_due(&[0, 1], &at(t0 + 100 * step, step), 64),
             "3200 / 32 new points"
         );
-        assert!(long.is_due(&[0, 2], t0, step, 64), "another metric set");
         assert!(
-            !long.is_due(&[0, 1], t0 + 100 * step, 0, 64),
+            long.is_due(&[0, 2], &at(t0, step), 64),
+            "another metric set"
+        );
+        assert!(
+            !long.is_due(&[0, 1], &at(t0 + 100 * step, 0), 64),
             "no step: no age"
         );
         // A short history still waits for a whole new window.
         let short = ErrorScales::fit(&[0, 1], &[vec![1.0, 1.0]], t0, 256);
-        assert!(!short.is_due(&[0, 1], t0 + 63 * step, step, 64));
-        assert!(short.is_due(&[0, 1], t0 + 64 * step, step, 64));
+        assert!(!short.is_due(&[0, 1], &at(t0 + 63 * step, step), 64));
+        assert!(short.is_due(&[0, 1], &at(t0 + 64 * step, step), 64));
     }
 
     #[test]

@@ -19,23 +19,26 @@
 //! `z_q = t + σ/γ · ((q·n / N_t)^(−γ) − 1)` (γ ≠ 0), `z_q = t − σ·ln(q·n / N_t)` (γ = 0).
 //!
 //! A score above `z_q` is an anomaly and is not learned; a score between `t` and
-//! `z_q` is a new peak: the GPD is refitted. Not learning anomalies has a price on real
-//! series: after a lasting change (a deploy that doubles a metric, a new traffic
-//! regime) every score stays above `z_q` and the entity is flagged until the normaliser
-//! catches up, hundreds of points later. So SPOT counts flags minus normal scores (never
-//! below 0); once that streak reaches [`SpotOptions::adapt_after`], flagged scores are
-//! learned too and the threshold rises to the new level. Sporadic flags keep the streak
-//! near 0; an incident is flagged for at least `adapt_after` scores before it is
-//! learned. Leaving flagged scores out has a second, smaller price: the fitted tail is
-//! trimmed, so on stationary data the threshold runs about 20 % below the true
-//! quantile (5.5 instead of 6.9 for an exponential score at risk 1e-3). Learning them
-//! capped at the threshold removes most of that bias but, measured on NAB, Yahoo A1 and
-//! the lab (`docs/false-alarms.md`), lifts the threshold with every incident and loses
-//! a third to two thirds of the recall; the bias is the cheaper price. The GPD is fitted by the method of
+//! `z_q` is a new peak: the GPD is refitted. The GPD is fitted by the method of
 //! moments (closed form, no iterations), which is what DSPOT-style streaming
 //! implementations use when Grimshaw's likelihood fit is too costly per step.
 //! Peaks are kept in a bounded queue (oldest dropped), so memory is bounded and the
 //! tail follows slow drift.
+//!
+//! Not learning anomalies has a price on real series: after a lasting change (a deploy
+//! that doubles a metric, a new traffic regime) every score stays above `z_q` and the
+//! entity is flagged until the normaliser catches up, hundreds of points later. So SPOT
+//! counts flags minus normal scores (never below 0); once that streak reaches
+//! [`SpotOptions::adapt_after`], flagged scores are learned too and the threshold rises
+//! to the new level. Sporadic flags keep the streak near 0; an incident is flagged for
+//! at least `adapt_after` scores before it is learned.
+//!
+//! Leaving flagged scores out has a second, smaller price: the fitted tail is trimmed,
+//! so on stationary data the threshold runs about 20 % below the true quantile (5.5
+//! instead of 6.9 for an exponential score at risk 1e-3). Learning them capped at the
+//! threshold removes most of that bias but, measured on NAB, Yahoo A1 and the lab
+//! (`docs/false-alarms.md`), lifts the threshold with every incident and loses a third
+//! to two thirds of the recall; the bias is the cheaper price.
 
 use std::collections::VecDeque;
 
