@@ -62,15 +62,7 @@ pub(crate) fn robust_tail_threshold(
     risk: f64,
     min_count: usize,
 ) -> Option<f64> {
-    values.retain(|v| v.is_finite());
-    if values.len() < min_count.max(2) {
-        return None;
-    }
-    let n = values.len();
-    let idx = (((n - 1) as f64) * level.clamp(0.0, 1.0)).round() as usize;
-    let idx = idx.min(n - 1);
-    let (_, t, upper) = values.select_nth_unstable_by(idx, f64::total_cmp);
-    let t = *t;
+    let (t, n, upper) = split_at_level(values, level, min_count)?;
     let mut excesses: Vec<f64> = upper.iter().map(|v| v - t).filter(|e| *e > 0.0).collect();
     if excesses.is_empty() {
         return Some(t);
@@ -80,31 +72,35 @@ pub(crate) fn robust_tail_threshold(
     Some(t + sigma * (k / (risk * n as f64)).max(1.0).ln())
 }
 
+/// Drops the non-finite values, then returns the `level` quantile `t` of the rest, their
+/// count and the values ordered at or above `t` (unsorted); `None` with fewer than
+/// `min_count` finite values.
+fn split_at_level(
+    values: &mut Vec<f64>,
+    level: f64,
+    min_count: usize,
+) -> Option<(f64, usize, &[f64])> {
+    values.retain(|v| v.is_finite());
+    let n = values.len();
+    if n < min_count.max(2) {
+        return None;
+    }
+    let idx = ((((n - 1) as f64) * level.clamp(0.0, 1.0)).round() as usize).min(n - 1);
+    let (_, t, upper) = values.select_nth_unstable_by(idx, f64::total_cmp);
+    Some((*t, n, upper))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rand::{rngs::SmallRng, Rng, SeedableRng};
 
-    /// The method-of-moments threshold of a sample, for comparison: `t` = the `level`
-    /// quantile of `values`, then [`gpd_quantile`] of the excesses. Non-finite values are ignored; `None` with fewer
-    /// than `min_count` finite values. Reorders `values`.
-    fn tail_threshold(
-        values: &mut Vec<f64>,
-        level: f64,
-        risk: f64,
-        min_count: usize,
-    ) -> Option<f64> {
-        values.retain(|v| v.is_finite());
-        if values.len() < min_count.max(2) {
-            return None;
-        }
-        let idx = ((values.len() as f64 - 1.0) * level.clamp(0.0, 1.0)).round() as usize;
-        let idx = idx.min(values.len() - 1);
-        let (_, t, _) = values.select_nth_unstable_by(idx, f64::total_cmp);
-        let t = *t;
-        let n = values.len() as u64;
-        let peaks = values.iter().filter(move |&&v| v > t).map(move |v| v - t);
-        Some(gpd_quantile(t, peaks, n, risk))
+    /// The method-of-moments threshold of a sample, for comparison: [`gpd_quantile`] of
+    /// the excesses over the `level` quantile.
+    fn moment_threshold(values: &mut Vec<f64>, level: f64, risk: f64) -> f64 {
+        let (t, n, upper) = split_at_level(values, level, 2).unwrap();
+        let peaks = upper.iter().filter(move |&&v| v > t).map(move |v| v - t);
+        gpd_quantile(t, peaks, n as u64, risk)
     }
 
     fn exp_sample(n: usize, seed: u64) -> Vec<f64> {
@@ -116,8 +112,10 @@ mod tests {
     fn exponential_tail_quantile_is_recovered() {
         // Exp(1): P(X > x) = e^-x, so the 1e-3 tail quantile is ln 1000 = 6.91.
         let mut v = exp_sample(5000, 1);
-        let q = tail_threshold(&mut v, 0.9, 1e-3, 64).unwrap();
-        assert!((6.0..8.0).contains(&q), "quantile {q}");
+        let q = robust_tail_threshold(&mut v.clone(), 0.9, 1e-3, 64).unwrap();
+        assert!((6.0..8.0).contains(&q), "robust: quantile {q}");
+        let q = moment_threshold(&mut v, 0.9, 1e-3);
+        assert!((6.0..8.0).contains(&q), "moments: quantile {q}");
     }
 
     #[test]
@@ -132,17 +130,17 @@ mod tests {
             })
             .collect();
         let mut light = exp_sample(2000, 3);
-        let heavy = tail_threshold(&mut cauchy, 0.9, 1e-3, 64).unwrap();
-        let light = tail_threshold(&mut light, 0.9, 1e-3, 64).unwrap();
+        let heavy = robust_tail_threshold(&mut cauchy, 0.9, 1e-3, 64).unwrap();
+        let light = robust_tail_threshold(&mut light, 0.9, 1e-3, 64).unwrap();
         assert!(heavy > 2.0 * light, "heavy {heavy} light {light}");
     }
 
     #[test]
     fn too_few_values_give_none_and_non_finite_are_ignored() {
         let mut v = vec![1.0, f64::NAN, 2.0, f64::INFINITY];
-        assert_eq!(tail_threshold(&mut v, 0.9, 1e-3, 3), None);
+        assert_eq!(robust_tail_threshold(&mut v, 0.9, 1e-3, 3), None);
         let mut v = vec![1.0, f64::NAN, 2.0, 3.0];
-        assert!(tail_threshold(&mut v, 0.5, 1e-3, 3).is_some());
+        assert!(robust_tail_threshold(&mut v, 0.5, 1e-3, 3).is_some());
     }
 
     #[test]
@@ -155,7 +153,7 @@ mod tests {
         v.extend([1000.0; 20]);
         let robust = robust_tail_threshold(&mut v.clone(), 0.9, 1e-3, 64).unwrap();
         assert!(robust < 1.3 * clean, "robust {robust} vs clean {clean}");
-        let moments = tail_threshold(&mut v, 0.9, 1e-3, 64).unwrap();
+        let moments = moment_threshold(&mut v, 0.9, 1e-3);
         assert!(moments > 5.0 * robust, "moments {moments}");
     }
 
