@@ -49,6 +49,18 @@ pub fn prf(truth: &[bool], pred: &[bool]) -> Prf {
     }
 }
 
+/// Flags on normal points per 1,000 normal points (`truth` false), the false-alarm rate
+/// users feel; 0 when no point is normal.
+pub(crate) fn false_flags_per_1000(truth: &[bool], pred: &[bool]) -> f64 {
+    let normal = truth.iter().filter(|t| !**t).count();
+    let false_flags = truth.iter().zip(pred).filter(|(t, p)| !**t && **p).count();
+    if normal == 0 {
+        0.0
+    } else {
+        1000.0 * false_flags as f64 / normal as f64
+    }
+}
+
 /// Area under the precision-recall curve (average precision; tied scores form one
 /// threshold).
 pub(crate) fn pr_auc(scores: &[f64], labels: &[bool]) -> f64 {
@@ -126,6 +138,14 @@ pub(crate) fn best_f1(scores: &[f64], labels: &[bool], point_adjusted: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn false_flags_count_only_normal_points() {
+        let truth = [false, false, false, true, false];
+        let pred = [true, false, false, true, false];
+        assert_eq!(false_flags_per_1000(&truth, &pred), 250.0);
+        assert_eq!(false_flags_per_1000(&[true], &[true]), 0.0);
+    }
 
     #[test]
     fn prf_counts_and_undefined_ratios() {

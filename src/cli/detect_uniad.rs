@@ -8,7 +8,7 @@
 //! warming up). It prints `timestamp,score,raw,threshold,flag,top_metric` per row on
 //! stdout (`score` = raw / threshold, empty while fewer than W rows exist) and a
 //! summary on stderr; with labels, the summary has precision/recall/F1 of the flags,
-//! and best F1, point-adjusted best F1 and PR-AUC of the raw score. `--plot` writes
+//! the false flags per 1,000 normal rows, and best F1, point-adjusted best F1 and PR-AUC of the raw score. `--plot` writes
 //! an SVG of the metrics, labels, score and flags.
 
 use std::fmt::Write as _;
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::detect::uniad::{SpotOptions, UniadDetector, UniadOptions};
-use crate::eval::{best_f1, pr_auc, prf, Prf};
+use crate::eval::{best_f1, false_flags_per_1000, pr_auc, prf, Prf};
 
 use super::offline::{load_input, replay, top_metric, Input};
 use super::{EXIT_CONFIG, EXIT_FAILURE};
@@ -147,7 +147,17 @@ pub(super) fn run(args: &Args) -> ExitCode {
             recall: r,
             f1: f,
         } = prf(&y, &flags);
-        eprintln!("flags: precision {p:.3} recall {r:.3} f1 {f:.3}");
+        // Over every row, as the z-score command counts: a row not scored is not flagged.
+        let noise = false_flags_per_1000(
+            &labels.iter().map(|&l| l > 0.5).collect::<Vec<_>>(),
+            &rows
+                .iter()
+                .map(|r| r.is_some_and(|r| r.raw > r.threshold))
+                .collect::<Vec<_>>(),
+        );
+        eprintln!(
+            "flags: precision {p:.3} recall {r:.3} f1 {f:.3}, {noise:.1} false flags per 1,000 normal rows"
+        );
         if y.iter().any(|&v| v) {
             eprintln!(
                 "raw score: pr_auc {:.3} best_f1 {:.3} best_f1_point_adjusted {:.3}",

@@ -5,7 +5,8 @@
 //! the largest |z| with the threshold the agent would use for that history (calibrated
 //! per series unless `--fixed-threshold`) and prints `timestamp,score,flag,top_metric` on
 //! stdout; with a `label` (or
-//! `is_anomaly`) column it prints precision, recall and F1 on stderr.
+//! `is_anomaly`) column it prints precision, recall and F1 on stderr, and the false flags
+//! per 1,000 normal rows (what a user alerting on the score would be paged for).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -89,7 +90,11 @@ pub(super) fn run(args: &Args) -> ExitCode {
             .map(|s| s.is_some_and(|(v, _)| v > 1.0))
             .collect();
         let (p, r, f) = precision_recall_f1(&flags, &labels);
-        eprintln!("precision {p:.3} recall {r:.3} f1 {f:.3}");
+        let truth: Vec<bool> = labels.iter().map(|&l| l > 0.5).collect();
+        let noise = crate::eval::false_flags_per_1000(&truth, &flags);
+        eprintln!(
+            "precision {p:.3} recall {r:.3} f1 {f:.3}, {noise:.1} false flags per 1,000 normal rows"
+        );
     }
     if scores.is_empty() {
         return ExitCode::from(EXIT_FAILURE);
