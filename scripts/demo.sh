@@ -85,8 +85,9 @@ cat <<TXT
   kpiwatch     http://127.0.0.1:$KPIWATCH_PORT/metrics   (ready: /-/ready)
   node_exporter http://127.0.0.1:$NODE_PORT/metrics
   logs         $DEMO/{prometheus,node_exporter,kpiwatch}.log
-  A CPU burn runs 20 s in every 60 s. z-score scores appear after ~50 s of warm-up,
-  Uni-AD scores once a full window (64 steps of 2 s) is there, after ~2.5 min.
+  A CPU burn runs 20 s in every 60 s. Uni-AD scores once a full window (64 steps of
+  2 s) is there, after ~2.5 min; the z-score after ~3 min, once each node's history
+  (86 steps) can calibrate its thresholds.
   At 60 s a second node (127.0.0.1:$LATE_NODE_PORT) appears: the same shared Uni-AD
   model scores it once it has one window of points (~2 min later), no training.
 
