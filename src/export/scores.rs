@@ -135,15 +135,20 @@ struct Entry {
 /// `group → entity key → detector → entry`.
 type Board = BTreeMap<String, BTreeMap<String, BTreeMap<&'static str, Entry>>>;
 
+/// A per-entity counter family: name, help and the count it renders.
+type Counter = (&'static str, &'static str, fn(&Entry) -> u64);
+
 /// The per-entity flag counters: the flag rate is their ratio.
-const COUNTERS: [(&str, &str); 2] = [
+const COUNTERS: [Counter; 2] = [
     (
         "kpiwatch_scores_total",
         "Points scored per entity and detector since the entity appeared or the agent started.",
+        |e| e.scored,
     ),
     (
         "kpiwatch_flags_total",
         "Points scored above 1 (anomalous) per entity and detector; divided by kpiwatch_scores_total it is the entity's flag rate.",
+        |e| e.flagged,
     ),
 ];
 
@@ -235,15 +240,14 @@ impl ScoreBoard {
                 out.push('\n');
             }
         }
-        for (i, (name, help)) in COUNTERS.iter().enumerate() {
-            if entries(&board).next().is_none() {
-                break;
-            }
+        if entries(&board).next().is_none() {
+            return;
+        }
+        for (name, help, count) in COUNTERS {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             for e in entries(&board) {
-                let value = if i == 0 { e.scored } else { e.flagged };
-                let _ = writeln!(out, "{name}{{{}}} {value}", e.labels);
+                let _ = writeln!(out, "{name}{{{}}} {}", e.labels, count(e));
             }
         }
     }

@@ -272,17 +272,25 @@ mod tests {
         assert!((5.0..9.0).contains(&th), "threshold {th}");
     }
 
+    /// A SPOT that has seen 1,000 Uniform(0, 1) scores (seeded) and is calibrated, with
+    /// the generator for what the test feeds it next.
+    fn running_on_uniform(o: &SpotOptions, seed: u64) -> (Spot, SmallRng) {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut s = Spot::default();
+        for _ in 0..1000 {
+            s.observe(rng.gen_range(0.0..1.0), o);
+        }
+        assert!(!s.warming_up());
+        (s, rng)
+    }
+
     #[test]
     fn anomalies_are_not_learned() {
         let o = SpotOptions {
             calibration: 200,
             ..opts()
         };
-        let mut rng = SmallRng::seed_from_u64(5);
-        let mut s = Spot::default();
-        for _ in 0..1000 {
-            s.observe(rng.gen_range(0.0..1.0), &o);
-        }
+        let (mut s, _) = running_on_uniform(&o, 5);
         let before = s.clone();
         let th = s.observe(1e6, &o);
         assert!(1e6 > th);
@@ -315,11 +323,7 @@ mod tests {
             adapt_after: 20,
             ..opts()
         };
-        let mut rng = SmallRng::seed_from_u64(9);
-        let mut s = Spot::default();
-        for _ in 0..1000 {
-            s.observe(rng.gen_range(0.0..1.0), &o);
-        }
+        let (mut s, mut rng) = running_on_uniform(&o, 9);
         // The new regime's scores sit around 50, far above the threshold.
         let flags: Vec<bool> = (0..200)
             .map(|_| {
@@ -341,11 +345,7 @@ mod tests {
             adapt_after: 5,
             ..opts()
         };
-        let mut rng = SmallRng::seed_from_u64(11);
-        let mut s = Spot::default();
-        for _ in 0..1000 {
-            s.observe(rng.gen_range(0.0..1.0), &o);
-        }
+        let (mut s, mut rng) = running_on_uniform(&o, 11);
         let before = s.threshold(&o);
         for i in 0..500 {
             // One spike of 100 every 10 scores: never a streak.
