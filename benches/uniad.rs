@@ -140,6 +140,8 @@ fn bench_detector(c: &mut Criterion) {
                         end_ms: (cycle + HISTORY) as i64 * STEP_MS,
                         step_ms: STEP_MS,
                         capacity: usize::MAX,
+                        expectations: &[],
+                        gates: &[],
                     })
                     .collect();
                 detector.score(&views).iter().filter(|r| r.is_ok()).count()

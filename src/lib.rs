@@ -24,6 +24,8 @@
 //! | `series` | the data types that cross stages: `Series`, `EntityView` |
 //! | [`store`] | per-entity ring buffers aligned to the step, entity lifecycle, sharding |
 //! | [`normalize`] | the shared robust z-score |
+//! | [`ring`] | the bounded contiguous buffer behind every kept row |
+//! | [`seasonal`] | the seasonal baseline: per-phase profiles, expected values, level shifts |
 //! | [`detect`] | the [`detect::Detector`] trait, the detectors and the regression judge |
 //! | [`export`] | the admin/metrics HTTP server and score series |
 //! | [`telemetry`] | self-monitoring events and metrics |
@@ -52,6 +54,8 @@ pub mod lab;
 pub mod normalize;
 pub mod reader;
 pub(crate) mod regressions;
+pub mod ring;
+pub mod seasonal;
 pub(crate) mod secret;
 pub(crate) mod series;
 pub(crate) mod state;

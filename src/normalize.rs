@@ -102,10 +102,9 @@ impl RobustStats {
         if scale == 0.0 {
             scale = MEAN_AD_TO_SIGMA * mean_ad;
         }
-        let floor = (RELATIVE_SCALE_FLOOR * median.abs()).max(ABSOLUTE_SCALE_FLOOR);
         Some(RobustStats {
             median,
-            scale: scale.max(floor),
+            scale: scale.max(scale_floor(median)),
             count,
         })
     }
@@ -115,6 +114,13 @@ impl RobustStats {
     pub fn z(&self, x: f64) -> f64 {
         (x - self.median) / self.scale
     }
+}
+
+/// The smallest scale a series at level `median` gets: 1 % of `|median|`, at least
+/// `1e-3` in the metric's units (see the module doc). The seasonal baseline floors its
+/// per-phase spreads with it too.
+pub fn scale_floor(median: f64) -> f64 {
+    (RELATIVE_SCALE_FLOOR * median.abs()).max(ABSOLUTE_SCALE_FLOOR)
 }
 
 /// Median of `v` (the mean of the two middle values when the count is even), reordering

@@ -7,7 +7,9 @@
 //! Types only: no I/O, no stage's logic. Keeping them here lets every stage depend on
 //! this module and on `config` alone, never on the stage before it.
 
+use crate::config::Gate;
 use crate::normalize::RobustStats;
+pub use crate::seasonal::Expectation;
 
 /// One series of a result: its labels (sorted by name) and its samples
 /// `(timestamp ms, value)`. Instant vectors give one sample per series.
@@ -36,6 +38,12 @@ impl Series {
 /// group's fill policy did not fill are `NaN`. Detectors that need only the last `W`
 /// points take [`EntityView::tail`]. `stats[i]` is the robust normaliser of metric `i`
 /// over the group's history, shared by every detector that z-scores its input.
+///
+/// With a seasonal baseline, the rows hold seasonal residuals
+/// `u = (x − expected(t)) / spread(t)` instead of raw values (see [`crate::seasonal`])
+/// and `expectations[i]` is metric `i`'s expectation at the last point, so that
+/// `x = value + spread · u` turns residuals back into the metric's units. Without one
+/// (or with an empty slice) it is [`Expectation::IDENTITY`]: rows are raw values.
 #[derive(Debug, Clone, Copy)]
 pub struct EntityView<'a> {
     /// Stable key of the entity (its entity labels, rendered), for per-entity state.
@@ -54,6 +62,10 @@ pub struct EntityView<'a> {
     /// Points of history kept per series (the group's `history / step`): a row never
     /// grows longer, so a detector that needs more than this must not wait for it.
     pub capacity: usize,
+    /// Expectation of each metric at the last point (empty: identity for all).
+    pub expectations: &'a [Expectation],
+    /// Noise gate of each metric (empty: open for all).
+    pub gates: &'a [Gate],
 }
 
 impl<'a> EntityView<'a> {
@@ -80,6 +92,35 @@ impl<'a> EntityView<'a> {
         } else {
             0
         }
+    }
+
+    /// Metric `i`'s expectation at the last point (identity without seasonality).
+    pub fn expectation(&self, i: usize) -> Expectation {
+        self.expectations
+            .get(i)
+            .copied()
+            .unwrap_or(Expectation::IDENTITY)
+    }
+
+    /// Metric `i`'s noise gate.
+    pub fn gate(&self, i: usize) -> Gate {
+        self.gates.get(i).copied().unwrap_or(Gate::OPEN)
+    }
+
+    /// Metric `i`'s expected value at the last point in its own units, and the
+    /// deviation of the last point from it: `x − expected`, where `expected` combines
+    /// the seasonal expectation with the normaliser's median of the residuals.
+    pub fn deviation(&self, i: usize) -> (f64, f64) {
+        let e = self.expectation(i);
+        let s = self.stats[i];
+        let last = self.rows[i].last().copied().unwrap_or(f64::NAN);
+        (e.value + e.spread * s.median, e.spread * (last - s.median))
+    }
+
+    /// `true` when metric `i`'s last point is held back by its noise gate.
+    pub fn gated(&self, i: usize) -> bool {
+        let (expected, deviation) = self.deviation(i);
+        self.gate(i).holds_back(deviation, expected)
     }
 
     /// The whole row of metric `i`, oldest first.

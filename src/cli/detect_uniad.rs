@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use crate::detect::uniad::{SpotOptions, UniadDetector, UniadOptions};
 use crate::eval::{best_f1, false_flags_per_1000, pr_auc, prf, Prf};
 
-use super::offline::{load_input, replay, top_metric, Input};
+use super::offline::{load_input, replay, top_metric, Baseline, BaselineArgs, Input};
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 
 /// Arguments of `detect uniad`.
@@ -53,6 +53,8 @@ pub struct Args {
     /// ratio stands out of noisy ones, but so does a flat metric's ordinary step.
     #[arg(long)]
     scale_errors: bool,
+    #[command(flatten)]
+    baseline: BaselineArgs,
 }
 
 /// One scored row.
@@ -102,7 +104,20 @@ pub(super) fn run(args: &Args) -> ExitCode {
         .iter()
         .map(|&i| table.columns[i].as_slice())
         .collect();
-    let rows = score_rows(&mut detector, &columns, &names, args.history.max(2));
+    let baseline = match args.baseline.resolve(&ts) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("kpiwatch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let rows = score_rows(
+        &mut detector,
+        &columns,
+        &names,
+        args.history.max(2),
+        &baseline,
+    );
 
     let mut out = String::from("timestamp,score,raw,threshold,flag,top_metric\n");
     for (t, r) in ts.iter().zip(&rows) {
@@ -192,9 +207,10 @@ fn score_rows(
     columns: &[&[f64]],
     names: &[&str],
     history: usize,
+    baseline: &Baseline,
 ) -> Vec<Option<Row>> {
     let w = detector.model().window();
-    replay(detector, columns, names, history.max(w))
+    replay(detector, columns, names, history.max(w), baseline)
         .into_iter()
         .map(|s| {
             s.map(|s| Row {
@@ -334,7 +350,7 @@ mod tests {
             .map(|t| 5.0 + ((t * 7919) % 13) as f64 * 0.1)
             .collect();
         b[350] = 40.0;
-        let rows = score_rows(&mut d, &[&a, &b], &["a", "b"], 256);
+        let rows = score_rows(&mut d, &[&a, &b], &["a", "b"], 256, &Baseline::default());
         assert!(rows[..63].iter().all(Option::is_none));
         assert!(rows[63..].iter().all(Option::is_some));
         let spike = rows[350].expect("scored");

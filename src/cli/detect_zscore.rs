@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use crate::detect::zscore::{ZscoreDetector, ZscoreOptions};
 
-use super::offline::{load_input, replay, top_metric, Input};
+use super::offline::{load_input, replay, top_metric, Baseline, BaselineArgs, Input};
 use super::{EXIT_CONFIG, EXIT_FAILURE};
 
 /// Arguments of `detect zscore`.
@@ -35,6 +35,8 @@ pub struct Args {
     /// Rows of history behind each score (the agent's `history`).
     #[arg(long, default_value_t = 256)]
     history: usize,
+    #[command(flatten)]
+    baseline: BaselineArgs,
 }
 
 /// Runs the command.
@@ -61,6 +63,13 @@ pub(super) fn run(args: &Args) -> ExitCode {
         eprintln!("kpiwatch: {e}");
         return ExitCode::from(EXIT_CONFIG);
     }
+    let baseline = match args.baseline.resolve(&ts) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("kpiwatch: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let names: Vec<&str> = metric_idx
         .iter()
         .map(|&i| table.names[i].as_str())
@@ -71,6 +80,7 @@ pub(super) fn run(args: &Args) -> ExitCode {
         &names,
         options,
         args.history.max(2),
+        &baseline,
     );
     let mut out = String::from("timestamp,score,flag,top_metric\n");
     for (t, s) in ts.iter().zip(&scores) {
@@ -109,10 +119,11 @@ fn score_rows(
     names: &[&str],
     options: ZscoreOptions,
     history: usize,
+    baseline: &Baseline,
 ) -> Vec<Option<(f64, usize)>> {
     let mut detector = ZscoreDetector::new(options);
     let cols: Vec<&[f64]> = idx.iter().map(|&c| columns[c].as_slice()).collect();
-    replay(&mut detector, &cols, names, history)
+    replay(&mut detector, &cols, names, history, baseline)
         .into_iter()
         .map(|s| s.map(|s| (s.anomaly_score, top_metric(&s))))
         .collect()
@@ -135,7 +146,14 @@ mod tests {
         let mut spiky = calm.clone();
         spiky[80] = 500.0;
         let cols = vec![calm, spiky];
-        let scores = score_rows(&cols, &[0, 1], &["a", "b"], ZscoreOptions::default(), 64);
+        let scores = score_rows(
+            &cols,
+            &[0, 1],
+            &["a", "b"],
+            ZscoreOptions::default(),
+            64,
+            &Baseline::default(),
+        );
         assert!(scores[..16].iter().all(Option::is_none), "warm-up");
         let (s, top) = scores[80].unwrap();
         assert!(s > 1.0);

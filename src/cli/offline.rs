@@ -1,26 +1,162 @@
 //! What the offline detector commands share: replaying a CSV's metric columns through a
 //! detector the way the agent would see them, one row at a time.
 
+use crate::config::{parse_duration, Direction, Gate};
 use crate::detect::{Detector, EntityView, Scores};
 use crate::normalize::Normalizer;
+use crate::seasonal::{Expectation, SeasonalRow, SeasonalSeries};
+
+/// The agent's per-metric preparation, offline: a seasonal baseline and a noise gate
+/// (`groups[].seasonality*` and `groups[].gates` of the config), applied to every
+/// metric column.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(super) struct BaselineArgs {
+    /// Periods of a seasonal baseline, comma separated (e.g. 1d,1w; none by default).
+    /// Phases come from the `timestamp` column, read as Unix seconds: for a CSV whose
+    /// timestamps count hours 1, 2, 3, ... a day is 24s.
+    #[arg(long, value_delimiter = ',')]
+    seasonality: Vec<String>,
+    /// How long a level shift lasts before the seasonal baseline adopts it.
+    #[arg(long, default_value = "3h")]
+    seasonality_adapt_after: String,
+    /// Which deviations matter: up, down or both.
+    #[arg(long, default_value = "both")]
+    direction: String,
+    /// Smallest deviation that matters, in the metric's units.
+    #[arg(long, default_value_t = 0.0)]
+    min_deviation: f64,
+    /// Smallest deviation that matters, as a fraction of the expected value.
+    #[arg(long, default_value_t = 0.0)]
+    min_relative_deviation: f64,
+}
+
+/// [`BaselineArgs`] checked against the CSV's timestamps.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Baseline {
+    /// Periods (ms); empty: no seasonal baseline.
+    periods_ms: Vec<i64>,
+    adapt_after_points: u32,
+    gate: Gate,
+    /// Row timestamps, ms.
+    ts_ms: Vec<i64>,
+    /// Median distance between rows, ms.
+    step_ms: i64,
+}
+
+impl BaselineArgs {
+    /// Checks the options; the error names the option and what was expected.
+    pub(super) fn resolve(&self, ts: &[f64]) -> Result<Baseline, String> {
+        let ts_ms: Vec<i64> = ts.iter().map(|&t| (t * 1000.0).round() as i64).collect();
+        let mut gaps: Vec<i64> = ts_ms.windows(2).map(|w| w[1] - w[0]).filter(|&d| d > 0).collect();
+        gaps.sort_unstable();
+        let step_ms = gaps.get(gaps.len() / 2).copied().unwrap_or(1000).max(1);
+        let mut periods_ms = Vec::new();
+        for p in &self.seasonality {
+            let d = parse_duration(p).map_err(|e| format!("--seasonality: {e}"))?;
+            let ms = d.as_millis() as i64;
+            if ms < 2 * step_ms || ms % step_ms != 0 {
+                return Err(format!(
+                    "--seasonality: {p} is not a multiple of the CSV's step of {step_ms} ms of at least two steps"
+                ));
+            }
+            periods_ms.push(ms);
+        }
+        let adapt = parse_duration(&self.seasonality_adapt_after)
+            .map_err(|e| format!("--seasonality-adapt-after: {e}"))?;
+        let direction = match self.direction.as_str() {
+            "up" => Direction::Up,
+            "down" => Direction::Down,
+            "both" => Direction::Both,
+            other => return Err(format!("--direction: {other:?} is not up, down or both")),
+        };
+        for (name, v) in [
+            ("--min-deviation", self.min_deviation),
+            ("--min-relative-deviation", self.min_relative_deviation),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("{name}: {v} is not a number >= 0"));
+            }
+        }
+        Ok(Baseline {
+            periods_ms,
+            adapt_after_points: (adapt.as_millis() as i64 / step_ms).clamp(1, i64::from(u32::MAX))
+                as u32,
+            gate: Gate {
+                direction,
+                min_deviation: self.min_deviation,
+                min_relative_deviation: self.min_relative_deviation,
+            },
+            ts_ms,
+            step_ms,
+        })
+    }
+}
 
 /// Scores every row `t` with the `history` rows up to it, the robust statistics coming
 /// from the rows before `t` (so that the point judged does not dilute its own baseline,
-/// as in the agent, whose normaliser is fitted before the newest points arrive).
-/// `None` where the detector could not score (warming up, no data).
+/// as in the agent, whose normaliser is fitted before the newest points arrive). With a
+/// seasonal baseline the detector sees each column's residuals, learned row by row as
+/// the agent's store learns them. `None` where the detector could not score (warming
+/// up, no data).
 pub(super) fn replay(
     detector: &mut dyn Detector,
     columns: &[&[f64]],
     names: &[&str],
     history: usize,
+    baseline: &Baseline,
 ) -> Vec<Option<Scores>> {
     let mut normalizers = vec![Normalizer::new(); columns.len()];
+    let mut seasonal: Vec<Option<SeasonalRow>> = columns
+        .iter()
+        .map(|_| {
+            (!baseline.periods_ms.is_empty()).then(|| {
+                SeasonalRow::new(
+                    SeasonalSeries::new(&baseline.periods_ms, baseline.step_ms),
+                    history,
+                )
+            })
+        })
+        .collect();
+    let gates = vec![baseline.gate; columns.len()];
     let mut scratch = Vec::new();
     let len = columns.first().map_or(0, |c| c.len());
     let mut out = Vec::with_capacity(len);
     for t in 0..len {
         let from = (t + 1).saturating_sub(history);
-        let slices: Vec<&[f64]> = columns.iter().map(|c| &c[from..=t]).collect();
+        // Without seasonality, time is the row index (as before the baseline existed):
+        // irregular timestamps then cannot change how the detectors count new points.
+        let (end_ms, step_ms) = match baseline.ts_ms.get(t) {
+            Some(&ms) if !baseline.periods_ms.is_empty() => (ms, baseline.step_ms),
+            _ => (t as i64, 1),
+        };
+        let mut expectations = Vec::with_capacity(columns.len());
+        for ((c, n), s) in columns.iter().zip(&mut normalizers).zip(&mut seasonal) {
+            match s {
+                Some(row) => {
+                    let out = row.extend(
+                        &c[from..=t],
+                        end_ms,
+                        baseline.step_ms,
+                        1,
+                        n.stats(),
+                        baseline.adapt_after_points,
+                    );
+                    if out.rebuilt {
+                        *n = Normalizer::new();
+                    }
+                    expectations.push(row.expectation(end_ms));
+                }
+                None => expectations.push(Expectation::IDENTITY),
+            }
+        }
+        let slices: Vec<&[f64]> = columns
+            .iter()
+            .zip(&seasonal)
+            .map(|(c, s)| match s {
+                Some(row) => row.residuals(),
+                None => &c[from..=t],
+            })
+            .collect();
         let stats: Vec<_> = normalizers
             .iter_mut()
             .zip(&slices)
@@ -36,9 +172,11 @@ pub(super) fn replay(
             metric_names: names,
             rows: &slices,
             stats: &stats,
-            end_ms: t as i64,
-            step_ms: 1,
+            end_ms,
+            step_ms,
             capacity: history,
+            expectations: &expectations,
+            gates: &gates,
         };
         out.push(detector.score(&[view]).remove(0).ok());
     }

@@ -14,6 +14,7 @@ mod error;
 pub mod judge;
 pub(crate) mod raw;
 pub mod regressions;
+pub mod seasonality;
 mod validate;
 mod warnings;
 
@@ -21,6 +22,7 @@ pub use duration::{format_duration, parse_duration};
 pub use env::{expand_env, EnvLookup, ProcessEnv};
 pub use error::{ConfigError, ConfigErrors};
 pub use regressions::{BaselineConfig, RegressionsConfig};
+pub use seasonality::{Direction, Gate, SeasonalityConfig};
 pub use validate::{
     Auth, Config, DetectorsConfig, Fill, GroupConfig, MetricQuery, PrometheusConfig, Shard,
     TlsConfig,

@@ -133,6 +133,15 @@ pub(crate) struct RawGroup {
     /// Detectors and their options.
     #[serde(default)]
     pub detectors: RawDetectors,
+    /// Periods of the seasonal baseline, e.g. `[1d, 1w]` (off when absent).
+    pub seasonality: Option<Vec<String>>,
+    /// How far back the baseline is learned at start (default 4 × the longest period).
+    pub seasonality_history: Option<String>,
+    /// How long a level shift lasts before the baseline adopts it (default 3h).
+    pub seasonality_adapt_after: Option<String>,
+    /// Noise gates, by metric name.
+    #[serde(default)]
+    pub gates: BTreeMap<String, super::seasonality::RawGate>,
 }
 
 /// `groups[].detectors:`. Each key enables one detector.

@@ -146,6 +146,8 @@ pub struct MetricQuery {
     pub name: String,
     /// PromQL expression.
     pub promql: String,
+    /// Which deviations matter (`groups[].gates.<name>`; open by default).
+    pub gate: super::Gate,
 }
 
 /// Enabled detectors of a group.
@@ -189,6 +191,8 @@ pub struct GroupConfig {
     pub metrics: Vec<MetricQuery>,
     /// Detectors.
     pub detectors: DetectorsConfig,
+    /// The seasonal baseline, when `seasonality` is set.
+    pub seasonality: Option<super::SeasonalityConfig>,
 }
 
 /// Collects errors with the file name filled in.
@@ -612,6 +616,20 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>, base: &Path) ->
             "is empty (expected name: PromQL pairs)",
         );
     }
+    let mut found = Vec::new();
+    let names: Vec<String> = g.metrics.keys().cloned().collect();
+    let mut gates = super::seasonality::validate_gates(g.gates, &names, key, &mut found);
+    let seasonality = super::seasonality::validate_seasonality(
+        g.seasonality.as_deref(),
+        g.seasonality_history.as_deref(),
+        g.seasonality_adapt_after.as_deref(),
+        step,
+        key,
+        &mut found,
+    );
+    for (k, msg) in found {
+        errs.push(&k, msg);
+    }
     let metrics = g
         .metrics
         .into_iter()
@@ -628,7 +646,8 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>, base: &Path) ->
                     "PromQL expression is empty",
                 );
             }
-            MetricQuery { name, promql }
+            let gate = gates.remove(&name).unwrap_or(super::Gate::OPEN);
+            MetricQuery { name, promql, gate }
         })
         .collect();
     let detectors = validate_detectors(
@@ -649,6 +668,7 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>, base: &Path) ->
         fill,
         metrics,
         detectors,
+        seasonality,
     }
 }
 

@@ -48,7 +48,13 @@ pub struct GroupRunner {
     store: GroupStore,
     detectors: Vec<Box<dyn Detector>>,
     labels: HashMap<String, SeriesLabels>,
+    /// Metrics whose seasonal baselines still wait for their history fetch.
+    seasonal_pending: Vec<bool>,
 }
+
+/// The state-file entry under which a group's seasonal baselines are saved beside its
+/// detectors' snapshots (no detector has this name).
+pub const SEASONAL_SNAPSHOT: &str = "seasonal";
 
 impl std::fmt::Debug for GroupRunner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,11 +82,13 @@ impl GroupRunner {
     /// A runner with an empty store.
     pub fn new(cfg: GroupConfig, shard: ShardFilter, detectors: Vec<Box<dyn Detector>>) -> Self {
         let store = GroupStore::new(StoreConfig::from_group(&cfg, shard));
+        let seasonal_pending = vec![cfg.seasonality.is_some(); cfg.metrics.len()];
         GroupRunner {
             cfg,
             store,
             detectors,
             labels: HashMap::new(),
+            seasonal_pending,
         }
     }
 
@@ -94,16 +102,40 @@ impl GroupRunner {
         &self.store
     }
 
-    /// Snapshots of every detector, by detector name.
+    /// Snapshots of every detector, by detector name, and of the seasonal baselines
+    /// under [`SEASONAL_SNAPSHOT`] when the group has them.
     pub fn snapshots(&self) -> BTreeMap<String, Snapshot> {
-        self.detectors
+        let mut out: BTreeMap<String, Snapshot> = self
+            .detectors
             .iter()
             .map(|d| (d.name().to_string(), d.snapshot()))
-            .collect()
+            .collect();
+        if self.cfg.seasonality.is_some() {
+            match serde_json::to_value(self.store.seasonal_state()) {
+                Ok(v) => {
+                    out.insert(SEASONAL_SNAPSHOT.to_string(), v);
+                }
+                Err(e) => {
+                    tracing::warn!(group = %self.cfg.name, error = %e, "Seasonal baselines not saved.");
+                }
+            }
+        }
+        out
     }
 
-    /// Restores detector snapshots saved by an earlier run; unknown detectors are ignored.
+    /// Restores snapshots saved by an earlier run; unknown detectors are ignored.
     pub fn restore(&mut self, snapshots: &BTreeMap<String, Snapshot>) {
+        if let Some(s) = snapshots.get(SEASONAL_SNAPSHOT) {
+            match serde_json::from_value(s.clone()) {
+                Ok(state) => {
+                    let kept = self.store.restore_seasonal(state);
+                    tracing::info!(group = %self.cfg.name, series = kept, "Seasonal baselines restored.");
+                }
+                Err(e) => {
+                    tracing::warn!(group = %self.cfg.name, error = %e, "Saved seasonal baselines not restored; learning them again.");
+                }
+            }
+        }
         for d in &mut self.detectors {
             if let Some(s) = snapshots.get(d.name()) {
                 if let Err(e) = d.restore(s.clone()) {
@@ -117,6 +149,7 @@ impl GroupRunner {
     /// scoring can move to a blocking thread without locks.
     pub async fn run_cycle(mut self, ctx: &CycleContext, now_ms: i64) -> (Self, CycleResult) {
         let started = Instant::now();
+        self.fetch_seasonal_history(ctx, now_ms).await;
         let ok = self.fetch(ctx, now_ms).await;
         let mut counts = CycleCounts {
             entities: self.store.entity_count(),
@@ -133,6 +166,10 @@ impl GroupRunner {
         }
         let end = self.store.aligned_end(now_ms);
         let outcome = self.store.finish_cycle(end, now_ms);
+        for shift in &outcome.level_shifts {
+            ctx.telemetry
+                .level_shift_adopted(&self.cfg.name, &shift.entity, &shift.metric, shift.delta);
+        }
         for (key, _) in &outcome.expired {
             ctx.scores.remove_entity(&self.cfg.name, key);
             self.labels.remove(key);
@@ -211,6 +248,44 @@ impl GroupRunner {
             pattern,
             persisted: false,
         })
+    }
+
+    /// Learns the seasonal baselines from Prometheus's own history, once per metric:
+    /// one query over `seasonality_history` at the coarsest step that stays within the
+    /// points Prometheus allows, so a new agent knows last week without waiting a week.
+    /// A failed query is retried next cycle; meanwhile the baselines learn online.
+    async fn fetch_seasonal_history(&mut self, ctx: &CycleContext, now_ms: i64) {
+        let Some(seasonality) = &self.cfg.seasonality else {
+            return;
+        };
+        let end = self.store.aligned_end(now_ms);
+        let (start, step) = seasonal_range(seasonality.history, self.cfg.step, end);
+        let jobs: Vec<(usize, String)> = self
+            .cfg
+            .metrics
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.seasonal_pending[*i])
+            .map(|(i, m)| (i, m.promql.clone()))
+            .collect();
+        let client = &ctx.client;
+        let results = futures_util::future::join_all(jobs.into_iter().map(|(i, promql)| async move {
+            let started = Instant::now();
+            (i, client.query_range(&promql, start, end, step).await, started)
+        }))
+        .await;
+        for (i, result, started) in results {
+            let metric = &self.cfg.metrics[i].name;
+            match result {
+                Ok(answer) => {
+                    let learned = self.store.learn_seasonal(i, &answer.series, now_ms);
+                    self.seasonal_pending[i] = false;
+                    ctx.telemetry
+                        .seasonal_learned(&self.cfg.name, metric, learned, started.elapsed());
+                }
+                Err(e) => ctx.telemetry.query_failed(&self.cfg.name, metric, e.cause(), &e),
+            }
+        }
     }
 
     /// Fetches every metric's new range; `false` if any query failed.
@@ -328,6 +403,18 @@ fn fresh_count(runner: &GroupRunner, now_ms: i64) -> usize {
         .count()
 }
 
+/// The start (ms) and step of the seasonal history fetch ending at `end_ms`: `history`
+/// back, at the group's step or the smallest multiple of it that keeps the answer
+/// within [`MAX_POINTS_PER_QUERY`] points per series.
+fn seasonal_range(history: Duration, step: Duration, end_ms: i64) -> (i64, Duration) {
+    let step_ms = step.as_millis().max(1) as i64;
+    let span = history.as_millis() as i64;
+    let multiple = (span / step_ms / (MAX_POINTS_PER_QUERY - 1)) + 1;
+    let coarse = step_ms * multiple;
+    let start = end_ms - (span / coarse) * coarse;
+    (start, Duration::from_millis(coarse as u64))
+}
+
 /// `query_range` split into chunks Prometheus accepts.
 async fn fetch_chunked(
     client: &Client,
@@ -345,4 +432,22 @@ async fn fetch_chunked(
         from = to + step_ms;
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seasonal_history_fits_in_one_query_at_a_multiple_of_the_step() {
+        let week = Duration::from_secs(7 * 86_400);
+        let (start, step) = seasonal_range(week * 4, Duration::from_secs(15), 10_000_000_000);
+        let points = (10_000_000_000 - start) / step.as_millis() as i64 + 1;
+        assert!(points <= MAX_POINTS_PER_QUERY, "{points}");
+        assert_eq!(step.as_millis() % 15_000, 0);
+        assert!(10_000_000_000 - start > week.as_millis() as i64 * 4 - step.as_millis() as i64);
+        // A short history is fetched at the group's own step.
+        let (_, step) = seasonal_range(Duration::from_secs(1200), Duration::from_secs(5), 0);
+        assert_eq!(step, Duration::from_secs(5));
+    }
 }

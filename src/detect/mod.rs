@@ -58,6 +58,19 @@ pub struct MetricScore {
     pub distance: Option<f64>,
     /// Nearest pattern (ADSketch), if any.
     pub pattern: Option<PatternMatch>,
+    /// The band inside which this metric's score stays ≤ 1 (the z-score detector).
+    pub band: Option<Band>,
+}
+
+/// A metric's expected value and the band around it, in the metric's own units.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Band {
+    /// Expected value at the last point.
+    pub expected: f64,
+    /// Lower edge: below it the metric scores above 1.
+    pub lower: f64,
+    /// Upper edge: above it the metric scores above 1.
+    pub upper: f64,
 }
 
 /// What a detector says about one entity at its last step.
@@ -77,6 +90,30 @@ impl Scores {
     /// `true` when the score crosses the threshold.
     pub fn is_anomalous(&self) -> bool {
         self.anomaly_score > 1.0
+    }
+}
+
+/// Applies the view's noise gates to a score that is the sum of its metrics'
+/// contributions (Uni-AD): metrics whose last point a gate holds back cannot raise it
+/// above 1, so the score becomes `max(score of the other metrics, min(score, 1))`.
+pub(crate) fn gate_additive(scores: &mut Scores, view: &EntityView<'_>) {
+    let gated: SmallVec<[usize; 8]> = (0..view.metric_count())
+        .filter(|&i| view.gated(i))
+        .collect();
+    if gated.is_empty() || !(scores.threshold > 0.0) {
+        return;
+    }
+    let open_raw: f64 = scores
+        .metrics
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| !gated.contains(i) && m.contribution.is_finite())
+        .map(|(_, m)| m.contribution)
+        .sum();
+    let capped = (open_raw / scores.threshold).max(scores.anomaly_score.min(1.0));
+    if capped < scores.anomaly_score {
+        scores.anomaly_score = capped;
+        scores.raw = capped * scores.threshold;
     }
 }
 

@@ -30,7 +30,7 @@ use smallvec::SmallVec;
 pub use crate::config::detectors::ZscoreOptions;
 
 use super::tail::robust_tail_threshold;
-use super::{DetectError, Detector, EntityView, MetricScore, Scores, Snapshot};
+use super::{Band, DetectError, Detector, EntityView, MetricScore, Scores, Snapshot};
 
 /// Quantile of the history's raw scores above which the tail is fitted: low enough to
 /// leave a few dozen excesses in a history of a few hundred points.
@@ -149,12 +149,15 @@ impl ZscoreDetector {
             } else {
                 f64::NAN
             };
+            // A deviation the metric's noise gate holds back scores at most 1.
+            let capped = if view.gated(i) { z.min(thresholds[i]) } else { z };
             // Metrics without data (NaN) do not poison the score.
-            if z / thresholds[i] > score || (score.is_nan() && !z.is_nan()) {
-                (score, raw, threshold) = (z / thresholds[i], z, thresholds[i]);
+            if capped / thresholds[i] > score || (score.is_nan() && !capped.is_nan()) {
+                (score, raw, threshold) = (capped / thresholds[i], capped, thresholds[i]);
             }
             metrics.push(MetricScore {
                 contribution: z,
+                band: z.is_finite().then(|| band(view, i, thresholds[i])),
                 ..MetricScore::default()
             });
         }
@@ -167,6 +170,19 @@ impl ZscoreDetector {
             threshold,
             metrics,
         })
+    }
+}
+
+/// The values of metric `i` whose |z| stays within `threshold`, in the metric's units:
+/// the seasonal expectation (identity without seasonality) turns the normaliser's
+/// `median ± threshold · scale` of the residuals back into values.
+fn band(view: &EntityView<'_>, i: usize, threshold: f64) -> Band {
+    let (expected, _) = view.deviation(i);
+    let half = view.expectation(i).spread * threshold * view.stats[i].scale;
+    Band {
+        expected,
+        lower: expected - half,
+        upper: expected + half,
     }
 }
 
@@ -211,6 +227,8 @@ mod tests {
             step_ms: 1000,
             // As if the store kept exactly this much history.
             capacity: rows[0].len(),
+            expectations: &[],
+            gates: &[],
         }
     }
 
@@ -232,6 +250,69 @@ mod tests {
         let s = d.score(&[view(&names, &rows, &stats)]).remove(0).unwrap();
         assert!((s.anomaly_score - 1.0).abs() < 1e-12);
         assert!(!s.is_anomalous());
+    }
+
+    #[test]
+    fn the_band_is_where_the_score_stays_at_most_one_in_the_metric_units() {
+        use crate::series::Expectation;
+        let mut row: Vec<f64> = (0..=100).map(f64::from).collect();
+        let stats = fit(&row);
+        row.push(50.0);
+        let names = ["m"];
+        let rows = [row.as_slice()];
+        let stats = [stats];
+        let fixed = ZscoreOptions {
+            calibrate: false,
+            ..ZscoreOptions::default()
+        };
+        let mut d = ZscoreDetector::new(fixed.clone());
+        let s = d.score(&[view(&names, &rows, &stats)]).remove(0).unwrap();
+        let b = s.metrics[0].band.unwrap();
+        assert_eq!(b.expected, stats[0].median);
+        assert!((b.upper - (stats[0].median + 4.0 * stats[0].scale)).abs() < 1e-9);
+        assert!((b.lower - (stats[0].median - 4.0 * stats[0].scale)).abs() < 1e-9);
+        // With a seasonal expectation the rows are residuals: value + spread · u.
+        let expectations = [Expectation {
+            value: 1000.0,
+            spread: 10.0,
+        }];
+        let mut v = view(&names, &rows, &stats);
+        v.expectations = &expectations;
+        let s = ZscoreDetector::new(fixed).score(&[v]).remove(0).unwrap();
+        let b = s.metrics[0].band.unwrap();
+        assert!((b.expected - (1000.0 + 10.0 * stats[0].median)).abs() < 1e-9);
+        assert!((b.upper - b.expected - 10.0 * 4.0 * stats[0].scale).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_gated_deviation_scores_at_most_one() {
+        use crate::config::{Direction, Gate};
+        let calm: Vec<f64> = (0..100).map(|i| 100.0 + (i % 5) as f64).collect();
+        let stats = [fit(&calm)];
+        let names = ["latency"];
+        let gates = [Gate {
+            direction: Direction::Up,
+            min_deviation: 0.0,
+            min_relative_deviation: 0.2,
+        }];
+        let score = |last: f64| {
+            let mut row = calm.clone();
+            row.push(last);
+            let rows = [row.as_slice()];
+            let mut v = view(&names, &rows, &stats);
+            v.gates = &gates;
+            ZscoreDetector::new(ZscoreOptions::default())
+                .score(&[v])
+                .remove(0)
+                .unwrap()
+        };
+        // A drop in latency is not an incident, however large.
+        let drop = score(10.0);
+        assert!(drop.anomaly_score <= 1.0, "{drop:?}");
+        assert!(drop.metrics[0].contribution > 10.0, "the z-score itself stays");
+        // A rise of 10 % is within the relative gate; one of 50 % is not.
+        assert!(score(112.0).anomaly_score <= 1.0);
+        assert!(score(160.0).anomaly_score > 1.0);
     }
 
     #[test]

@@ -16,6 +16,9 @@ enum Family {
     AnomalyScore,
     Anomaly,
     ZscoreValue,
+    ExpectedValue,
+    ExpectedLower,
+    ExpectedUpper,
     UniadReconstructionError,
     UniadMetricContribution,
     AdsketchDistance,
@@ -23,10 +26,13 @@ enum Family {
 }
 
 impl Family {
-    const ALL: [Family; 7] = [
+    const ALL: [Family; 10] = [
         Family::AnomalyScore,
         Family::Anomaly,
         Family::ZscoreValue,
+        Family::ExpectedValue,
+        Family::ExpectedLower,
+        Family::ExpectedUpper,
         Family::UniadReconstructionError,
         Family::UniadMetricContribution,
         Family::AdsketchDistance,
@@ -38,6 +44,9 @@ impl Family {
             Family::AnomalyScore => "kpiwatch_anomaly_score",
             Family::Anomaly => "kpiwatch_anomaly",
             Family::ZscoreValue => "kpiwatch_zscore_value",
+            Family::ExpectedValue => "kpiwatch_expected_value",
+            Family::ExpectedLower => "kpiwatch_expected_lower",
+            Family::ExpectedUpper => "kpiwatch_expected_upper",
             Family::UniadReconstructionError => "kpiwatch_uniad_reconstruction_error",
             Family::UniadMetricContribution => "kpiwatch_uniad_metric_contribution",
             Family::AdsketchDistance => "kpiwatch_adsketch_distance",
@@ -50,6 +59,9 @@ impl Family {
             Family::AnomalyScore => "Anomaly score of an entity by detector; 1.0 is the detector's threshold, above is anomalous.",
             Family::Anomaly => "1 when the entity's anomaly score is above 1.0, else 0.",
             Family::ZscoreValue => "Absolute robust z-score of the last point of each metric.",
+            Family::ExpectedValue => "Expected value of each metric at the last point, in its own units: the seasonal baseline's when seasonality is on, else the median of the history.",
+            Family::ExpectedLower => "Lower edge of the band inside which the z-score detector's score of the metric stays at or below 1, in the metric's units.",
+            Family::ExpectedUpper => "Upper edge of the band inside which the z-score detector's score of the metric stays at or below 1, in the metric's units.",
             Family::UniadReconstructionError => "Uni-AD reconstruction error at the last step: the mean over metrics of their squared errors, each divided by its median over the history when scale_errors is on.",
             Family::UniadMetricContribution => "Uni-AD share of each metric in the reconstruction error at the last step: its squared error (scaled when scale_errors is on) divided by the number of metrics; the shares sum to the error.",
             Family::AdsketchDistance => "ADSketch distance of the latest subsequence to its nearest pattern.",
@@ -294,6 +306,19 @@ fn lines_for(
                     labels: per_metric(name),
                     value: m.contribution,
                 });
+                if let Some(b) = m.band {
+                    for (family, value) in [
+                        (Family::ExpectedValue, b.expected),
+                        (Family::ExpectedLower, b.lower),
+                        (Family::ExpectedUpper, b.upper),
+                    ] {
+                        lines.push(Line {
+                            family,
+                            labels: per_metric(name),
+                            value,
+                        });
+                    }
+                }
             }
         }
         "uniad" => {
@@ -355,6 +380,11 @@ mod tests {
             metrics: smallvec![
                 MetricScore {
                     contribution: 1.0,
+                    band: Some(crate::detect::Band {
+                        expected: 50.0,
+                        lower: 40.0,
+                        upper: 60.5,
+                    }),
                     ..Default::default()
                 },
                 MetricScore {
@@ -389,6 +419,10 @@ mod tests {
         assert!(out.contains(r#"kpiwatch_anomaly_score{group="node",instance="a\"b\\c",exported_metric="x",detector="zscore"} 1.5"#), "{out}");
         assert!(out.contains(r#"kpiwatch_anomaly{group="node",instance="a\"b\\c",exported_metric="x",detector="zscore"} 1"#));
         assert!(out.contains(r#"kpiwatch_zscore_value{group="node",instance="a\"b\\c",exported_metric="x",metric="mem"} NaN"#));
+        // The band of the metric that has one, with the same labels as its z-score.
+        assert!(out.contains(r#"kpiwatch_expected_upper{group="node",instance="a\"b\\c",exported_metric="x",metric="cpu"} 60.5"#), "{out}");
+        assert!(out.contains(r#"kpiwatch_expected_value{group="node",instance="a\"b\\c",exported_metric="x",metric="cpu"} 50"#));
+        assert!(!out.contains(r#"kpiwatch_expected_lower{group="node",instance="a\"b\\c",exported_metric="x",metric="mem"}"#));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 use crate::config::Fill;
 use crate::normalize::Normalizer;
 
+use crate::seasonal::SeasonalRow;
 use super::Ring;
 
 /// One entity: its labels and one ring per configured metric that has data.
@@ -13,8 +14,10 @@ pub struct Entity {
     pub labels: Vec<(String, String)>,
     /// One slot per configured metric; `None` until the metric first returns data.
     pub rows: Vec<Option<Ring>>,
-    /// Normaliser per configured metric.
+    /// Normaliser per configured metric (of the residuals with a seasonal baseline).
     pub normalizers: Vec<Normalizer>,
+    /// Seasonal baseline and residuals per configured metric, when the group has one.
+    pub(super) seasonal: Vec<Option<SeasonalRow>>,
     /// Timestamp of the last column (ms); `None` before the first point.
     pub end_ms: Option<i64>,
     /// Last time (agent clock, ms) a query returned this entity.
@@ -36,6 +39,7 @@ impl Entity {
             labels,
             rows: vec![None; metrics],
             normalizers: vec![Normalizer::new(); metrics],
+            seasonal: vec![None; metrics],
             end_ms: None,
             last_seen_ms: now_ms,
             new_points: 0,

@@ -1,11 +1,35 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::config::{Fill, GroupConfig};
-use crate::normalize::RobustStats;
+use crate::config::{Fill, Gate, GroupConfig};
+use crate::normalize::{Normalizer, RobustStats};
+use crate::seasonal::{Expectation, SeasonalRow, SeasonalSeries};
 use crate::series::EntityView;
 use crate::series::Series;
 
 use super::{Entity, ShardFilter};
+
+/// The seasonal baseline's settings, in the store's units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeasonalSettings {
+    /// Periods, ms.
+    pub periods_ms: Vec<i64>,
+    /// Outlying points (net of normal ones) before a level shift is adopted.
+    pub adapt_after_points: u32,
+}
+
+/// A level shift a seasonal baseline adopted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelShift {
+    /// Entity key.
+    pub entity: String,
+    /// Metric name.
+    pub metric: String,
+    /// Change of level, in the metric's units.
+    pub delta: f64,
+}
+
+/// Seasonal baselines by entity key and metric name, as persisted.
+pub type SeasonalState = BTreeMap<String, BTreeMap<String, SeasonalSeries>>;
 
 /// What the store needs of a group's config.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +48,10 @@ pub struct StoreConfig {
     pub fill: Fill,
     /// Which entities to keep.
     pub shard: ShardFilter,
+    /// The seasonal baseline, when the group has one.
+    pub seasonality: Option<SeasonalSettings>,
+    /// Noise gate per metric, in `metric_names` order.
+    pub gates: Vec<Gate>,
 }
 
 impl StoreConfig {
@@ -37,6 +65,12 @@ impl StoreConfig {
             expire_after_ms: g.expire_after.as_millis() as i64,
             fill: g.fill,
             shard,
+            seasonality: g.seasonality.as_ref().map(|s| SeasonalSettings {
+                periods_ms: s.periods.iter().map(|p| p.as_millis() as i64).collect(),
+                adapt_after_points: (s.adapt_after.as_millis() / g.step.as_millis().max(1))
+                    .clamp(1, u32::MAX as u128) as u32,
+            }),
+            gates: g.metrics.iter().map(|m| m.gate).collect(),
         }
     }
 }
@@ -48,6 +82,8 @@ pub struct CycleOutcome {
     pub fresh: Vec<String>,
     /// Entities that expired and were removed: `(key, labels)`.
     pub expired: Vec<(String, Vec<(String, String)>)>,
+    /// Level shifts the seasonal baselines adopted this cycle.
+    pub level_shifts: Vec<LevelShift>,
 }
 
 /// Counts of one ingest call.
@@ -70,6 +106,8 @@ pub struct GroupStore {
     fetched_until: Vec<Option<i64>>,
     /// Keys seen by a query since the cycle began.
     seen: std::collections::HashSet<String>,
+    /// Restored seasonal baselines of entities not seen yet, by key and metric.
+    pending_seasonal: HashMap<String, Vec<Option<SeasonalSeries>>>,
     scratch: Vec<f64>,
 }
 
@@ -82,6 +120,7 @@ impl GroupStore {
             entities: HashMap::new(),
             fetched_until: vec![None; n],
             seen: Default::default(),
+            pending_seasonal: HashMap::new(),
             scratch: Vec::new(),
         }
     }
@@ -133,24 +172,13 @@ impl GroupStore {
     /// Stores the series of one metric's query result.
     pub fn ingest(&mut self, metric: usize, series: &[Series], now_ms: i64) -> IngestStats {
         let mut stats = IngestStats::default();
-        let (step, fill, cap) = (self.cfg.step_ms, self.cfg.fill, self.cfg.history_points);
-        let n_metrics = self.cfg.metric_names.len();
+        let (step, fill) = (self.cfg.step_ms, self.cfg.fill);
         for s in series {
             let key = self.entity_key(s);
-            if !self.cfg.shard.keeps(s, &key) {
+            let Some(entity) = self.entity_for(s, &key, now_ms) else {
                 stats.filtered += 1;
                 continue;
-            }
-            let labels: Vec<(String, String)> = self
-                .cfg
-                .entity_labels
-                .iter()
-                .map(|l| (l.clone(), s.label(l).unwrap_or("").to_string()))
-                .collect();
-            let entity = self
-                .entities
-                .entry(key.clone())
-                .or_insert_with(|| Entity::new(labels, n_metrics, cap, now_ms));
+            };
             entity.last_seen_ms = now_ms;
             for &(ts, v) in &s.samples {
                 // query_range answers on start + k·step; round defensively anyway.
@@ -166,20 +194,140 @@ impl GroupStore {
         stats
     }
 
+    /// The entity of series `s` (key `key`), created when new; `None` when the shard
+    /// filter drops it. A new entity takes the seasonal baselines restored for it.
+    fn entity_for(&mut self, s: &Series, key: &str, now_ms: i64) -> Option<&mut Entity> {
+        if !self.cfg.shard.keeps(s, key) {
+            return None;
+        }
+        let (n_metrics, cap) = (self.cfg.metric_names.len(), self.cfg.history_points);
+        if !self.entities.contains_key(key) {
+            let labels: Vec<(String, String)> = self
+                .cfg
+                .entity_labels
+                .iter()
+                .map(|l| (l.clone(), s.label(l).unwrap_or("").to_string()))
+                .collect();
+            let mut entity = Entity::new(labels, n_metrics, cap, now_ms);
+            if let Some(restored) = self.pending_seasonal.remove(key) {
+                for (slot, baseline) in entity.seasonal.iter_mut().zip(restored) {
+                    *slot = baseline.map(|b| SeasonalRow::new(b, cap));
+                }
+            }
+            self.entities.insert(key.to_string(), entity);
+        }
+        self.entities.get_mut(key)
+    }
+
+    /// Learns the seasonal baselines of `metric` from a long, coarse history (the
+    /// answer of one `query_range` over `seasonality_history`). Entities whose baseline
+    /// is already mature (restored, or learned online) keep theirs.
+    pub fn learn_seasonal(&mut self, metric: usize, series: &[Series], now_ms: i64) -> usize {
+        let Some(settings) = self.cfg.seasonality.clone() else {
+            return 0;
+        };
+        let (step, cap) = (self.cfg.step_ms, self.cfg.history_points);
+        let mut learned = 0;
+        for s in series {
+            let key = self.entity_key(s);
+            let Some(entity) = self.entity_for(s, &key, now_ms) else {
+                continue;
+            };
+            let slot = &mut entity.seasonal[metric];
+            if slot.as_ref().is_some_and(|r| r.baseline.is_mature()) {
+                continue;
+            }
+            let mut baseline = SeasonalSeries::new(&settings.periods_ms, step);
+            baseline.fit(&s.samples);
+            *slot = Some(SeasonalRow::new(baseline, cap));
+            learned += 1;
+        }
+        learned
+    }
+
+    /// The seasonal baselines to persist (empty without seasonality).
+    pub fn seasonal_state(&self) -> SeasonalState {
+        let mut out = SeasonalState::new();
+        for (key, e) in &self.entities {
+            let per_metric: BTreeMap<String, SeasonalSeries> = e
+                .seasonal
+                .iter()
+                .zip(&self.cfg.metric_names)
+                .filter_map(|(row, name)| Some((name.clone(), row.as_ref()?.baseline.clone())))
+                .collect();
+            if !per_metric.is_empty() {
+                out.insert(key.clone(), per_metric);
+            }
+        }
+        out
+    }
+
+    /// Restores persisted baselines; those of another layout (periods or step changed)
+    /// or of unknown metrics are dropped. Returns how many were kept.
+    pub fn restore_seasonal(&mut self, state: SeasonalState) -> usize {
+        let Some(settings) = &self.cfg.seasonality else {
+            return 0;
+        };
+        let step = self.cfg.step_ms;
+        let mut kept = 0;
+        for (key, per_metric) in state {
+            let mut slots: Vec<Option<SeasonalSeries>> = vec![None; self.cfg.metric_names.len()];
+            for (name, baseline) in per_metric {
+                let Some(i) = self.cfg.metric_names.iter().position(|m| *m == name) else {
+                    continue;
+                };
+                if baseline.fits_layout(&settings.periods_ms, step) {
+                    slots[i] = Some(baseline);
+                    kept += 1;
+                }
+            }
+            self.pending_seasonal.insert(key, slots);
+        }
+        kept
+    }
+
     /// Ends a successful fetch: aligns every entity seen to `end_ms`, updates their
     /// normalisers, and expires entities absent for longer than `expire_after`.
     pub fn finish_cycle(&mut self, end_ms: i64, now_ms: i64) -> CycleOutcome {
         let (step, fill) = (self.cfg.step_ms, self.cfg.fill);
         let mut fresh = Vec::with_capacity(self.seen.len());
+        let mut level_shifts = Vec::new();
         for key in self.seen.drain() {
             let Some(e) = self.entities.get_mut(&key) else {
                 continue;
             };
             e.advance_to(end_ms, step, fill);
             let new_points = std::mem::take(&mut e.new_points);
-            for (row, norm) in e.rows.iter().zip(e.normalizers.iter_mut()) {
-                if let Some(row) = row {
+            for (m, (row, norm)) in e.rows.iter().zip(e.normalizers.iter_mut()).enumerate() {
+                let Some(row) = row else { continue };
+                let Some(settings) = &self.cfg.seasonality else {
                     norm.update(row.as_slice(), new_points, &mut self.scratch);
+                    continue;
+                };
+                let seasonal = e.seasonal[m].get_or_insert_with(|| {
+                    SeasonalRow::new(
+                        SeasonalSeries::new(&settings.periods_ms, step),
+                        self.cfg.history_points,
+                    )
+                });
+                let out = seasonal.extend(
+                    row.as_slice(),
+                    end_ms,
+                    step,
+                    new_points,
+                    norm.stats(),
+                    settings.adapt_after_points,
+                );
+                if out.rebuilt {
+                    *norm = Normalizer::new();
+                }
+                norm.update(seasonal.residuals(), new_points, &mut self.scratch);
+                if let Some(delta) = out.shift {
+                    level_shifts.push(LevelShift {
+                        entity: key.clone(),
+                        metric: self.cfg.metric_names[m].clone(),
+                        delta,
+                    });
                 }
             }
             fresh.push(key);
@@ -194,7 +342,12 @@ impl GroupStore {
             }
             keep
         });
-        CycleOutcome { fresh, expired }
+        level_shifts.sort_by(|a, b| (&a.entity, &a.metric).cmp(&(&b.entity, &b.metric)));
+        CycleOutcome {
+            fresh,
+            expired,
+            level_shifts,
+        }
     }
 
     /// Forgets what a failed cycle half-ingested about who was seen.
@@ -231,17 +384,21 @@ impl GroupStore {
             };
             let Some(end_ms) = e.end_ms else { continue };
             let start = batch.rows.len();
-            for ((row, norm), name) in e
-                .rows
-                .iter()
-                .zip(&e.normalizers)
-                .zip(&self.cfg.metric_names)
-            {
-                if let Some(row) = row {
-                    batch.rows.push(row.as_slice());
-                    batch.names.push(name.as_str());
-                    batch.stats.push(norm.stats());
+            for (m, (row, norm)) in e.rows.iter().zip(&e.normalizers).enumerate() {
+                let Some(row) = row else { continue };
+                match &e.seasonal[m] {
+                    Some(seasonal) => {
+                        batch.rows.push(seasonal.residuals());
+                        batch.expectations.push(seasonal.expectation(end_ms));
+                    }
+                    None => {
+                        batch.rows.push(row.as_slice());
+                        batch.expectations.push(Expectation::IDENTITY);
+                    }
                 }
+                batch.names.push(self.cfg.metric_names[m].as_str());
+                batch.stats.push(norm.stats());
+                batch.gates.push(self.cfg.gates.get(m).copied().unwrap_or(Gate::OPEN));
             }
             if batch.rows.len() > start {
                 batch
@@ -261,6 +418,8 @@ pub struct ViewBatch<'a> {
     names: Vec<&'a str>,
     rows: Vec<&'a [f64]>,
     stats: Vec<RobustStats>,
+    expectations: Vec<Expectation>,
+    gates: Vec<Gate>,
     /// `(key, first row, end row, end_ms)`.
     entities: Vec<(&'a str, usize, usize, i64)>,
     step_ms: i64,
@@ -280,6 +439,8 @@ impl<'a> ViewBatch<'a> {
                 end_ms,
                 step_ms: self.step_ms,
                 capacity: self.capacity,
+                expectations: &self.expectations[a..b],
+                gates: &self.gates[a..b],
             })
             .collect()
     }

@@ -3,16 +3,18 @@
 //! Owns: turning query results into entities (keyed by the group's entity labels),
 //! the sharding filter (DaemonSet node filter or hashmod), ring buffers of bounded
 //! length with the gap fill policy, the next range to fetch per metric (incremental
-//! after warm-up), the per-series robust normalisers, and entity expiry.
+//! after warm-up), the per-series robust normalisers, the seasonal baselines and their
+//! residual rows (when the group has `seasonality`), and entity expiry.
 //!
 //! It does no I/O and reads no clock: every method takes the `now` it must use.
 
 mod entity;
 mod group;
-mod ring;
 mod shard;
 
 pub use entity::Entity;
-pub use group::{CycleOutcome, GroupStore, StoreConfig, ViewBatch};
-pub use ring::Ring;
+pub use group::{
+    CycleOutcome, GroupStore, LevelShift, SeasonalSettings, SeasonalState, StoreConfig, ViewBatch,
+};
+pub use crate::ring::Ring;
 pub use shard::{shard_hash, ShardFilter};

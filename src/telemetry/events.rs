@@ -71,6 +71,21 @@ impl Telemetry {
         warn!(group, metric, cause, error = %error, "Query failed; the group's entities are stale until the next good cycle.");
     }
 
+    /// A seasonal baseline adopted a level shift that lasted `seasonality_adapt_after`.
+    pub fn level_shift_adopted(&self, group: &str, entity: &str, metric: &str, delta: f64) {
+        self.metrics.level_shifts.with_label_values(&[group]).inc();
+        info!(group, entity, metric, delta, "Level shift lasted seasonality_adapt_after; the seasonal baseline now expects the new level.");
+    }
+
+    /// Seasonal baselines were learned from a long history at start.
+    pub fn seasonal_learned(&self, group: &str, metric: &str, series: usize, took: Duration) {
+        self.metrics
+            .seasonal_learned
+            .with_label_values(&[group])
+            .inc_by(series as u64);
+        info!(group, metric, series, took_ms = took.as_millis() as u64, "Seasonal baselines learned from Prometheus history.");
+    }
+
     /// A cycle finished.
     pub fn cycle_finished(&self, group: &str, took: Duration, ok: bool, counts: CycleCounts) {
         let m = &self.metrics;
@@ -128,7 +143,9 @@ impl Telemetry {
         for gauge in [&m.entities, &m.entities_stale, &m.series] {
             let _ = gauge.remove_label_values(&[group]);
         }
-        let _ = m.entities_expired.remove_label_values(&[group]);
+        for counter in [&m.entities_expired, &m.level_shifts, &m.seasonal_learned] {
+            let _ = counter.remove_label_values(&[group]);
+        }
         info!(
             group,
             "Group removed from the config; its series left /metrics."

@@ -43,6 +43,10 @@ pub struct SelfMetrics {
     pub entities_expired: IntCounterVec,
     /// Series (entity × metric) tracked, by group.
     pub series: IntGaugeVec,
+    /// Level shifts the seasonal baselines adopted, by group.
+    pub level_shifts: IntCounterVec,
+    /// Series whose seasonal baseline was learned from Prometheus's history at start, by group.
+    pub seasonal_learned: IntCounterVec,
     /// State saves by result.
     pub state_saves: IntCounterVec,
     /// Unix time of the last successful state save.
@@ -161,6 +165,8 @@ impl SelfMetrics {
             entities: gauge_vec(r, "kpiwatch_entities", "Entities tracked, by group.", &["group"])?,
             entities_stale: gauge_vec(r, "kpiwatch_entities_stale", "Entities whose data could not be refreshed in the last cycle, by group.", &["group"])?,
             entities_expired: counter_vec(r, "kpiwatch_entities_expired_total", "Entities that expired after their absence, by group.", &["group"])?,
+            level_shifts: counter_vec(r, "kpiwatch_level_shifts_total", "Level shifts the seasonal baselines adopted after seasonality_adapt_after, by group.", &["group"])?,
+            seasonal_learned: counter_vec(r, "kpiwatch_seasonal_series_learned_total", "Series whose seasonal baseline was learned from Prometheus history at start, by group.", &["group"])?,
             series: gauge_vec(r, "kpiwatch_series", "Series (entity x metric) tracked, by group.", &["group"])?,
             state_saves: counter_vec(r, "kpiwatch_state_saves_total", "State saves by result (success, failure).", &["result"])?,
             state_last_save,

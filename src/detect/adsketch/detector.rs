@@ -193,8 +193,7 @@ impl AdsketchDetector {
             advance(state, fresh, view.end_ms, view.step_ms, options);
             let mut ms = MetricScore {
                 contribution: f64::NAN,
-                distance: None,
-                pattern: None,
+                ..MetricScore::default()
             };
             match state {
                 Series::Learning { buffer, .. } => have_max = have_max.max(buffer.len()),
@@ -439,6 +438,8 @@ mod tests {
             end_ms: upto as i64 * STEP,
             step_ms: STEP,
             capacity: usize::MAX,
+            expectations: &[],
+            gates: &[],
         };
         d.score(&[view]).remove(0)
     }

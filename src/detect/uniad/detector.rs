@@ -268,12 +268,14 @@ impl Detector for UniadDetector {
                 // (shape ≥ 1/2), their roots one half as heavy. The threshold is squared
                 // back into the score's units.
                 let threshold = spot.observe(raw.sqrt(), &self.root_spot).powi(2);
-                results[p.index] = Ok(Scores {
+                let mut scores = Scores {
                     anomaly_score: raw / threshold,
                     raw,
                     threshold,
                     metrics,
-                });
+                };
+                crate::detect::gate_additive(&mut scores, view);
+                results[p.index] = Ok(scores);
             }
         }
         results

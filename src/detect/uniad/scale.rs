@@ -157,6 +157,8 @@ mod tests {
             end_ms,
             step_ms,
             capacity: 0,
+            expectations: &[],
+            gates: &[],
         }
     }
 

@@ -444,6 +444,8 @@ impl Entity {
             end_ms: self.rows.first().map_or(0, |r| r.len() as i64) * 15_000,
             step_ms: 15_000,
             capacity: usize::MAX,
+            expectations: &[],
+            gates: &[],
         })
     }
 }
@@ -577,6 +579,8 @@ fn new_entities_of_any_metric_count_score_in_one_batch_once_they_have_a_window()
             end_ms: 0,
             step_ms: 1,
             capacity: usize::MAX,
+            expectations: &[],
+            gates: &[],
         })
         .collect();
     let out = d.score(&views);

@@ -12,6 +12,8 @@ fn cfg(fill: Fill) -> StoreConfig {
         expire_after_ms: 60_000,
         fill,
         shard: ShardFilter(Shard::All),
+        seasonality: None,
+        gates: vec![],
     }
 }
 
@@ -178,4 +180,76 @@ fn views_expose_present_metrics_with_statistics() {
     assert_eq!(views[1].end_ms, 8 * STEP);
     assert_eq!(views[1].stats[0].median, 4.5);
     assert_eq!(views[1].stats[0].count, 8);
+}
+
+/// A store with a 2-minute seasonal baseline over 1 s steps and 4 minutes of history.
+fn seasonal_cfg() -> StoreConfig {
+    StoreConfig {
+        step_ms: 1000,
+        history_points: 240,
+        seasonality: Some(SeasonalSettings {
+            periods_ms: vec![120_000],
+            adapt_after_points: 600,
+        }),
+        gates: vec![Gate::OPEN, Gate::OPEN],
+        ..cfg(Fill::Previous)
+    }
+}
+
+/// 100 ± 60 over every 2 minutes, and a little (hashed) noise.
+fn rhythm(t_ms: i64) -> f64 {
+    let phase = t_ms.rem_euclid(120_000) as f64 / 120_000.0;
+    let noise = ((t_ms as u64 / 1000).wrapping_mul(2_654_435_761) % 1000) as f64 / 250.0;
+    100.0 + 60.0 * (std::f64::consts::TAU * phase).sin() + noise
+}
+
+#[test]
+fn seasonal_views_hold_residuals_and_the_expectation_in_the_metric_units() {
+    let mut s = GroupStore::new(seasonal_cfg());
+    let history: Vec<(i64, f64)> = (0..1200).map(|i| (i * 1000, rhythm(i * 1000))).collect();
+    assert_eq!(s.learn_seasonal(0, &[series("a", &history)], 0), 1);
+    let now = 6_000_000;
+    let live: Vec<(i64, f64)> = (0..240)
+        .map(|i| now - 239_000 + i * 1000)
+        .map(|t| (t, rhythm(t)))
+        .collect();
+    s.ingest(0, &[series("a", &live)], now);
+    let out = s.finish_cycle(now, now);
+    let batch = s.views(&out.fresh);
+    let view = batch.views()[0];
+    // The rhythm's crests and troughs are ordinary residuals, not ±60-unit deviations.
+    assert!(view.row(0).iter().all(|u| u.abs() < 4.0), "{:?}", view.row(0));
+    let e = view.expectation(0);
+    assert!((e.value - rhythm(now)).abs() < 5.0, "{e:?}");
+    assert!(out.level_shifts.is_empty());
+}
+
+#[test]
+fn seasonal_baselines_survive_a_restart_through_their_state() {
+    let mut s = GroupStore::new(seasonal_cfg());
+    let history: Vec<(i64, f64)> = (0..1200).map(|i| (i * 1000, rhythm(i * 1000))).collect();
+    s.learn_seasonal(0, &[series("a", &history)], 0);
+    let state = s.seasonal_state();
+    let json = serde_json::to_string(&state).unwrap();
+
+    let mut restarted = GroupStore::new(seasonal_cfg());
+    assert_eq!(restarted.restore_seasonal(serde_json::from_str(&json).unwrap()), 1);
+    let t = 6_000_000;
+    restarted.ingest(0, &[series("a", &[(t, rhythm(t))])], t);
+    let out = restarted.finish_cycle(t, t);
+    let batch = restarted.views(&out.fresh);
+    // The restored baseline expects the rhythm at once (it then learned one point);
+    // a store that restored nothing has no expectation yet.
+    let expected = state["instance=\"a\""]["cpu"].expectation(t);
+    let restored = batch.views()[0].expectation(0);
+    assert!((restored.value - expected.value).abs() < 0.5, "{restored:?} vs {expected:?}");
+    let mut fresh = GroupStore::new(seasonal_cfg());
+    fresh.ingest(0, &[series("a", &[(t, rhythm(t))])], t);
+    let out = fresh.finish_cycle(t, t);
+    assert_eq!(fresh.views(&out.fresh).views()[0].expectation(0), Expectation::IDENTITY);
+    // A baseline of another layout (the period changed) is not restored.
+    let mut other = seasonal_cfg();
+    other.seasonality.as_mut().unwrap().periods_ms = vec![60_000];
+    let mut changed = GroupStore::new(other);
+    assert_eq!(changed.restore_seasonal(serde_json::from_str(&json).unwrap()), 0);
 }

@@ -1,3 +1,6 @@
+//! The bounded, contiguous series buffer behind the store's rows and the seasonal
+//! residual rows.
+
 /// A bounded series of values whose last `cap` points are always one contiguous slice.
 ///
 /// Points are appended at the end; when the buffer reaches `cap + slack` the oldest
@@ -41,6 +44,11 @@ impl Ring {
     /// Number of kept points.
     pub fn len(&self) -> usize {
         self.buf.len().min(self.cap)
+    }
+
+    /// Most points kept.
+    pub fn capacity(&self) -> usize {
+        self.cap
     }
 
     /// `true` when no point was pushed.
