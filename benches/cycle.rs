@@ -2,8 +2,11 @@
 //! Prometheus running in a *separate process* (this binary re-executed), so that the
 //! CPU time and peak RSS measured here are the agent's alone.
 //!
-//! Run: `cargo bench --bench cycle` (release profile). Prints the warm-up cycle and the
-//! mean/max of 20 steady-state cycles: wall time, process CPU time, peak RSS.
+//! Run: `cargo bench --bench cycle` (release profile). Prints, for the group without and
+//! with a seasonal baseline (`seasonality: [1d]`, each variant in its own process so
+//! that peak RSS is its own), the warm-up cycle and the mean/max of 20 steady-state
+//! cycles: wall time, process CPU time, peak RSS, samples fetched, and the seasonal
+//! state per series.
 
 mod support;
 
@@ -96,6 +99,12 @@ fn usage() -> (f64, u64) {
     (ticks / 100.0, hwm_kb * 1024)
 }
 
+/// The variants measured, each as the extra group keys it adds.
+const VARIANTS: [(&str, &str); 2] = [
+    ("no seasonality", ""),
+    ("seasonality [1d]", "    seasonality: [1d]\n"),
+];
+
 fn main() {
     if std::env::var_os("KPIWATCH_BENCH_FAKE").is_some() {
         serve_fake();
@@ -103,6 +112,23 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` asks for a list; nothing to list.
     }
+    match std::env::var("KPIWATCH_BENCH_VARIANT") {
+        Ok(v) => measure(v.parse().expect("variant index")),
+        Err(_) => {
+            for (i, (name, _)) in VARIANTS.iter().enumerate() {
+                let status = Command::new(std::env::current_exe().unwrap())
+                    .env("KPIWATCH_BENCH_VARIANT", i.to_string())
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "variant {name} failed");
+            }
+        }
+    }
+}
+
+fn measure(variant: usize) {
+    let (variant_name, extra_keys) = VARIANTS[variant];
+    println!("== {variant_name}");
     let mut child = Command::new(std::env::current_exe().unwrap())
         .env("KPIWATCH_BENCH_FAKE", "1")
         .env("KPIWATCH_BENCH_ENTITIES", entities().to_string())
@@ -119,7 +145,7 @@ fn main() {
         .map(|i| format!("      m{i}: q{i}\n"))
         .collect();
     let yaml = format!(
-        "prometheus: {{url: 'http://127.0.0.1:{port}', timeout: 30s, max_concurrency: 8, max_response_bytes: 536870912}}\ngroups:\n  - name: bench\n    interval: 30s\n    step: 15s\n    window: 64\n    entity_labels: [instance]\n    metrics:\n{metrics}    detectors: {{zscore: {{}}}}\n"
+        "prometheus: {{url: 'http://127.0.0.1:{port}', timeout: 30s, max_concurrency: 8, max_response_bytes: 536870912}}\ngroups:\n  - name: bench\n    interval: 30s\n    step: 15s\n    window: 64\n    entity_labels: [instance]\n{extra_keys}    metrics:\n{metrics}    detectors: {{zscore: {{}}}}\n"
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.yaml");
@@ -155,13 +181,33 @@ fn main() {
     runner = r;
     assert_eq!(result, CycleResult::Ok);
     let (cpu1, _) = usage();
+    let samples = || {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&registry.gather())
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("kpiwatch_samples_fetched_total "))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+    };
+    let warm_samples = samples();
+    let seasonal_bytes: usize = runner
+        .store()
+        .seasonal_state()
+        .values()
+        .flat_map(|m| m.values())
+        .map(|b| b.state_bytes())
+        .sum();
     println!(
-        "warm-up cycle (history {} points/series): wall {:.3} s, cpu {:.2} s, entities {}, series {}",
+        "warm-up cycle (history {} points/series): wall {:.3} s, cpu {:.2} s, entities {}, series {}, samples fetched {warm_samples}, seasonal state {:.0} bytes/series",
         g.history_points,
         start.elapsed().as_secs_f64(),
         cpu1 - cpu0,
         runner.store().entity_count(),
-        runner.store().series_count()
+        runner.store().series_count(),
+        seasonal_bytes as f64 / runner.store().series_count().max(1) as f64,
     );
 
     let mut walls = Vec::new();
@@ -180,10 +226,11 @@ fn main() {
     ctx.scores.render(&mut text);
     let (_, peak_rss) = usage();
     println!(
-        "steady cycle ({} entities x {METRICS} metrics, 2 new points/series): wall mean {mean:.3} s max {max:.3} s, cpu {cpu:.3} s/cycle, peak RSS {:.1} MB, /metrics {} KB",
+        "steady cycle ({} entities x {METRICS} metrics, 2 new points/series): wall mean {mean:.3} s max {max:.3} s, cpu {cpu:.3} s/cycle, peak RSS {:.1} MB, /metrics {} KB, samples fetched per cycle {:.0}",
         entities(),
         peak_rss as f64 / 1e6,
-        text.len() / 1024
+        text.len() / 1024,
+        (samples() - warm_samples) / cycles() as f64,
     );
     let _ = child.kill();
     let _ = child.wait();

@@ -71,6 +71,9 @@ EXPORTED = {
     "kpiwatch_anomaly_score",
     "kpiwatch_anomaly",
     "kpiwatch_zscore_value",
+    "kpiwatch_expected_value",
+    "kpiwatch_expected_lower",
+    "kpiwatch_expected_upper",
     "kpiwatch_uniad_reconstruction_error",
     "kpiwatch_uniad_metric_contribution",
     "kpiwatch_adsketch_distance",
@@ -106,6 +109,8 @@ EXPORTED = {
     "kpiwatch_http_requests_refused_total",
     "kpiwatch_scores_total",
     "kpiwatch_flags_total",
+    "kpiwatch_level_shifts_total",
+    "kpiwatch_seasonal_series_learned_total",
 } | HISTOGRAMS
 STANDARD = {
     "up",

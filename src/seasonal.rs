@@ -390,7 +390,11 @@ impl SeasonalSeries {
 
     /// Bytes of learned state.
     pub fn state_bytes(&self) -> usize {
-        self.profiles.iter().map(Profile::state_bytes).sum::<usize>() + 16
+        self.profiles
+            .iter()
+            .map(Profile::state_bytes)
+            .sum::<usize>()
+            + 16
     }
 }
 

@@ -9,7 +9,7 @@
 
 use crate::config::Gate;
 use crate::normalize::RobustStats;
-pub use crate::seasonal::Expectation;
+pub(crate) use crate::seasonal::Expectation;
 
 /// One series of a result: its labels (sorted by name) and its samples
 /// `(timestamp ms, value)`. Instant vectors give one sample per series.

@@ -204,7 +204,12 @@ fn recurring_peaks_flag_only_without_seasonality_and_an_off_phase_spike_flags_wi
             )
         })
         .unwrap_or(0.0);
-    assert_eq!(learned, 1.0, "the baseline was learned from history\n{}", log());
+    assert_eq!(
+        learned,
+        1.0,
+        "the baseline was learned from history\n{}",
+        log()
+    );
 
     // The live peak: [center - 20, center + 20].
     assert!(
@@ -213,6 +218,7 @@ fn recurring_peaks_flag_only_without_seasonality_and_an_off_phase_spike_flags_wi
         log()
     );
     let (plain, seasonal) = max_scores_until(agent, center + PEAK_WIDTH / 2 + 2);
+    eprintln!("recurring peak: largest score {plain:.2} without seasonality, {seasonal:.2} with");
     assert!(
         plain > 1.0,
         "the peak flags without seasonality (max score {plain})"
@@ -228,6 +234,7 @@ fn recurring_peaks_flag_only_without_seasonality_and_an_off_phase_spike_flags_wi
     std::thread::sleep(Duration::from_secs(3));
     spike_until.store(spike_at + 8, Ordering::Relaxed);
     let (_, seasonal) = max_scores_until(agent, spike_at + 12);
+    eprintln!("off-phase spike: largest score {seasonal:.2} with seasonality");
     assert!(
         seasonal > 1.0,
         "an off-phase spike flags with seasonality (max score {seasonal})\n{}",

@@ -145,6 +145,25 @@ def timeseries(
     }
 
 
+def band_panel(title: str, desc: str, selector: str) -> dict:
+    """The expected value as a line and its band as two dashed edges, per series."""
+    panel = timeseries(
+        title,
+        desc,
+        [
+            target(f"kpiwatch_expected_lower{selector}", legend="lower", ref="A"),
+            target(f"kpiwatch_expected_upper{selector}", legend="upper", ref="B"),
+            target(f"kpiwatch_expected_value{selector}", legend="expected", ref="C"),
+        ],
+    )
+    dashed = {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}
+    panel["fieldConfig"]["overrides"] = [
+        {"matcher": {"id": "byFrameRefID", "options": ref}, "properties": [dashed]}
+        for ref in ("A", "B")
+    ]
+    return panel
+
+
 def state_timeline(title: str, desc: str, targets: list[dict], ok: str, bad: str) -> dict:
     return {
         "type": "state-timeline",
@@ -345,6 +364,18 @@ def anomalies() -> dict:
         w=24,
         h=8,
     )
+    lay.add(
+        band_panel(
+            "Expected value and band per metric",
+            "kpiwatch_expected_value and the band (kpiwatch_expected_lower, kpiwatch_expected_upper) "
+            "inside which the z-score detector's score of the metric stays at or below 1, in the "
+            "metric's own units: the seasonal baseline's expectation when the group has "
+            "seasonality, else the history's median. Pick one metric with the Metric variable.",
+            f'{{{SEL}, metric=~"$metric"}}',
+        ),
+        w=24,
+        h=9,
+    )
     lay.row("ADSketch patterns")
     lay.add(
         table(
@@ -398,6 +429,7 @@ def anomalies() -> dict:
     variables = [
         query_var("group", "Group", "label_values(kpiwatch_anomaly_score, group)"),
         query_var("detector", "Detector", 'label_values(kpiwatch_anomaly_score{group=~"$group"}, detector)'),
+        query_var("metric", "Metric", 'label_values(kpiwatch_expected_value{group=~"$group"}, metric)'),
     ]
     return dashboard(
         "kpiwatch-anomalies",
@@ -705,6 +737,20 @@ def agent() -> dict:
             "Entities expired",
             "Entities dropped after being absent for expire_after, per group.",
             [target(f"sum by (group) (increase(kpiwatch_entities_expired_total{{{s}}}[{ri}]))", legend="{{group}}")],
+        ),
+        w=12,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Seasonal baselines: learned and level shifts",
+            "Series whose seasonal baseline was learned from Prometheus history at start, and "
+            "level shifts the baselines adopted after seasonality_adapt_after (each also logged "
+            "with its entity, metric and change), per group.",
+            [
+                target(f"sum by (group) (increase(kpiwatch_seasonal_series_learned_total{{{s}}}[{ri}]))", legend="{{group}} learned", ref="A"),
+                target(f"sum by (group) (increase(kpiwatch_level_shifts_total{{{s}}}[{ri}]))", legend="{{group}} level shifts", ref="B"),
+            ],
         ),
         w=12,
         h=8,

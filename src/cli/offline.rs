@@ -47,7 +47,11 @@ impl BaselineArgs {
     /// Checks the options; the error names the option and what was expected.
     pub(super) fn resolve(&self, ts: &[f64]) -> Result<Baseline, String> {
         let ts_ms: Vec<i64> = ts.iter().map(|&t| (t * 1000.0).round() as i64).collect();
-        let mut gaps: Vec<i64> = ts_ms.windows(2).map(|w| w[1] - w[0]).filter(|&d| d > 0).collect();
+        let mut gaps: Vec<i64> = ts_ms
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .filter(|&d| d > 0)
+            .collect();
         gaps.sort_unstable();
         let step_ms = gaps.get(gaps.len() / 2).copied().unwrap_or(1000).max(1);
         let mut periods_ms = Vec::new();

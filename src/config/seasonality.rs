@@ -103,7 +103,10 @@ pub(super) fn validate_seasonality(
     errs: &mut Vec<(String, String)>,
 ) -> Option<SeasonalityConfig> {
     let Some(periods) = periods else {
-        for (k, v) in [("seasonality_history", history), ("seasonality_adapt_after", adapt_after)] {
+        for (k, v) in [
+            ("seasonality_history", history),
+            ("seasonality_adapt_after", adapt_after),
+        ] {
             if v.is_some() {
                 errs.push((format!("{key}.{k}"), "only applies with seasonality".into()));
             }
@@ -268,11 +271,22 @@ mod tests {
         let keys: Vec<&str> = errs.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             keys,
-            ["groups[0].seasonality[1]", "groups[0].seasonality[2]", "groups[0].seasonality_history"]
+            [
+                "groups[0].seasonality[1]",
+                "groups[0].seasonality[2]",
+                "groups[0].seasonality_history"
+            ]
         );
         let mut errs = Vec::new();
-        let s = validate_seasonality(Some(&["10m".into()]), None, None, Duration::from_secs(5), "g", &mut errs)
-            .unwrap();
+        let s = validate_seasonality(
+            Some(&["10m".into()]),
+            None,
+            None,
+            Duration::from_secs(5),
+            "g",
+            &mut errs,
+        )
+        .unwrap();
         assert!(errs.is_empty(), "{errs:?}");
         assert_eq!(s.history, Duration::from_secs(2400));
         assert_eq!(s.adapt_after, DEFAULT_ADAPT_AFTER);

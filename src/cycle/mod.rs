@@ -26,6 +26,9 @@ use crate::telemetry::{CycleCounts, Telemetry};
 
 /// Prometheus refuses ranges of more than 11,000 points per series; stay below.
 const MAX_POINTS_PER_QUERY: i64 = 10_000;
+/// The seasonal history is fetched at about this many samples per phase bucket and
+/// period: enough for a robust median, a fraction of the fine step's load.
+const SAMPLES_PER_BUCKET: i64 = 4;
 
 /// What every cycle shares.
 #[derive(Debug, Clone)]
@@ -167,8 +170,12 @@ impl GroupRunner {
         let end = self.store.aligned_end(now_ms);
         let outcome = self.store.finish_cycle(end, now_ms);
         for shift in &outcome.level_shifts {
-            ctx.telemetry
-                .level_shift_adopted(&self.cfg.name, &shift.entity, &shift.metric, shift.delta);
+            ctx.telemetry.level_shift_adopted(
+                &self.cfg.name,
+                &shift.entity,
+                &shift.metric,
+                shift.delta,
+            );
         }
         for (key, _) in &outcome.expired {
             ctx.scores.remove_entity(&self.cfg.name, key);
@@ -259,7 +266,12 @@ impl GroupRunner {
             return;
         };
         let end = self.store.aligned_end(now_ms);
-        let (start, step) = seasonal_range(seasonality.history, self.cfg.step, end);
+        let shortest = seasonality
+            .periods
+            .first()
+            .copied()
+            .unwrap_or(self.cfg.step);
+        let (start, step) = seasonal_range(seasonality.history, shortest, self.cfg.step, end);
         let jobs: Vec<(usize, String)> = self
             .cfg
             .metrics
@@ -268,22 +280,26 @@ impl GroupRunner {
             .filter(|(i, _)| self.seasonal_pending[*i])
             .map(|(i, m)| (i, m.promql.clone()))
             .collect();
-        let client = &ctx.client;
-        let results = futures_util::future::join_all(jobs.into_iter().map(|(i, promql)| async move {
+        // One metric at a time: these answers are the largest the agent ever asks for,
+        // and only one of them is held in memory at once.
+        for (i, promql) in jobs {
             let started = Instant::now();
-            (i, client.query_range(&promql, start, end, step).await, started)
-        }))
-        .await;
-        for (i, result, started) in results {
+            let result = ctx.client.query_range(&promql, start, end, step).await;
             let metric = &self.cfg.metrics[i].name;
             match result {
                 Ok(answer) => {
                     let learned = self.store.learn_seasonal(i, &answer.series, now_ms);
                     self.seasonal_pending[i] = false;
-                    ctx.telemetry
-                        .seasonal_learned(&self.cfg.name, metric, learned, started.elapsed());
+                    ctx.telemetry.seasonal_learned(
+                        &self.cfg.name,
+                        metric,
+                        learned,
+                        started.elapsed(),
+                    );
                 }
-                Err(e) => ctx.telemetry.query_failed(&self.cfg.name, metric, e.cause(), &e),
+                Err(e) => ctx
+                    .telemetry
+                    .query_failed(&self.cfg.name, metric, e.cause(), &e),
             }
         }
     }
@@ -404,13 +420,22 @@ fn fresh_count(runner: &GroupRunner, now_ms: i64) -> usize {
 }
 
 /// The start (ms) and step of the seasonal history fetch ending at `end_ms`: `history`
-/// back, at the group's step or the smallest multiple of it that keeps the answer
-/// within [`MAX_POINTS_PER_QUERY`] points per series.
-fn seasonal_range(history: Duration, step: Duration, end_ms: i64) -> (i64, Duration) {
+/// back, at about [`SAMPLES_PER_BUCKET`] samples per phase bucket of the shortest
+/// period (a multiple of the group's step, never finer than it), coarser where needed
+/// to stay within [`MAX_POINTS_PER_QUERY`] points per series.
+fn seasonal_range(
+    history: Duration,
+    shortest_period: Duration,
+    step: Duration,
+    end_ms: i64,
+) -> (i64, Duration) {
     let step_ms = step.as_millis().max(1) as i64;
     let span = history.as_millis() as i64;
-    let multiple = (span / step_ms / (MAX_POINTS_PER_QUERY - 1)) + 1;
-    let coarse = step_ms * multiple;
+    let per_bucket = shortest_period.as_millis() as i64
+        / (crate::seasonal::MAX_BUCKETS as i64 * SAMPLES_PER_BUCKET);
+    let by_points = span / (MAX_POINTS_PER_QUERY - 1) + 1;
+    let wanted = per_bucket.max(by_points).max(step_ms);
+    let coarse = (wanted + step_ms - 1) / step_ms * step_ms;
     let start = end_ms - (span / coarse) * coarse;
     (start, Duration::from_millis(coarse as u64))
 }
@@ -440,14 +465,25 @@ mod tests {
 
     #[test]
     fn the_seasonal_history_fits_in_one_query_at_a_multiple_of_the_step() {
-        let week = Duration::from_secs(7 * 86_400);
-        let (start, step) = seasonal_range(week * 4, Duration::from_secs(15), 10_000_000_000);
-        let points = (10_000_000_000 - start) / step.as_millis() as i64 + 1;
+        let (day, week) = (Duration::from_secs(86_400), Duration::from_secs(7 * 86_400));
+        let step = Duration::from_secs(15);
+        let end = 10_000_000_000;
+        let (start, coarse) = seasonal_range(week * 4, day, step, end);
+        let points = (end - start) / coarse.as_millis() as i64 + 1;
         assert!(points <= MAX_POINTS_PER_QUERY, "{points}");
-        assert_eq!(step.as_millis() % 15_000, 0);
-        assert!(10_000_000_000 - start > week.as_millis() as i64 * 4 - step.as_millis() as i64);
-        // A short history is fetched at the group's own step.
-        let (_, step) = seasonal_range(Duration::from_secs(1200), Duration::from_secs(5), 0);
-        assert_eq!(step, Duration::from_secs(5));
+        assert_eq!(coarse.as_millis() % 15_000, 0);
+        assert!(end - start > week.as_millis() as i64 * 4 - coarse.as_millis() as i64);
+        // A day alone: four samples per 15-minute bucket (a 4-minute step), not 10,000.
+        let (start, coarse) = seasonal_range(day * 4, day, step, end);
+        assert_eq!(coarse, Duration::from_secs(225));
+        assert_eq!((end - start) / 225_000, 1536);
+        // A short period is fetched at the group's own step.
+        let (_, coarse) = seasonal_range(
+            Duration::from_secs(1200),
+            Duration::from_secs(120),
+            Duration::from_secs(5),
+            0,
+        );
+        assert_eq!(coarse, Duration::from_secs(5));
     }
 }

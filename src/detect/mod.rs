@@ -100,7 +100,7 @@ pub(crate) fn gate_additive(scores: &mut Scores, view: &EntityView<'_>) {
     let gated: SmallVec<[usize; 8]> = (0..view.metric_count())
         .filter(|&i| view.gated(i))
         .collect();
-    if gated.is_empty() || !(scores.threshold > 0.0) {
+    if gated.is_empty() || scores.threshold.is_nan() || scores.threshold <= 0.0 {
         return;
     }
     let open_raw: f64 = scores

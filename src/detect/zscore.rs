@@ -150,7 +150,11 @@ impl ZscoreDetector {
                 f64::NAN
             };
             // A deviation the metric's noise gate holds back scores at most 1.
-            let capped = if view.gated(i) { z.min(thresholds[i]) } else { z };
+            let capped = if view.gated(i) {
+                z.min(thresholds[i])
+            } else {
+                z
+            };
             // Metrics without data (NaN) do not poison the score.
             if capped / thresholds[i] > score || (score.is_nan() && !capped.is_nan()) {
                 (score, raw, threshold) = (capped / thresholds[i], capped, thresholds[i]);
@@ -309,7 +313,10 @@ mod tests {
         // A drop in latency is not an incident, however large.
         let drop = score(10.0);
         assert!(drop.anomaly_score <= 1.0, "{drop:?}");
-        assert!(drop.metrics[0].contribution > 10.0, "the z-score itself stays");
+        assert!(
+            drop.metrics[0].contribution > 10.0,
+            "the z-score itself stays"
+        );
         // A rise of 10 % is within the relative gate; one of 50 % is not.
         assert!(score(112.0).anomaly_score <= 1.0);
         assert!(score(160.0).anomaly_score > 1.0);

@@ -64,9 +64,7 @@ impl SeasonalRow {
         for (j, &x) in raw.iter().enumerate().skip(n - k) {
             let t = end_ms - (n - 1 - j) as i64 * step_ms;
             let u = self.baseline.expectation(t).residual(x);
-            let observed = self
-                .baseline
-                .observe(t, x, stats.z(u), adapt_after_points);
+            let observed = self.baseline.observe(t, x, stats.z(u), adapt_after_points);
             if observed.shifted {
                 out.shift = Some(out.shift.unwrap_or(0.0) + observed.delta);
             }
@@ -88,7 +86,8 @@ impl SeasonalRow {
         self.residuals = Ring::new(self.residuals.capacity());
         for (j, &x) in raw.iter().enumerate() {
             let t = end_ms - (n - 1 - j) as i64 * step_ms;
-            self.residuals.push(self.baseline.expectation(t).residual(x));
+            self.residuals
+                .push(self.baseline.expectation(t).residual(x));
         }
     }
 }

@@ -29,8 +29,14 @@ fn a_fitted_daily_profile_expects_the_rhythm_with_the_spread_of_each_hour() {
         let t = 3 * DAY + hour * 3_600_000;
         let e = s.expectation(t);
         let truth = daily(t);
-        assert!((e.value - truth).abs() < 4.0 * e.spread, "{hour}: {e:?} vs {truth}");
-        assert!((e.value - truth).abs() < 0.1 * truth, "{hour}: {e:?} vs {truth}");
+        assert!(
+            (e.value - truth).abs() < 4.0 * e.spread,
+            "{hour}: {e:?} vs {truth}"
+        );
+        assert!(
+            (e.value - truth).abs() < 0.1 * truth,
+            "{hour}: {e:?} vs {truth}"
+        );
     }
     let night = s.expectation(3 * DAY);
     let peak = s.expectation(3 * DAY + DAY / 2);
@@ -55,7 +61,10 @@ fn profiles_give_nothing_before_two_periods_and_the_longest_mature_one_wins() {
     s.fit(&samples(0, 15 * DAY, 5 * STEP, weekly));
     let sunday_noon = 14 * DAY + 6 * DAY + DAY / 2;
     let e = s.expectation(sunday_noon);
-    assert!((e.value - weekly(sunday_noon)).abs() < 0.1 * weekly(sunday_noon), "{e:?}");
+    assert!(
+        (e.value - weekly(sunday_noon)).abs() < 0.1 * weekly(sunday_noon),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -87,7 +96,10 @@ fn an_outage_is_not_learned_but_a_lasting_shift_is_adopted() {
         assert!(!obs.learned && !obs.shifted);
     }
     let after = s.expectation(at + DAY);
-    assert!((after.value - before.value).abs() < 1e-6, "{before:?} → {after:?}");
+    assert!(
+        (after.value - before.value).abs() < 1e-6,
+        "{before:?} → {after:?}"
+    );
     // A normal day follows (and is learned), the outage's streak fades.
     for t in (at + 3_600_000..at + DAY).step_by(STEP as usize) {
         let x = daily(t);
@@ -103,7 +115,10 @@ fn an_outage_is_not_learned_but_a_lasting_shift_is_adopted() {
             shifted_at.get_or_insert(i);
         }
     }
-    assert!(shifted_at.is_some_and(|i| (170..=190).contains(&i)), "{shifted_at:?}");
+    assert!(
+        shifted_at.is_some_and(|i| (170..=190).contains(&i)),
+        "{shifted_at:?}"
+    );
     let t = at + 3 * DAY;
     assert!(s.expectation(t).residual(daily(t) + 500.0).abs() < 4.0);
 }

@@ -1,8 +1,8 @@
 use crate::config::Fill;
 use crate::normalize::Normalizer;
 
-use crate::seasonal::SeasonalRow;
 use super::Ring;
+use crate::seasonal::SeasonalRow;
 
 /// One entity: its labels and one ring per configured metric that has data.
 ///

@@ -398,7 +398,9 @@ impl GroupStore {
                 }
                 batch.names.push(self.cfg.metric_names[m].as_str());
                 batch.stats.push(norm.stats());
-                batch.gates.push(self.cfg.gates.get(m).copied().unwrap_or(Gate::OPEN));
+                batch
+                    .gates
+                    .push(self.cfg.gates.get(m).copied().unwrap_or(Gate::OPEN));
             }
             if batch.rows.len() > start {
                 batch

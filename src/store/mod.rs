@@ -12,9 +12,9 @@ mod entity;
 mod group;
 mod shard;
 
+pub use crate::ring::Ring;
 pub use entity::Entity;
 pub use group::{
     CycleOutcome, GroupStore, LevelShift, SeasonalSettings, SeasonalState, StoreConfig, ViewBatch,
 };
-pub use crate::ring::Ring;
 pub use shard::{shard_hash, ShardFilter};

@@ -83,7 +83,13 @@ impl Telemetry {
             .seasonal_learned
             .with_label_values(&[group])
             .inc_by(series as u64);
-        info!(group, metric, series, took_ms = took.as_millis() as u64, "Seasonal baselines learned from Prometheus history.");
+        info!(
+            group,
+            metric,
+            series,
+            took_ms = took.as_millis() as u64,
+            "Seasonal baselines learned from Prometheus history."
+        );
     }
 
     /// A cycle finished.

@@ -218,7 +218,11 @@ fn seasonal_views_hold_residuals_and_the_expectation_in_the_metric_units() {
     let batch = s.views(&out.fresh);
     let view = batch.views()[0];
     // The rhythm's crests and troughs are ordinary residuals, not ±60-unit deviations.
-    assert!(view.row(0).iter().all(|u| u.abs() < 4.0), "{:?}", view.row(0));
+    assert!(
+        view.row(0).iter().all(|u| u.abs() < 4.0),
+        "{:?}",
+        view.row(0)
+    );
     let e = view.expectation(0);
     assert!((e.value - rhythm(now)).abs() < 5.0, "{e:?}");
     assert!(out.level_shifts.is_empty());
@@ -233,7 +237,10 @@ fn seasonal_baselines_survive_a_restart_through_their_state() {
     let json = serde_json::to_string(&state).unwrap();
 
     let mut restarted = GroupStore::new(seasonal_cfg());
-    assert_eq!(restarted.restore_seasonal(serde_json::from_str(&json).unwrap()), 1);
+    assert_eq!(
+        restarted.restore_seasonal(serde_json::from_str(&json).unwrap()),
+        1
+    );
     let t = 6_000_000;
     restarted.ingest(0, &[series("a", &[(t, rhythm(t))])], t);
     let out = restarted.finish_cycle(t, t);
@@ -242,14 +249,23 @@ fn seasonal_baselines_survive_a_restart_through_their_state() {
     // a store that restored nothing has no expectation yet.
     let expected = state["instance=\"a\""]["cpu"].expectation(t);
     let restored = batch.views()[0].expectation(0);
-    assert!((restored.value - expected.value).abs() < 0.5, "{restored:?} vs {expected:?}");
+    assert!(
+        (restored.value - expected.value).abs() < 0.5,
+        "{restored:?} vs {expected:?}"
+    );
     let mut fresh = GroupStore::new(seasonal_cfg());
     fresh.ingest(0, &[series("a", &[(t, rhythm(t))])], t);
     let out = fresh.finish_cycle(t, t);
-    assert_eq!(fresh.views(&out.fresh).views()[0].expectation(0), Expectation::IDENTITY);
+    assert_eq!(
+        fresh.views(&out.fresh).views()[0].expectation(0),
+        Expectation::IDENTITY
+    );
     // A baseline of another layout (the period changed) is not restored.
     let mut other = seasonal_cfg();
     other.seasonality.as_mut().unwrap().periods_ms = vec![60_000];
     let mut changed = GroupStore::new(other);
-    assert_eq!(changed.restore_seasonal(serde_json::from_str(&json).unwrap()), 0);
+    assert_eq!(
+        changed.restore_seasonal(serde_json::from_str(&json).unwrap()),
+        0
+    );
 }
