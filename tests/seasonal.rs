@@ -92,19 +92,7 @@ fn backfill(dir: &Path, exporter: u16, t0: i64, center: i64) {
         ));
     }
     om.push_str("# EOF\n");
-    let file = dir.join("history.om");
-    std::fs::write(&file, om).unwrap();
-    let out = Command::new("promtool")
-        .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&file)
-        .arg(dir.join("data"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "promtool backfill failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::promtool_backfill(dir, &om);
 }
 
 /// The z-score detector's score of `group` in the agent's exposition.

@@ -318,3 +318,22 @@ pub fn readme_metrics() -> std::collections::BTreeSet<String> {
     }
     names
 }
+
+/// Writes `openmetrics` (an OpenMetrics text ending in `# EOF`) into Prometheus blocks
+/// under `dir/data` with `promtool tsdb create-blocks-from openmetrics`: history a test's
+/// Prometheus then serves as if it had scraped it.
+pub fn promtool_backfill(dir: &Path, openmetrics: &str) {
+    let file = dir.join("history.om");
+    std::fs::write(&file, openmetrics).expect("write history.om");
+    let out = Command::new("promtool")
+        .args(["tsdb", "create-blocks-from", "openmetrics"])
+        .arg(&file)
+        .arg(dir.join("data"))
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "promtool backfill failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
