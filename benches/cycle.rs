@@ -116,7 +116,9 @@ fn main() {
         Ok(v) => measure(v.parse().expect("variant index")),
         Err(_) => {
             for (i, (name, _)) in VARIANTS.iter().enumerate() {
+                // The same arguments: `--bench` is what makes a run measure (support.rs).
                 let status = Command::new(std::env::current_exe().unwrap())
+                    .args(std::env::args().skip(1))
                     .env("KPIWATCH_BENCH_VARIANT", i.to_string())
                     .status()
                     .unwrap();
