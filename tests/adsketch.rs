@@ -12,8 +12,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -60,22 +59,11 @@ fn value(t: i64, t0: i64) -> f64 {
 
 /// Serves `/metrics` with the current value, forever (the thread dies with the test).
 fn serve_exporter(port: u16, t0: i64) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let body = format!(
-                "# TYPE kpiwatch_demo_value gauge\nkpiwatch_demo_value{{entity=\"demo\"}} {}\n",
-                value(now_s(), t0)
-            );
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    common::serve_exposition(port, move || {
+        format!(
+            "# TYPE kpiwatch_demo_value gauge\nkpiwatch_demo_value{{entity=\"demo\"}} {}\n",
+            value(now_s(), t0)
+        )
     });
 }
 

@@ -17,8 +17,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -57,28 +55,17 @@ fn value(t: i64, center: i64, spike: f64) -> f64 {
 /// Serves `/metrics` with the current value; `spike_until` (Unix seconds) adds a
 /// spike of `PEAK` while the clock is before it.
 fn serve_exporter(port: u16, center: i64, spike_until: Arc<AtomicI64>) {
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = s.read(&mut buf);
-            let t = now_s();
-            let spike = if t < spike_until.load(Ordering::Relaxed) {
-                PEAK
-            } else {
-                0.0
-            };
-            let body = format!(
-                "# TYPE kpiwatch_demo_value gauge\nkpiwatch_demo_value{{entity=\"demo\"}} {}\n",
-                value(t, center, spike)
-            );
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-        }
+    common::serve_exposition(port, move || {
+        let t = now_s();
+        let spike = if t < spike_until.load(Ordering::Relaxed) {
+            PEAK
+        } else {
+            0.0
+        };
+        format!(
+            "# TYPE kpiwatch_demo_value gauge\nkpiwatch_demo_value{{entity=\"demo\"}} {}\n",
+            value(t, center, spike)
+        )
     });
 }
 

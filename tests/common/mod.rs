@@ -337,3 +337,23 @@ pub fn promtool_backfill(dir: &Path, openmetrics: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Serves `/metrics` on 127.0.0.1:`port` from a thread that lives as long as the test:
+/// every request gets `body()` in the text exposition format.
+pub fn serve_exposition(port: u16, body: impl Fn() -> String + Send + 'static) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind exporter");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let body = body();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
