@@ -45,7 +45,7 @@ use serde::{Deserialize, Serialize};
 /// Consistency constant that makes the MAD estimate σ for Gaussian data.
 const MAD_TO_SIGMA: f64 = 1.4826;
 /// Consistency constant that makes the mean absolute deviation estimate σ.
-const MEAN_AD_TO_SIGMA: f64 = 1.2533;
+pub(crate) const MEAN_AD_TO_SIGMA: f64 = 1.2533;
 /// When the MAD is 0: quantiles of the absolute deviations and their value for a
 /// standard Gaussian, tried in order (see the module doc).
 const DEVIATION_QUANTILES: [(f64, f64); 2] =

@@ -21,8 +21,11 @@
 //!   bursty data) of the samples that fall in it.
 //! * **Online**: every new point moves the two buckets around its phase towards itself
 //!   (a least-mean-squares step on the piecewise-linear profile, with the residual
-//!   clipped at 3 spreads so one spike moves it little), with a learning rate of
-//!   `1 / min(count, points of 4 periods)`: the profile remembers about four periods.
+//!   clipped at 3 spreads so one spike moves it little, once the bucket has learned 8
+//!   points), with a learning rate of `1 / min(count, points of 4 periods)`: the
+//!   profile remembers about four periods.
+//! * **A pooled spread** over all phases floors each phase's spread at half of it, so
+//!   a bucket that happened to see a few calm points does not page on ordinary noise.
 //! * **Incidents are not learned**: a point whose final z (after the normaliser) is
 //!   beyond [`LEARN_LIMIT`] is left out, so a one-hour outage does not become
 //!   tomorrow's expectation. When such points have outnumbered normal ones for
@@ -33,7 +36,7 @@
 //! # Cost
 //!
 //! State per series and period: `B` buckets × 10 bytes (centre and spread as `f32`, a
-//! `u16` count), `B = min(period / step, 96)`: 0.96 KB for a period, 1.9 KB for
+//! `u16` count) plus 34 bytes, `B = min(period / step, 96)`: 0.99 KB for a period, 1.9 KB for
 //! `[1d, 1w]`. The residual row the store keeps beside the raw one adds 8 bytes per
 //! history point. No query per cycle beyond the ordinary one; at start one coarse
 //! query per metric (at most 10,000 points per series). The alternative, fetching past
@@ -45,7 +48,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::normalize::{scale_floor, RobustStats};
+use crate::normalize::{scale_floor, RobustStats, MEAN_AD_TO_SIGMA};
 
 mod residuals;
 
@@ -60,10 +63,15 @@ pub const MIN_PERIODS: f64 = 2.0;
 pub const LEARN_LIMIT: f64 = 4.0;
 /// The profile remembers about this many periods.
 const MEMORY_PERIODS: usize = 4;
-/// Online residuals are clipped at this many spreads.
+/// Online residuals are clipped at this many spreads, once a bucket has learned
+/// [`WARM_UP_POINTS`] points (before, its spread is too young to clip by).
 const CLIP_SPREADS: f64 = 3.0;
-/// Mean absolute deviation → σ for Gaussian data.
-const MEAN_AD_TO_SIGMA: f64 = 1.2533;
+/// Points a bucket learns unclipped before its spread is trusted for clipping.
+const WARM_UP_POINTS: u16 = 8;
+/// A phase's spread is at least this fraction of the profile's pooled spread (the
+/// mean residual size over all phases): a quiet hour may be twice as quiet as the
+/// average one, no quieter, so a handful of calm points cannot make it page on noise.
+const POOLED_SPREAD_FLOOR: f64 = 0.5;
 
 /// What the series is expected to do at one point: `x ≈ value ± spread`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -107,6 +115,12 @@ pub struct Profile {
     last_ms: Option<i64>,
     /// Learning rate floor: 1 / points per bucket in [`MEMORY_PERIODS`] periods.
     memory: u16,
+    /// Spread of all phases together (≈ σ of the residuals), once learned.
+    #[serde(default)]
+    pooled: Option<f32>,
+    /// Points learned into `pooled`, saturating.
+    #[serde(default)]
+    pooled_count: u32,
 }
 
 impl Profile {
@@ -123,6 +137,8 @@ impl Profile {
             learned_ms: 0,
             last_ms: None,
             memory,
+            pooled: None,
+            pooled_count: 0,
         }
     }
 
@@ -143,7 +159,7 @@ impl Profile {
 
     /// Bytes of learned state (what the cost figures count).
     pub fn state_bytes(&self) -> usize {
-        self.buckets() * (4 + 4 + 2) + 8 * 3 + 2
+        self.buckets() * (4 + 4 + 2) + 8 * 3 + 2 + 4 + 4
     }
 
     /// Position of `t_ms` on the bucket axis, in `[0, B)`; bucket `k` is centred on
@@ -173,9 +189,12 @@ impl Profile {
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => return None,
         };
+        let floor = self
+            .pooled
+            .map_or(0.0, |p| POOLED_SPREAD_FLOOR * f64::from(p));
         Some(Expectation {
             value,
-            spread: spread.max(scale_floor(value)),
+            spread: spread.max(floor).max(scale_floor(value)),
         })
     }
 
@@ -195,12 +214,14 @@ impl Profile {
             last = last.max(t);
         }
         let mut scratch = Vec::new();
+        let mut residuals = Vec::new();
         for (k, values) in per_bucket.iter().enumerate() {
             match RobustStats::fit(values, &mut scratch) {
                 Some(s) => {
                     self.centers[k] = s.median as f32;
                     self.spreads[k] = s.scale as f32;
                     self.counts[k] = values.len().min(u16::MAX as usize) as u16;
+                    residuals.extend(values.iter().map(|x| x - s.median));
                 }
                 None => {
                     self.centers[k] = f32::NAN;
@@ -213,6 +234,9 @@ impl Profile {
             self.learned_ms = last - first;
             self.last_ms = Some(last);
         }
+        // The robust scale of every phase's residuals together.
+        self.pooled_count = residuals.len().min(u32::MAX as usize) as u32;
+        self.pooled = RobustStats::fit(&residuals, &mut scratch).map(|s| s.scale as f32);
     }
 
     /// Learns one point: moves the buckets around `t_ms` towards `x`.
@@ -234,7 +258,13 @@ impl Profile {
             return;
         };
         let r = x - e.value;
-        let clipped = r.clamp(-CLIP_SPREADS * e.spread, CLIP_SPREADS * e.spread);
+        let young = self.counts[lo].min(self.counts[hi]) < WARM_UP_POINTS;
+        let clipped = if young {
+            r
+        } else {
+            r.clamp(-CLIP_SPREADS * e.spread, CLIP_SPREADS * e.spread)
+        };
+        self.learn_pooled(MEAN_AD_TO_SIGMA * clipped.abs());
         for (k, weight) in [(lo, 1.0 - w), (hi, w)] {
             if !self.centers[k].is_finite() {
                 self.centers[k] = x as f32;
@@ -253,6 +283,18 @@ impl Profile {
                 self.counts[k] = self.counts[k].saturating_add(1);
             }
         }
+    }
+
+    /// Moves the pooled spread towards one point's residual size (≈ σ units), with a
+    /// memory of [`MEMORY_PERIODS`] periods of points.
+    fn learn_pooled(&mut self, size: f64) {
+        let memory = u32::from(self.memory) * self.buckets() as u32;
+        self.pooled_count = self.pooled_count.saturating_add(1);
+        let n = self.pooled_count.min(memory.max(1));
+        self.pooled = Some(match self.pooled {
+            Some(p) => (f64::from(p) + (size - f64::from(p)) / f64::from(n)) as f32,
+            None => size as f32,
+        });
     }
 
     /// Moves every centre by `delta` (a level shift adopted).

@@ -143,3 +143,56 @@ fn short_periods_get_one_bucket_per_step() {
     assert_eq!(p.buckets(), 24);
     assert_eq!(Profile::new(DAY, 15_000).buckets(), MAX_BUCKETS);
 }
+
+/// Deterministic noise, uniform in [-1, 1).
+fn unit_noise(i: i64) -> f64 {
+    ((i.wrapping_mul(2_654_435_761)).rem_euclid(1000)) as f64 / 500.0 - 1.0
+}
+
+#[test]
+fn spreads_learned_online_from_nothing_reach_the_noise_even_at_one_point_per_bucket() {
+    // Hourly points, a daily period: every bucket sees one point per period, so four
+    // periods give three points each; the spread must still come near the noise's σ.
+    let hour = 3_600_000;
+    let mut s = SeasonalSeries::new(&[24 * hour], hour);
+    let sigma = 10.0 / 3f64.sqrt(); // uniform ±10
+    let x = |i: i64| 100.0 + 10.0 * unit_noise(i);
+    for i in 0..24 * 3 {
+        let t = i * hour;
+        let e = s.expectation(t);
+        s.observe(t, x(i), e.residual(x(i)), 72);
+    }
+    let spreads: Vec<f64> = (0..24).map(|h| s.expectation(h * hour).spread).collect();
+    let mean = spreads.iter().sum::<f64>() / spreads.len() as f64;
+    assert!(
+        mean > 0.5 * sigma && mean < 2.0 * sigma,
+        "mean spread {mean}, σ {sigma}"
+    );
+    assert!(spreads.iter().all(|&sp| sp > 0.3 * sigma), "{spreads:?}");
+}
+
+#[test]
+fn a_calm_phase_is_no_narrower_than_half_the_pooled_spread() {
+    // Flat at night (00:00–06:00), noisy ±20 otherwise.
+    let noisy = |t: i64| {
+        let calm = t.rem_euclid(DAY) < DAY / 4;
+        100.0
+            + if calm {
+                0.0
+            } else {
+                20.0 * unit_noise(t / STEP)
+            }
+    };
+    let mut s = SeasonalSeries::new(&[DAY], STEP);
+    s.fit(&samples(0, 3 * DAY, STEP, noisy));
+    let night = s.expectation(3 * DAY + DAY / 8).spread;
+    let day = s.expectation(3 * DAY + DAY / 2).spread;
+    assert!(day > 5.0, "day spread {day}");
+    // The pooled scale is about 9.9 (a quarter of the residuals are 0), the day's
+    // about 14.8: the night is floored near 4.9, far above the 1 % scale floor.
+    assert!(
+        night > 4.0 && night >= 0.3 * day,
+        "night {night} vs day {day}"
+    );
+    assert!(night < day, "night {night} vs day {day}");
+}
