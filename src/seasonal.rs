@@ -69,7 +69,7 @@ const CLIP_SPREADS: f64 = 3.0;
 /// Points a bucket learns unclipped before its spread is trusted for clipping.
 const WARM_UP_POINTS: u16 = 8;
 /// A phase's spread is at least this fraction of the profile's pooled spread (the
-/// mean residual size over all phases): a quiet hour may be twice as quiet as the
+/// size of the residuals of all phases together): a quiet hour may be twice as quiet as the
 /// average one, no quieter, so a handful of calm points cannot make it page on noise.
 const POOLED_SPREAD_FLOOR: f64 = 0.5;
 

@@ -151,7 +151,7 @@ fn unit_noise(i: i64) -> f64 {
 
 #[test]
 fn spreads_learned_online_from_nothing_reach_the_noise_even_at_one_point_per_bucket() {
-    // Hourly points, a daily period: every bucket sees one point per period, so four
+    // Hourly points, a daily period: every bucket sees one point per period, so three
     // periods give three points each; the spread must still come near the noise's σ.
     let hour = 3_600_000;
     let mut s = SeasonalSeries::new(&[24 * hour], hour);
@@ -164,8 +164,10 @@ fn spreads_learned_online_from_nothing_reach_the_noise_even_at_one_point_per_buc
     }
     let spreads: Vec<f64> = (0..24).map(|h| s.expectation(h * hour).spread).collect();
     let mean = spreads.iter().sum::<f64>() / spreads.len() as f64;
+    // With the old rule (clipped from the first point) the mean stayed near 0.6 σ;
+    // young centres make residuals a little wider than the noise: about 1.4 σ now.
     assert!(
-        mean > 0.5 * sigma && mean < 2.0 * sigma,
+        mean > 0.75 * sigma && mean < 1.75 * sigma,
         "mean spread {mean}, σ {sigma}"
     );
     assert!(spreads.iter().all(|&sp| sp > 0.3 * sigma), "{spreads:?}");
