@@ -81,6 +81,7 @@ EXPORTED = {
     "kpiwatch_adsketch_patterns",
     "kpiwatch_regression_probability",
     "kpiwatch_regression_p_value",
+    "kpiwatch_regression_effect",
     "kpiwatch_regression",
     "kpiwatch_regression_insufficient_data",
     "kpiwatch_regression_baseline_info",

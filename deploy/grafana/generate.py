@@ -523,7 +523,7 @@ def regressions() -> dict:
     )
     p_values = timeseries(
         "p-value per interface and KPI",
-        "ks and mwu methods only: p-value of each KPI's test (kpiwatch_regression_p_value), "
+        "matched, ks and mwu methods: p-value of each KPI's test (kpiwatch_regression_p_value), "
         "log scale. A KPI counts as regressed below regressions.alpha; the red area is "
         "under the default, 0.05. Empty with the siamese method: see the probabilities.",
         [target(f"kpiwatch_regression_p_value{{{sel}}}", legend="{{interface}} {{kpi}}")],
@@ -534,6 +534,19 @@ def regressions() -> dict:
     p_values["fieldConfig"]["defaults"]["thresholds"] = thresholds((None, "red"), (0.05, "transparent"))
     p_values["fieldConfig"]["defaults"]["max"] = 1
     lay.add(p_values, w=24, h=10)
+    lay.add(
+        timeseries(
+            "Change at matched load",
+            "Any method: each KPI's current value over the baseline's at the same workload, "
+            "minus 1 (kpiwatch_regression_effect; +18% = 18% higher). Response time up, "
+            "throughput or success rate down is worse. Missing where the two windows' loads "
+            "overlap too little to compare.",
+            [target(f"kpiwatch_regression_effect{{{sel}}}", legend="{{interface}} {{kpi}}")],
+            unit="percentunit",
+        ),
+        w=24,
+        h=10,
+    )
     lay.add(
         timeseries(
             "Regression checks by result",

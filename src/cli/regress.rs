@@ -1,8 +1,9 @@
 //! `kpiwatch regress`: offline performance-regression check of two load tests.
 //!
 //! ```text
-//! kpiwatch regress --baseline before.csv --current after.csv [--method siamese|ks|mwu]
+//! kpiwatch regress --baseline before.csv --current after.csv [--method siamese|matched|ks|mwu]
 //!                  [--kpi response_time,throughput,success_rate] [--model DIR] [--plot FILE.svg]
+//!                  [--min-effect response_time=0.1,throughput=0.1,success_rate=0.01]
 //! ```
 //!
 //! Input: CSV `timestamp,workload,response_time,throughput,success_rate` (the lab's
@@ -37,15 +38,21 @@ pub struct RegressArgs {
     /// Current load test, same format.
     #[arg(long, value_name = "FILE")]
     pub current: PathBuf,
-    /// siamese (DynamicRegress model), ks (Kolmogorov–Smirnov) or mwu (Mann–Whitney U).
+    /// siamese (DynamicRegress model), matched (workload-matched effect size and
+    /// stratified rank test), ks (Kolmogorov–Smirnov) or mwu (Mann–Whitney U).
     #[arg(long, default_value = "siamese", value_parser = parse_method)]
     pub method: Method,
     /// KPIs to judge, comma separated (default: all three).
     #[arg(long, value_delimiter = ',', value_parser = parse_kpi)]
     pub kpi: Vec<Kpi>,
-    /// Significance level of ks / mwu: p < alpha is a regression.
+    /// Significance level of matched / ks / mwu: p < alpha is a regression.
     #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
+    /// Matched method: smallest relative worsening at matched load that counts, per KPI
+    /// (KPI=FRACTION, comma separated; unnamed KPIs keep their defaults
+    /// response_time=0.1, throughput=0.1, success_rate=0.01).
+    #[arg(long, value_delimiter = ',', value_name = "KPI=FRACTION", value_parser = parse_min_effect)]
+    pub min_effect: Vec<(Kpi, f64)>,
     /// Siamese decision threshold: probability >= threshold is a regression.
     #[arg(long, default_value_t = 0.5)]
     pub threshold: f64,
@@ -71,6 +78,20 @@ fn parse_method(s: &str) -> Result<Method, String> {
 
 fn parse_kpi(s: &str) -> Result<Kpi, String> {
     s.parse()
+}
+
+fn parse_min_effect(s: &str) -> Result<(Kpi, f64), String> {
+    let (kpi, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KPI=FRACTION (e.g. response_time=0.1)"))?;
+    let v: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{v}` is not a number (expected a fraction such as 0.1)"))?;
+    if !(0.0..1.0).contains(&v) {
+        return Err(format!("{v} is out of range (expected 0 <= FRACTION < 1)"));
+    }
+    Ok((kpi.trim().parse()?, v))
 }
 
 /// Why `kpiwatch regress` failed; [`RegressCliError::exit_code`] maps it.
@@ -142,6 +163,9 @@ impl RegressArgs {
             ..Default::default()
         };
         opts.limits.min_points = self.min_points;
+        for &(kpi, v) in &self.min_effect {
+            opts.min_effect[kpi.index()] = v;
+        }
         Ok(opts)
     }
 }
@@ -309,6 +333,7 @@ mod tests {
             method,
             kpi: vec![],
             alpha: 0.05,
+            min_effect: Vec::new(),
             threshold: 0.5,
             min_points: 20,
             model: repo_path("models"),

@@ -76,6 +76,9 @@ pub enum Method {
     Ks,
     /// Mann–Whitney U test on the KPI values.
     Mwu,
+    /// Workload-matched comparison: effect size and a stratified rank test where the
+    /// two windows' loads overlap (`detect::regress::matched`).
+    Matched,
 }
 
 impl Method {
@@ -85,6 +88,7 @@ impl Method {
             Method::Siamese => "siamese",
             Method::Ks => "ks",
             Method::Mwu => "mwu",
+            Method::Matched => "matched",
         }
     }
 }
@@ -96,12 +100,18 @@ impl FromStr for Method {
             "siamese" => Ok(Method::Siamese),
             "ks" => Ok(Method::Ks),
             "mwu" => Ok(Method::Mwu),
+            "matched" => Ok(Method::Matched),
             _ => Err(format!(
-                "unknown method `{s}` (expected siamese, ks or mwu)"
+                "unknown method `{s}` (expected siamese, matched, ks or mwu)"
             )),
         }
     }
 }
+
+/// Default minimum effects of the matched method: response time, throughput, success
+/// rate (relative; `0.01` of a success rate near 1 is one percentage point). Chosen on
+/// the lab's selection pairs (docs/regression-judging.md).
+pub const DEFAULT_MIN_EFFECT: [f64; 3] = [0.10, 0.10, 0.01];
 
 /// Settings of one comparison.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +124,9 @@ pub struct Options {
     pub alpha: f64,
     /// Siamese decision threshold: `probability >= threshold` is a regression.
     pub threshold: f64,
+    /// Smallest relative change in the bad direction at matched load that the matched
+    /// method calls a regression, per KPI (indexed by [`Kpi::index`]).
+    pub min_effect: [f64; 3],
     /// Insufficient-data rules.
     pub limits: Limits,
 }
@@ -125,6 +138,7 @@ impl Default for Options {
             kpis: Kpi::ALL.to_vec(),
             alpha: 0.05,
             threshold: 0.5,
+            min_effect: DEFAULT_MIN_EFFECT,
             limits: Limits::default(),
         }
     }

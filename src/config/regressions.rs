@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::judge::{Kpi, Limits, Method, Options, Range, ENCODER_FILE, HEAD_FILE};
+use super::judge::{
+    Kpi, Limits, Method, Options, Range, DEFAULT_MIN_EFFECT, ENCODER_FILE, HEAD_FILE,
+};
 
 /// The placeholder replaced by the interface's label value.
 pub const PLACEHOLDER: &str = "$interface";
@@ -33,10 +35,13 @@ pub struct RawRegressions {
     pub window: Option<String>,
     /// Shortest window that is judged; shorter gives insufficient data (default 10m).
     pub min_window: Option<String>,
-    /// siamese (default), ks or mwu.
+    /// siamese (default), matched, ks or mwu.
     pub method: Option<String>,
-    /// Significance level of ks / mwu: p < alpha is a regression (default 0.05).
+    /// Significance level of matched / ks / mwu: p < alpha is a regression (default 0.05).
     pub alpha: Option<f64>,
+    /// Matched method: smallest relative worsening at matched load that is a regression,
+    /// per KPI name (defaults: response_time 0.10, throughput 0.10, success_rate 0.01).
+    pub min_effect: Option<BTreeMap<String, f64>>,
     /// Siamese decision threshold: probability >= threshold is a regression (default 0.5).
     pub threshold: Option<f64>,
     /// Largest share of gap rows a window may have (default 0.2).
@@ -288,6 +293,7 @@ pub(super) fn validate(
             format!("{threshold} is out of range (expected 0 < threshold < 1)"),
         ));
     }
+    let min_effect = validate_min_effect(raw.min_effect.unwrap_or_default(), errs);
     let max_gap_fraction = raw
         .max_gap_fraction
         .unwrap_or(Limits::default().max_gap_fraction);
@@ -321,6 +327,7 @@ pub(super) fn validate(
             kpis: kpis.iter().map(|(k, _)| *k).collect(),
             alpha,
             threshold,
+            min_effect,
             limits: Limits {
                 min_points,
                 max_gap_fraction,
@@ -334,6 +341,24 @@ pub(super) fn validate(
         kpis,
         baseline,
     }
+}
+
+/// `min_effect:` merged into the defaults; unknown KPIs and values outside `[0, 1)`
+/// are errors.
+fn validate_min_effect(raw: BTreeMap<String, f64>, errs: &mut Vec<(String, String)>) -> [f64; 3] {
+    let mut out = DEFAULT_MIN_EFFECT;
+    for (name, v) in raw {
+        let key = format!("min_effect.{name}");
+        match name.parse::<Kpi>() {
+            Err(e) => errs.push((key, e)),
+            Ok(_) if !(0.0..1.0).contains(&v) => errs.push((
+                key,
+                format!("{v} is out of range (expected a fraction 0 <= min_effect < 1, e.g. 0.1 for 10%)"),
+            )),
+            Ok(kpi) => out[kpi.index()] = v,
+        }
+    }
+    out
 }
 
 fn validate_model(

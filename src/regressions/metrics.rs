@@ -7,7 +7,8 @@
 //! |---|---|---|
 //! | `kpiwatch_regression` | interface | 1 regressed, 0 normal, NaN while the data is insufficient |
 //! | `kpiwatch_regression_probability` | interface, kpi | P(regression) of the Siamese model (method siamese) |
-//! | `kpiwatch_regression_p_value` | interface, kpi | p-value of KS / MWU (methods ks, mwu); low is a regression |
+//! | `kpiwatch_regression_p_value` | interface, kpi | p-value of matched / KS / MWU; low is a regression |
+//! | `kpiwatch_regression_effect` | interface, kpi | current over baseline at matched load, minus 1 (0.18 = 18% higher), any method; absent when the loads do not overlap enough |
 //! | `kpiwatch_regression_insufficient_data` | interface | 1 while some KPI cannot be judged (too short, gaps, no load) |
 //! | `kpiwatch_regression_baseline_info` | interface, mode, version, current_version, baseline_start, baseline_end | 1: the baseline in use |
 //!
@@ -46,6 +47,7 @@ pub(crate) struct RegressionMetrics {
     regression: GaugeVec,
     probability: GaugeVec,
     p_value: GaugeVec,
+    effect: GaugeVec,
     insufficient: GaugeVec,
     baseline_info: GaugeVec,
     checks: IntCounterVec,
@@ -81,7 +83,8 @@ impl RegressionMetrics {
         Ok(RegressionMetrics {
             regression: gauge("kpiwatch_regression", "1 when the interface regressed against its baseline (any KPI), 0 when not, NaN while the data is insufficient.", &["interface"])?,
             probability: gauge("kpiwatch_regression_probability", "P(regression) of each KPI from the Siamese model.", &["interface", "kpi"])?,
-            p_value: gauge("kpiwatch_regression_p_value", "p-value of each KPI from the KS or Mann-Whitney U test; below alpha is a regression.", &["interface", "kpi"])?,
+            p_value: gauge("kpiwatch_regression_p_value", "p-value of each KPI from the matched, KS or Mann-Whitney U test; below alpha is a regression.", &["interface", "kpi"])?,
+            effect: gauge("kpiwatch_regression_effect", "Each KPI's current value over the baseline's at matched load, minus 1 (0.18 = 18% higher).", &["interface", "kpi"])?,
             insufficient: gauge("kpiwatch_regression_insufficient_data", "1 while some KPI of the interface cannot be judged (window too short, gaps, no load).", &["interface"])?,
             baseline_info: gauge("kpiwatch_regression_baseline_info", "The baseline an interface is compared with (value 1).", &["interface", "mode", "version", "current_version", "baseline_start", "baseline_end"])?,
             checks: counter("kpiwatch_regression_checks_total", "Interface regression checks by result.", "result")?,
@@ -113,6 +116,9 @@ impl RegressionMetrics {
             }
             if let Some(p) = o.p_value {
                 self.p_value.with_label_values(&[interface, kpi]).set(p);
+            }
+            if let Some(e) = o.effect {
+                self.effect.with_label_values(&[interface, kpi]).set(e);
             }
             entry.kpis.push(kpi);
         }
@@ -154,6 +160,7 @@ impl RegressionMetrics {
         for kpi in entry.kpis.drain(..) {
             let _ = self.probability.remove_label_values(&[interface, kpi]);
             let _ = self.p_value.remove_label_values(&[interface, kpi]);
+            let _ = self.effect.remove_label_values(&[interface, kpi]);
         }
     }
 
@@ -237,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn verdicts_probabilities_and_the_baseline_are_exported_and_replaced() {
+    fn verdicts_probabilities_effects_and_the_baseline_are_exported_and_replaced() {
         let r = Registry::new();
         let m = RegressionMetrics::new(&r).unwrap();
         let report = Report::new(
@@ -248,6 +255,8 @@ mod tests {
                     KpiOutcome {
                         regression: Some(true),
                         probability: Some(0.9),
+                        effect: Some(0.25),
+                        workload_range: Some([4.0, 12.0]),
                         ..Default::default()
                     },
                 ),
@@ -263,6 +272,12 @@ mod tests {
         assert!(text.contains(
             r#"kpiwatch_regression_probability{interface="search",kpi="response_time"} 0.9"#
         ));
+        assert!(text.contains(
+            r#"kpiwatch_regression_effect{interface="search",kpi="response_time"} 0.25"#
+        ));
+        assert!(
+            !text.contains(r#"kpiwatch_regression_effect{interface="search",kpi="throughput"}"#)
+        );
         assert!(text.contains(r#"kpiwatch_regression_insufficient_data{interface="search"} 1"#));
         assert!(text.contains(r#"kpiwatch_regression_checks_total{result="regression"} 1"#));
         assert!(text.contains(r#"baseline_start="a""#));
@@ -275,6 +290,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("kpiwatch_regression_probability{"), "{text}");
+        assert!(!text.contains("kpiwatch_regression_effect{"), "{text}");
         assert!(!text.contains(r#"baseline_start="a""#));
         assert!(text.contains(r#"baseline_start="b""#));
 

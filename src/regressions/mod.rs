@@ -9,7 +9,8 @@
 //! * [`runner`]: the loop and its per-interface state (final verdicts, cached baseline
 //!   windows and embeddings), comparisons on a blocking thread;
 //! * [`metrics`]: `kpiwatch_regression{interface}`, `kpiwatch_regression_probability`,
-//!   `kpiwatch_regression_p_value`, `kpiwatch_regression_insufficient_data`,
+//!   `kpiwatch_regression_p_value`, `kpiwatch_regression_effect`,
+//!   `kpiwatch_regression_insufficient_data`,
 //!   `kpiwatch_regression_baseline_info` and the self-metrics of the checks;
 //! * [`check`]: `POST /api/v1/regressions/check` on the agent's runtime.
 //!

@@ -11,8 +11,13 @@
 //!   ([`lstm`], weights read from the ONNX files) once it agrees with tract on a
 //!   probe at load, else with tract.
 //!   [`features`] is the input normalisation the model was trained with.
+//! * [`Method::Matched`]: the workload-matched judge ([`matched`]): an effect size and a
+//!   stratified rank test where the two windows' loads overlap, model-free.
 //! * [`Method::Ks`] / [`Method::Mwu`]: two-sample tests on the KPI values alone
 //!   ([`stats`]), cheap and model-free, blind to the workload.
+//!
+//! Whatever the method, every judged KPI also carries the matched effect size and the
+//! workload range it was measured at, when the loads overlap enough.
 //!
 //! [`window`] reads the lab's CSV format and applies the insufficient-data rules;
 //! [`verdict`] holds the per-KPI outcomes, the "any KPI ⇒ interface" rule and the JSON.
@@ -25,12 +30,14 @@ pub(crate) mod baseline;
 pub(crate) mod cache;
 pub(crate) mod features;
 pub mod lstm;
+pub mod matched;
 pub mod model;
 pub(crate) mod stats;
 pub(crate) mod verdict;
 pub(crate) mod window;
 
 pub use crate::config::judge::{Kpi, Method, Options};
+pub use matched::Matched;
 pub use model::RegressModel;
 pub use verdict::{KpiOutcome, Report, Verdict};
 pub use window::{Insufficient, KpiPair, Limits, LoadTest, Series, WindowError};
@@ -60,6 +67,19 @@ pub fn judge_stat(method: Method, pair: &KpiPair, alpha: f64) -> KpiOutcome {
             ..Default::default()
         },
         Err(e) => KpiOutcome::insufficient(e.to_string()),
+    }
+}
+
+/// Judges one prepared KPI pair at matched workload: a regression when the stratified
+/// test is significant and the KPI is worse by at least `min_effect`.
+pub fn judge_matched(pair: &KpiPair, alpha: f64, min_effect: f64) -> KpiOutcome {
+    match matched::compare(pair) {
+        Ok(m) => KpiOutcome {
+            regression: Some(m.p_value < alpha && m.worse_by(pair.kpi) >= min_effect),
+            p_value: Some(m.p_value),
+            ..KpiOutcome::default().with_effect(&m)
+        },
+        Err(why) => KpiOutcome::insufficient(why.0),
     }
 }
 
@@ -93,19 +113,30 @@ pub fn compare_with(
     for &kpi in &opts.kpis {
         let outcome = match window::prepare(kpi, baseline, current, &opts.limits) {
             Err(why) => KpiOutcome::insufficient(why.0),
-            Ok(pair) => match (opts.method, model) {
-                (Method::Siamese, Some(m)) => {
-                    let (b, c) = features::pair_features(&pair);
-                    let zb = embed_baseline(m, kpi, &b)?;
-                    let p = m.probability(&zb, &m.embed(&c)?)?;
-                    KpiOutcome {
-                        regression: Some(f64::from(p) >= opts.threshold),
-                        probability: Some(f64::from(p)),
-                        ..Default::default()
+            Ok(pair) => {
+                let mut outcome = match (opts.method, model) {
+                    (Method::Siamese, Some(m)) => {
+                        let (b, c) = features::pair_features(&pair);
+                        let zb = embed_baseline(m, kpi, &b)?;
+                        let p = m.probability(&zb, &m.embed(&c)?)?;
+                        KpiOutcome {
+                            regression: Some(f64::from(p) >= opts.threshold),
+                            probability: Some(f64::from(p)),
+                            ..Default::default()
+                        }
+                    }
+                    (Method::Matched, _) => {
+                        judge_matched(&pair, opts.alpha, opts.min_effect[kpi.index()])
+                    }
+                    (method, _) => judge_stat(method, &pair, opts.alpha),
+                };
+                if outcome.effect.is_none() && outcome.regression.is_some() {
+                    if let Ok(m) = matched::compare(&pair) {
+                        outcome = outcome.with_effect(&m);
                     }
                 }
-                (method, _) => judge_stat(method, &pair, opts.alpha),
-            },
+                outcome
+            }
         };
         outcomes.push((kpi, outcome));
     }

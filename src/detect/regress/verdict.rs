@@ -8,12 +8,16 @@
 //!
 //! ```json
 //! {"method": "siamese", "verdict": "regression",
-//!  "kpis": {"response_time": {"regression": true, "probability": 0.97},
-//!           "throughput": {"regression": false, "probability": 0.08},
+//!  "kpis": {"response_time": {"regression": true, "probability": 0.97,
+//!                             "effect": 0.18, "workload_range": [4.0, 12.0]},
+//!           "throughput": {"regression": false, "probability": 0.08,
+//!                          "effect": -0.01, "workload_range": [4.0, 12.0]},
 //!           "success_rate": {"regression": null, "reason": "the current window has 12 usable success_rate points, at least 20 are needed"}}}
 //! ```
 //!
-//! KS and MWU report `p_value` (and `statistic`) instead of `probability`.
+//! KS and MWU report `p_value` (and `statistic`) instead of `probability`; the matched
+//! method its one-sided `p_value`. `effect` (current over baseline at matched workload,
+//! minus 1) and `workload_range` come with every judged KPI whose loads overlap enough.
 
 use std::collections::BTreeMap;
 
@@ -67,6 +71,13 @@ pub struct KpiOutcome {
     /// Test statistic of KS (`D`) / MWU (`U₁`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub statistic: Option<f64>,
+    /// Current over baseline at matched workload, minus 1 (`0.18`: 18% higher), whatever
+    /// the method; absent when the loads overlap too little (`detect::regress::matched`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effect: Option<f64>,
+    /// The workload range `[low, high]` the effect was measured at.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload_range: Option<[f64; 2]>,
     /// Why the KPI was not judged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -78,6 +89,15 @@ impl KpiOutcome {
         KpiOutcome {
             reason: Some(reason.into()),
             ..Default::default()
+        }
+    }
+
+    /// This outcome with the matched effect size and its workload range.
+    pub fn with_effect(self, m: &super::Matched) -> Self {
+        KpiOutcome {
+            effect: Some(m.effect),
+            workload_range: Some([m.workload.0, m.workload.1]),
+            ..self
         }
     }
 }
