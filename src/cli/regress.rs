@@ -3,7 +3,7 @@
 //! ```text
 //! kpiwatch regress --baseline before.csv --current after.csv [--method siamese|matched|ks|mwu]
 //!                  [--kpi response_time,throughput,success_rate] [--model DIR] [--plot FILE.svg]
-//!                  [--min-effect response_time=0.1,throughput=0.1,success_rate=0.01]
+//!                  [--min-effect response_time=0.2,throughput=0.2,success_rate=0.02]
 //! ```
 //!
 //! Input: CSV `timestamp,workload,response_time,throughput,success_rate` (the lab's
@@ -50,7 +50,7 @@ pub struct RegressArgs {
     pub alpha: f64,
     /// Matched method: smallest relative worsening at matched load that counts, per KPI
     /// (KPI=FRACTION, comma separated; unnamed KPIs keep their defaults
-    /// response_time=0.1, throughput=0.1, success_rate=0.01).
+    /// response_time=0.2, throughput=0.2, success_rate=0.02).
     #[arg(long, value_delimiter = ',', value_name = "KPI=FRACTION", value_parser = parse_min_effect)]
     pub min_effect: Vec<(Kpi, f64)>,
     /// Siamese decision threshold: probability >= threshold is a regression.

@@ -109,9 +109,9 @@ impl FromStr for Method {
 }
 
 /// Default minimum effects of the matched method: response time, throughput, success
-/// rate (relative; `0.01` of a success rate near 1 is one percentage point). Chosen on
+/// rate (relative; `0.02` of a success rate near 1 is two percentage points). Chosen on
 /// the lab's selection pairs (docs/regression-judging.md).
-pub const DEFAULT_MIN_EFFECT: [f64; 3] = [0.10, 0.10, 0.01];
+pub const DEFAULT_MIN_EFFECT: [f64; 3] = [0.20, 0.20, 0.02];
 
 /// Settings of one comparison.
 #[derive(Debug, Clone, PartialEq)]

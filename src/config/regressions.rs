@@ -40,7 +40,7 @@ pub struct RawRegressions {
     /// Significance level of matched / ks / mwu: p < alpha is a regression (default 0.05).
     pub alpha: Option<f64>,
     /// Matched method: smallest relative worsening at matched load that is a regression,
-    /// per KPI name (defaults: response_time 0.10, throughput 0.10, success_rate 0.01).
+    /// per KPI name (defaults: response_time 0.2, throughput 0.2, success_rate 0.02).
     pub min_effect: Option<BTreeMap<String, f64>>,
     /// Siamese decision threshold: probability >= threshold is a regression (default 0.5).
     pub threshold: Option<f64>,

@@ -2,25 +2,27 @@
 //!
 //! A different load profile alone moves every KPI (more users, more queueing), which is
 //! why KS and MWU on the raw values flag most clean deployments. This judge compares
-//! the two windows only where their workloads overlap, stratum by stratum:
+//! each current point with what the baseline did at that point's workload:
 //!
-//! 1. **Overlap**: the workload range both windows cover, `[max(min), min(max)]`.
-//!    Points outside it are left out; too few left is insufficient data (the judge
-//!    does not extrapolate a KPI to a load the baseline never saw).
-//! 2. **Strata**: up to [`STRATA`] workload bins with edges at quantiles of the pooled
-//!    matched workloads (a constant load is one stratum; repeated edges of a discrete
-//!    load, such as virtual users, merge). A stratum with fewer than
-//!    [`MIN_PER_STRATUM`] points from either window is left out.
-//! 3. **Effect size**: per stratum the current location over the baseline's, minus 1
-//!    (`+0.18` = 18% higher at that load), averaged with weights `n_b·n_c / (n_b + n_c)`.
-//!    The location is the median for response time and throughput (robust to spikes),
-//!    and the mean for success rate (a fraction whose occasional failures a median would
-//!    hide).
-//! 4. **Confidence**: van Elteren's stratified rank-sum test (Wilcoxon within strata,
-//!    combined with weights `1 / (N_s + 1)`), one-sided in the KPI's bad direction
-//!    (response time up; throughput and success rate down). It assumes independent
-//!    points; Prometheus `rate()` windows smooth neighbours together, so the p-value
-//!    overstates confidence, and the effect-size gate is what keeps small shifts quiet.
+//! 1. **The baseline's load curve**: the baseline's points cut into up to [`KNOTS`]
+//!    groups at quantiles of its workload (a constant load is one group; a discrete
+//!    load such as virtual users is never split inside a value), each group a knot at
+//!    its median workload and its KPI location; linear between knots, flat past the
+//!    outer ones.
+//! 2. **Matched points**: the current points whose workload lies within the baseline's
+//!    range. Points outside are left out, never extrapolated to: a baseline that never
+//!    saw 12 users says nothing about 12 users. Fewer than [`MIN_MATCHED`] is
+//!    insufficient data.
+//! 3. **Effect size**: every point (both windows) as its ratio to the curve at its
+//!    workload; the effect is the current ratios' location over the baseline's, minus 1
+//!    (`+0.18` = 18% higher at the same load). The location is the median for response
+//!    time and throughput (robust to spikes), the mean for success rate (a fraction
+//!    whose occasional failures a median would hide).
+//! 4. **Confidence**: a one-sided rank-sum (Mann–Whitney) test of the current ratios
+//!    against the baseline's, in the KPI's bad direction (response time up; throughput
+//!    and success rate down). It assumes independent points; Prometheus `rate()`
+//!    windows smooth neighbours together, so the p-value overstates confidence, and the
+//!    effect-size gate is what keeps small shifts quiet.
 //!
 //! A KPI regressed when `p < alpha` **and** the effect in the bad direction is at least
 //! the KPI's minimum effect (`Options::min_effect`). The other methods report the same
@@ -29,11 +31,11 @@
 use super::stats::{normal_sf, rank_sum, RankSum};
 use super::{Insufficient, Kpi, KpiPair};
 
-/// Most workload strata.
-pub(crate) const STRATA: usize = 4;
-/// Fewest points of each window a stratum needs to count.
-pub(crate) const MIN_PER_STRATUM: usize = 3;
-/// Fewest matched points (in counted strata) of each window for a judgement.
+/// Most knots of the baseline's load curve.
+pub(crate) const KNOTS: usize = 8;
+/// Fewest baseline points a knot needs (smaller groups are left out of the curve).
+pub(crate) const MIN_PER_KNOT: usize = 3;
+/// Fewest matched current points for a judgement.
 pub(crate) const MIN_MATCHED: usize = 10;
 
 /// The workload-matched comparison of one KPI pair.
@@ -41,11 +43,11 @@ pub(crate) const MIN_MATCHED: usize = 10;
 pub struct Matched {
     /// Current over baseline at matched load, minus 1 (`0.18` = 18% higher).
     pub effect: f64,
-    /// One-sided p-value of the stratified rank test in the KPI's bad direction.
+    /// One-sided p-value of the rank test in the KPI's bad direction.
     pub p_value: f64,
-    /// The workload range compared (the overlap of both windows).
+    /// The workload range of the matched current points.
     pub workload: (f64, f64),
-    /// Matched points used, baseline and current.
+    /// Points compared: baseline, matched current.
     pub points: (usize, usize),
 }
 
@@ -59,97 +61,135 @@ impl Matched {
     }
 }
 
-/// Compares the pair at matched workload; `Err` when too little of it overlaps.
+/// Compares the pair at matched workload; `Err` when too few current points fall in
+/// the baseline's workload range.
 pub(crate) fn compare(pair: &KpiPair) -> Result<Matched, Insufficient> {
     let (b, c) = (&pair.baseline, &pair.current);
-    let range = |w: &[f64]| {
-        w.iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            })
-    };
-    let ((b_lo, b_hi), (c_lo, c_hi)) = (range(&b.workload), range(&c.workload));
-    let (lo, hi) = (b_lo.max(c_lo), b_hi.min(c_hi));
-    if lo > hi {
-        return Err(Insufficient(format!(
-            "the workloads do not overlap (baseline {b_lo}–{b_hi}, current {c_lo}–{c_hi}): no matched load to compare at"
-        )));
-    }
-    let inside = |w: f64| (lo..=hi).contains(&w);
-    let mut pooled: Vec<f64> = b
+    let curve = LoadCurve::fit(pair.kpi, &b.workload, &b.kpi);
+    let (lo, hi) = curve.range;
+    let matched: Vec<(f64, f64)> = c
         .workload
         .iter()
-        .chain(&c.workload)
-        .copied()
-        .filter(|&w| inside(w))
+        .zip(&c.kpi)
+        .map(|(w, k)| (*w, *k))
+        .filter(|(w, _)| (lo..=hi).contains(w))
         .collect();
-    let edges = stratum_edges(&mut pooled);
-    let mut strata = vec![(Vec::new(), Vec::new()); edges.len() + 1];
-    for (w, k) in b.workload.iter().zip(&b.kpi).filter(|(w, _)| inside(**w)) {
-        strata[stratum_of(&edges, *w)].0.push(*k);
-    }
-    for (w, k) in c.workload.iter().zip(&c.kpi).filter(|(w, _)| inside(**w)) {
-        strata[stratum_of(&edges, *w)].1.push(*k);
-    }
-    strata.retain(|(sb, sc)| sb.len() >= MIN_PER_STRATUM && sc.len() >= MIN_PER_STRATUM);
-    let points = strata
-        .iter()
-        .fold((0, 0), |(nb, nc), (sb, sc)| (nb + sb.len(), nc + sc.len()));
-    if points.0.min(points.1) < MIN_MATCHED {
+    if matched.len() < MIN_MATCHED || curve.knots.is_empty() {
+        let (c_lo, c_hi) = range(&c.workload);
         return Err(Insufficient(format!(
-            "only {} baseline and {} current points at matched workload ({lo}–{hi}); at least {MIN_MATCHED} of each are needed",
-            points.0, points.1
+            "only {} current points lie in the baseline's workload range {lo}–{hi} (current {c_lo}–{c_hi}); at least {MIN_MATCHED} are needed to compare at matched load",
+            matched.len()
         )));
     }
-    let effect = weighted_effect(pair.kpi, &mut strata);
-    let z = van_elteren_z(&strata);
+    let mut base: Vec<f64> = b
+        .workload
+        .iter()
+        .zip(&b.kpi)
+        .filter_map(|(w, k)| curve.ratio(*w, *k))
+        .collect();
+    let mut cur: Vec<f64> = matched
+        .iter()
+        .filter_map(|(w, k)| curve.ratio(*w, *k))
+        .collect();
+    if base.is_empty() || cur.is_empty() {
+        return Err(Insufficient(
+            "the baseline's KPI is zero at the matched load: no change can be measured relative to it".into(),
+        ));
+    }
+    let z = rank_z(&cur, &base);
+    let (nb, nc) = (base.len(), cur.len());
+    let (lb, lc) = (location(pair.kpi, &mut base), location(pair.kpi, &mut cur));
+    let effect = if lb.abs() > f64::EPSILON {
+        lc / lb - 1.0
+    } else {
+        0.0
+    };
     let z_worse = match pair.kpi {
         Kpi::ResponseTime => z,
         Kpi::Throughput | Kpi::SuccessRate => -z,
     };
+    let w: Vec<f64> = matched.iter().map(|(w, _)| *w).collect();
     Ok(Matched {
         effect,
         p_value: normal_sf(z_worse),
-        workload: (lo, hi),
-        points,
+        workload: range(&w),
+        points: (nb, nc),
     })
 }
 
-/// Interior edges at the pooled workload's quantiles `k / STRATA`, repeated edges merged.
-fn stratum_edges(pooled: &mut [f64]) -> Vec<f64> {
-    pooled.sort_by(f64::total_cmp);
-    let n = pooled.len();
-    let mut edges: Vec<f64> = (1..STRATA).map(|k| pooled[(n - 1) * k / STRATA]).collect();
-    edges.dedup();
-    edges
+fn range(w: &[f64]) -> (f64, f64) {
+    w.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }
 
-/// Index of the stratum a workload falls in: values up to and including an edge belong
-/// below it, so a discrete load's values are never split across strata.
-fn stratum_of(edges: &[f64], w: f64) -> usize {
-    edges.partition_point(|&e| e < w)
+/// The baseline KPI as a function of workload: knots `(workload, location)` sorted by
+/// workload, linear between them, flat past the outer ones, defined on `range`.
+#[derive(Debug, Clone, PartialEq)]
+struct LoadCurve {
+    knots: Vec<(f64, f64)>,
+    range: (f64, f64),
 }
 
-type Strata = [(Vec<f64>, Vec<f64>)];
-
-/// Weighted mean over strata of `loc(current) / loc(baseline) − 1`; strata whose
-/// baseline location is zero (nothing to be relative to) are skipped.
-fn weighted_effect(kpi: Kpi, strata: &mut Strata) -> f64 {
-    let (mut sum, mut weights) = (0.0, 0.0);
-    for (sb, sc) in strata.iter_mut() {
-        let (lb, lc) = (location(kpi, sb), location(kpi, sc));
-        if lb.abs() <= f64::EPSILON {
-            continue;
+impl LoadCurve {
+    fn fit(kpi: Kpi, workload: &[f64], values: &[f64]) -> Self {
+        let mut points: Vec<(f64, f64)> = workload
+            .iter()
+            .copied()
+            .zip(values.iter().copied())
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let n = points.len();
+        if n == 0 {
+            return LoadCurve {
+                knots: Vec::new(),
+                range: (f64::NAN, f64::NAN),
+            };
         }
-        let (nb, nc) = (sb.len() as f64, sc.len() as f64);
-        let w = nb * nc / (nb + nc);
-        sum += w * (lc / lb - 1.0);
-        weights += w;
+        let mut edges: Vec<f64> = (1..KNOTS).map(|k| points[(n - 1) * k / KNOTS].0).collect();
+        edges.dedup();
+        let mut knots = Vec::with_capacity(edges.len() + 1);
+        let mut start = 0;
+        for g in 0..=edges.len() {
+            // Group g holds the workloads up to and including edge g (a discrete value
+            // stays in one group).
+            let end = match edges.get(g) {
+                Some(&e) => start + points[start..].partition_point(|p| p.0 <= e),
+                None => n,
+            };
+            let group = &points[start..end];
+            start = end;
+            if group.len() < MIN_PER_KNOT {
+                continue;
+            }
+            let mut w: Vec<f64> = group.iter().map(|p| p.0).collect();
+            let mut v: Vec<f64> = group.iter().map(|p| p.1).collect();
+            knots.push((
+                crate::normalize::median_in_place(&mut w),
+                location(kpi, &mut v),
+            ));
+        }
+        LoadCurve {
+            knots,
+            range: (points[0].0, points[n - 1].0),
+        }
     }
-    if weights > 0.0 {
-        sum / weights
-    } else {
-        0.0
+
+    /// The curve's value at workload `w`.
+    fn at(&self, w: f64) -> f64 {
+        let i = self.knots.partition_point(|k| k.0 < w);
+        match (i.checked_sub(1).map(|j| self.knots[j]), self.knots.get(i)) {
+            (Some((w0, v0)), Some(&(w1, v1))) if w1 > w0 => v0 + (v1 - v0) * (w - w0) / (w1 - w0),
+            (_, Some(&(_, v))) | (Some((_, v)), None) => v,
+            (None, None) => f64::NAN,
+        }
+    }
+
+    /// `value` over the curve at `w`; `None` where the curve is zero.
+    fn ratio(&self, w: f64, value: f64) -> Option<f64> {
+        let expected = self.at(w);
+        (expected.abs() > f64::EPSILON).then(|| value / expected)
     }
 }
 
@@ -160,21 +200,17 @@ fn location(kpi: Kpi, v: &mut [f64]) -> f64 {
     }
 }
 
-/// Van Elteren's statistic as a standard normal score: positive when the current
-/// window ranks higher than the baseline within strata. Zero when every value ties.
-fn van_elteren_z(strata: &Strata) -> f64 {
-    let (mut t, mut var) = (0.0, 0.0);
-    for (sb, sc) in strata {
-        let (nb, nc) = (sb.len() as f64, sc.len() as f64);
-        let n = nb + nc;
-        let RankSum { first, tie_term } = rank_sum(sc, sb);
-        let expected = nc * (n + 1.0) / 2.0;
-        let v = nb * nc / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)));
-        t += (first - expected) / (n + 1.0);
-        var += v / ((n + 1.0) * (n + 1.0));
-    }
+/// The rank-sum statistic of `current` against `baseline` as a standard normal score
+/// (tie-corrected): positive when the current values rank higher. Zero when every
+/// value ties.
+fn rank_z(current: &[f64], baseline: &[f64]) -> f64 {
+    let (nc, nb) = (current.len() as f64, baseline.len() as f64);
+    let n = nb + nc;
+    let RankSum { first, tie_term } = rank_sum(current, baseline);
+    let expected = nc * (n + 1.0) / 2.0;
+    let var = nb * nc / 12.0 * ((n + 1.0) - tie_term / (n * (n - 1.0)));
     if var > 0.0 {
-        t / var.sqrt()
+        (first - expected) / var.sqrt()
     } else {
         0.0
     }
@@ -244,6 +280,7 @@ mod tests {
         let busier = window(&ramp(8.0, 16.0, 60), 0.0, 5);
         let m = compare(&pair(Kpi::ResponseTime, base, busier)).unwrap();
         assert_eq!(m.workload, (8.0, 12.0));
+        assert_eq!(m.points.1, 34, "{m:?}");
         assert!(m.effect.abs() < 0.03, "{m:?}");
     }
 
@@ -282,14 +319,28 @@ mod tests {
     }
 
     #[test]
-    fn disjoint_or_barely_overlapping_loads_are_insufficient_data() {
+    fn loads_the_baseline_never_saw_are_insufficient_data() {
         let low = window(&ramp(2.0, 6.0, 40), 0.0, 0);
         let high = window(&ramp(8.0, 14.0, 40), 0.0, 0);
         let why = compare(&pair(Kpi::ResponseTime, low.clone(), high)).unwrap_err();
-        assert!(why.0.contains("do not overlap"), "{why}");
+        assert!(why.0.contains("only 0 current points"), "{why}");
         let touching = window(&ramp(6.0, 14.0, 40), 0.0, 0);
         let why = compare(&pair(Kpi::ResponseTime, low, touching)).unwrap_err();
-        assert!(why.0.contains("matched workload (6–6)"), "{why}");
+        assert!(why.0.contains("range 2–6 (current 6–14)"), "{why}");
+    }
+
+    #[test]
+    fn a_constant_load_is_judged_against_the_same_load_inside_a_baseline_ramp() {
+        // The current window sits at 8 users throughout; the baseline ramp passes 8 for
+        // a few points only, and its curve interpolates between its knots.
+        let base = window(&ramp(4.0, 12.0, 60), 0.0, 0);
+        let same = window(&[8.0; 40], 0.0, 2);
+        let m = compare(&pair(Kpi::ResponseTime, base.clone(), same)).unwrap();
+        assert!(m.effect.abs() < 0.03, "{m:?}");
+        assert_eq!((m.workload, m.points), ((8.0, 8.0), (60, 40)));
+        let slower = window(&[8.0; 40], 0.3, 2);
+        let m = compare(&pair(Kpi::ResponseTime, base, slower)).unwrap();
+        assert!((m.effect - 0.3).abs() < 0.04 && m.p_value < 1e-6, "{m:?}");
     }
 
     #[test]
@@ -303,12 +354,16 @@ mod tests {
     }
 
     #[test]
-    fn discrete_loads_are_never_split_across_strata() {
-        let mut pooled: Vec<f64> = [4.0, 4.0, 4.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0, 12.0].into();
-        let edges = stratum_edges(&mut pooled);
-        assert_eq!(edges, vec![4.0, 8.0]);
-        assert_eq!(stratum_of(&edges, 4.0), 0);
-        assert_eq!(stratum_of(&edges, 8.0), 1);
-        assert_eq!(stratum_of(&edges, 12.0), 2);
+    fn the_load_curve_keeps_a_discrete_value_in_one_knot_and_interpolates_between_knots() {
+        let workload = [4.0, 4.0, 4.0, 4.0, 8.0, 8.0, 8.0, 8.0, 8.0, 12.0];
+        let values = [1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 9.0];
+        let curve = LoadCurve::fit(Kpi::ResponseTime, &workload, &values);
+        // 12 has a single point: below MIN_PER_KNOT, no knot of its own.
+        assert_eq!(curve.knots, vec![(4.0, 1.0), (8.0, 2.0)]);
+        assert_eq!(curve.range, (4.0, 12.0));
+        assert_eq!(
+            (curve.at(6.0), curve.at(3.0), curve.at(12.0)),
+            (1.5, 1.0, 2.0)
+        );
     }
 }
