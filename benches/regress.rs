@@ -4,6 +4,10 @@
 //! `RegressModel` with the same inputs: `native` (the Rust LSTM of `model::lstm`, what
 //! the agent uses) and `tract` (forced with `Engine::Tract`).
 //!
+//! The group `regress_pair_matched` times the model-free matched judge on one KPI pair
+//! (both windows of T rows: the baseline's load curve, the ratios, the rank test), the
+//! agent's default method, which every other method also runs for its effect size.
+//!
 //! `cargo bench --bench regress` (needs models/regress_{encoder,head}.onnx). Criterion's
 //! "thrpt" line of the batched cases gives pairs per second; the PyTorch numbers of the
 //! same weights come from `models/train/regress/bench_torch.py` (BENCHMARKS.md).
@@ -14,7 +18,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kpiwatch::detect::regress::model::Engine;
-use kpiwatch::detect::regress::RegressModel;
+use kpiwatch::detect::regress::{judge_matched, Kpi, KpiPair, RegressModel, Series};
 
 fn sequence(batch: usize, len: usize) -> Vec<f32> {
     (0..batch * len)
@@ -23,6 +27,40 @@ fn sequence(batch: usize, len: usize) -> Vec<f32> {
             [t, (t * 7.0 + (i / len) as f32).sin()]
         })
         .collect()
+}
+
+/// A window of `len` rows: a load ramp of 2 to 14 users and a response time rising
+/// with it, with a deterministic wiggle; `phase` shifts the wiggle.
+fn window(len: usize, phase: usize) -> Series {
+    let workload: Vec<f64> = (0..len)
+        .map(|i| (2.0 + 12.0 * i as f64 / (len - 1) as f64).round())
+        .collect();
+    let kpi = workload
+        .iter()
+        .enumerate()
+        .map(|(i, w)| 10.0 * (1.0 + w / 10.0) * (1.0 + 0.02 * ((i * 7 + phase) % 11) as f64 / 11.0))
+        .collect();
+    Series { workload, kpi }
+}
+
+fn bench_matched(c: &mut Criterion) {
+    let mut group = c.benchmark_group("regress_pair_matched");
+    let lens: &[usize] = if support::measuring() {
+        &[300, 60]
+    } else {
+        &[60]
+    };
+    for &len in lens {
+        let pair = KpiPair {
+            kpi: Kpi::ResponseTime,
+            baseline: window(len, 0),
+            current: window(len, 5),
+        };
+        group.bench_function(format!("T{len}"), |b| {
+            b.iter(|| judge_matched(&pair, 0.05, 0.2))
+        });
+    }
+    group.finish();
 }
 
 fn bench(c: &mut Criterion) {
@@ -72,6 +110,6 @@ fn bench(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).measurement_time(std::time::Duration::from_secs(4));
-    targets = bench
+    targets = bench, bench_matched
 }
 criterion_main!(benches);

@@ -132,8 +132,11 @@ def main() -> None:
     per = {m: samples(held_out, r) for m, r in reports.items()}
     both = [(k, y, f and g[2], o, p) for (k, y, f, o, p), g in zip(per["siamese"], per["matched"])]
     either = [(k, y, f or g[2], o, p) for (k, y, f, o, p), g in zip(per["siamese"], per["matched"])]
+    fallback = [(k, y, g[2] if g[3].get("regression") is not None else f, o, p)
+                for (k, y, f, o, p), g in zip(per["siamese"], per["matched"])]
     per["siamese and matched"] = both
     per["siamese or matched"] = either
+    per["matched, else siamese"] = fallback
     print(f"held-out: {len(held_out)} pairs, {len(per['ks'])} KPI pairs, "
           f"{sum(r[1] for r in per['ks'])} regressed")
     print(f"{'method':22} {'P':>6} {'R':>6} {'F1':>6}   F1 RT / TPS / SR      normal pairs of other load profiles flagged")

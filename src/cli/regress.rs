@@ -38,9 +38,9 @@ pub struct RegressArgs {
     /// Current load test, same format.
     #[arg(long, value_name = "FILE")]
     pub current: PathBuf,
-    /// siamese (DynamicRegress model), matched (workload-matched effect size and
-    /// stratified rank test), ks (Kolmogorov–Smirnov) or mwu (Mann–Whitney U).
-    #[arg(long, default_value = "siamese", value_parser = parse_method)]
+    /// matched (compares at matched workload: effect size and a rank test; model-free),
+    /// siamese (DynamicRegress model), ks (Kolmogorov–Smirnov) or mwu (Mann–Whitney U).
+    #[arg(long, default_value = "matched", value_parser = parse_method)]
     pub method: Method,
     /// KPIs to judge, comma separated (default: all three).
     #[arg(long, value_delimiter = ',', value_parser = parse_kpi)]

@@ -134,7 +134,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            method: Method::Siamese,
+            method: Method::Matched,
             kpis: Kpi::ALL.to_vec(),
             alpha: 0.05,
             threshold: 0.5,

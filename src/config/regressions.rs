@@ -35,7 +35,7 @@ pub struct RawRegressions {
     pub window: Option<String>,
     /// Shortest window that is judged; shorter gives insufficient data (default 10m).
     pub min_window: Option<String>,
-    /// siamese (default), matched, ks or mwu.
+    /// matched (default), siamese, ks or mwu.
     pub method: Option<String>,
     /// Significance level of matched / ks / mwu: p < alpha is a regression (default 0.05).
     pub alpha: Option<f64>,
@@ -272,11 +272,11 @@ pub(super) fn validate(
         ));
     }
     let method = match raw.method.as_deref().map(str::parse::<Method>) {
-        None => Method::Siamese,
+        None => Method::Matched,
         Some(Ok(m)) => m,
         Some(Err(e)) => {
             errs.push(("method".into(), e));
-            Method::Siamese
+            Method::Matched
         }
     };
     let alpha = raw.alpha.unwrap_or(0.05);

@@ -70,7 +70,7 @@ impl Regressions {
                 Ok(r)
             }
             Err(RegressError::NoModel) => Err(CheckError::BadRequest(format!(
-                "method {} needs the model: set regressions.model, or ask for method ks or mwu",
+                "method {} needs the model: set regressions.model, or ask for method matched, ks or mwu",
                 Method::Siamese.name()
             ))),
             Err(e) => {

@@ -91,6 +91,7 @@ fn csv_pairs_match_python_end_to_end() {
     let g = golden();
     let m = RegressModel::load(&models()).unwrap();
     let opts = Options {
+        method: Method::Siamese,
         limits: Limits {
             min_points: 2,
             ..Limits::default()
