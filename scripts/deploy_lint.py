@@ -106,6 +106,7 @@ EXPORTED = {
     "kpiwatch_prometheus_warnings_total",
     "kpiwatch_detector_skipped_total",
     "kpiwatch_entities_expired_total",
+    "kpiwatch_entities_dropped_total",
     "kpiwatch_queries_total",
     "kpiwatch_http_requests_refused_total",
     "kpiwatch_scores_total",

@@ -756,6 +756,17 @@ def agent() -> dict:
     )
     lay.add(
         timeseries(
+            "Entities refused at max_entities",
+            "New entities not tracked because the group already tracks max_entities "
+            "(kpiwatch_entities_dropped_total, counted once per cycle they appear in). "
+            "Anything above zero: a label explosion or a group past its sizing.",
+            [target(f"sum by (group) (increase(kpiwatch_entities_dropped_total{{{s}}}[{ri}]))", legend="{{group}}")],
+        ),
+        w=12,
+        h=8,
+    )
+    lay.add(
+        timeseries(
             "Seasonal baselines: learned and level shifts",
             "Series whose seasonal baseline was learned from Prometheus history at start, and "
             "level shifts the baselines adopted after seasonality_adapt_after (each also logged "

@@ -126,6 +126,8 @@ pub(crate) struct RawGroup {
     pub entity_labels: Vec<String>,
     /// Absence after which an entity expires (default 10 intervals).
     pub expire_after: Option<String>,
+    /// Most entities tracked; new ones beyond it are dropped and counted (default 10000).
+    pub max_entities: Option<usize>,
     /// Gap fill policy: previous (default), zero or none.
     pub fill: Option<String>,
     /// Metric name → PromQL.

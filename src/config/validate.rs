@@ -185,6 +185,8 @@ pub struct GroupConfig {
     pub entity_labels: Vec<String>,
     /// Absence before expiry.
     pub expire_after: Duration,
+    /// Most entities tracked (the cardinality guard).
+    pub max_entities: usize,
     /// Gap fill policy.
     pub fill: Fill,
     /// Metrics, sorted by name.
@@ -266,6 +268,9 @@ pub(super) fn resolve(base: &Path, value: &str) -> PathBuf {
 
 /// Default listen address; 9847 is kpiwatch's port.
 pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:9847";
+
+/// Default `groups[].max_entities`: the scale one agent is sized for (README, sizing).
+pub(crate) const DEFAULT_MAX_ENTITIES: usize = 10_000;
 
 pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let mut errs = Errors {
@@ -598,6 +603,13 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>, base: &Path) ->
         g.expire_after.as_deref(),
         interval * 10,
     );
+    let max_entities = g.max_entities.unwrap_or(DEFAULT_MAX_ENTITIES);
+    if max_entities == 0 {
+        errs.push(
+            &format!("{key}.max_entities"),
+            "must be at least 1 (expected the most entities the group may track, default 10000)",
+        );
+    }
     let fill = match g.fill.as_deref() {
         None | Some("previous") => Fill::Previous,
         Some("zero") => Fill::Zero,
@@ -665,6 +677,7 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>, base: &Path) ->
         history_points,
         entity_labels,
         expire_after,
+        max_entities,
         fill,
         metrics,
         detectors,

@@ -53,6 +53,8 @@ pub struct GroupRunner {
     labels: HashMap<String, SeriesLabels>,
     /// Metrics whose seasonal baselines still wait for their history fetch.
     seasonal_pending: Vec<bool>,
+    /// Whether the "group is at max_entities" warning was logged (once per runner).
+    warned_full: bool,
 }
 
 /// The state-file entry under which a group's seasonal baselines are saved beside its
@@ -92,6 +94,7 @@ impl GroupRunner {
             detectors,
             labels: HashMap::new(),
             seasonal_pending,
+            warned_full: false,
         }
     }
 
@@ -169,6 +172,15 @@ impl GroupRunner {
         }
         let end = self.store.aligned_end(now_ms);
         let outcome = self.store.finish_cycle(end, now_ms);
+        if outcome.dropped > 0 {
+            ctx.telemetry.entities_dropped(
+                &self.cfg.name,
+                outcome.dropped,
+                self.cfg.max_entities,
+                !self.warned_full,
+            );
+            self.warned_full = true;
+        }
         for shift in &outcome.level_shifts {
             ctx.telemetry.level_shift_adopted(
                 &self.cfg.name,

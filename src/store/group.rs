@@ -44,6 +44,8 @@ pub struct StoreConfig {
     pub metric_names: Vec<String>,
     /// Absence before expiry, ms.
     pub expire_after_ms: i64,
+    /// Most entities tracked; new ones beyond it are dropped.
+    pub max_entities: usize,
     /// Gap fill policy.
     pub fill: Fill,
     /// Which entities to keep.
@@ -63,6 +65,7 @@ impl StoreConfig {
             entity_labels: g.entity_labels.clone(),
             metric_names: g.metrics.iter().map(|m| m.name.clone()).collect(),
             expire_after_ms: g.expire_after.as_millis() as i64,
+            max_entities: g.max_entities,
             fill: g.fill,
             shard,
             seasonality: g.seasonality.as_ref().map(|s| SeasonalSettings {
@@ -84,6 +87,8 @@ pub struct CycleOutcome {
     pub expired: Vec<(String, Vec<(String, String)>)>,
     /// Level shifts the seasonal baselines adopted this cycle.
     pub level_shifts: Vec<LevelShift>,
+    /// New entities not tracked this cycle because the group was at `max_entities`.
+    pub dropped: usize,
 }
 
 /// Counts of one ingest call.
@@ -93,6 +98,8 @@ pub struct IngestStats {
     pub stored: usize,
     /// Series dropped by the shard filter.
     pub filtered: usize,
+    /// Series of new entities dropped because the group is at `max_entities`.
+    pub over_limit: usize,
     /// Samples older than the kept history.
     pub too_old: usize,
 }
@@ -106,6 +113,9 @@ pub struct GroupStore {
     fetched_until: Vec<Option<i64>>,
     /// Keys seen by a query since the cycle began.
     seen: std::collections::HashSet<String>,
+    /// Keys of new entities refused since the cycle began (group at `max_entities`);
+    /// bounded by the answers of one cycle, which are in memory anyway.
+    refused: std::collections::HashSet<String>,
     /// Restored seasonal baselines of entities not seen yet, by key and metric.
     pending_seasonal: HashMap<String, Vec<Option<SeasonalSeries>>>,
     scratch: Vec<f64>,
@@ -120,6 +130,7 @@ impl GroupStore {
             entities: HashMap::new(),
             fetched_until: vec![None; n],
             seen: Default::default(),
+            refused: Default::default(),
             pending_seasonal: HashMap::new(),
             scratch: Vec::new(),
         }
@@ -175,8 +186,13 @@ impl GroupStore {
         let (step, fill) = (self.cfg.step_ms, self.cfg.fill);
         for s in series {
             let key = self.entity_key(s);
-            let Some(entity) = self.entity_for(s, &key, now_ms) else {
+            if !self.cfg.shard.keeps(s, &key) {
                 stats.filtered += 1;
+                continue;
+            }
+            let Some(entity) = self.entity_for(s, &key, now_ms) else {
+                stats.over_limit += 1;
+                self.refused.insert(key);
                 continue;
             };
             entity.last_seen_ms = now_ms;
@@ -194,14 +210,15 @@ impl GroupStore {
         stats
     }
 
-    /// The entity of series `s` (key `key`), created when new; `None` when the shard
-    /// filter drops it. A new entity takes the seasonal baselines restored for it.
+    /// The entity of series `s` (key `key`), created when new; `None` when it is new
+    /// and the group already tracks `max_entities`. A new entity takes the seasonal
+    /// baselines restored for it.
     fn entity_for(&mut self, s: &Series, key: &str, now_ms: i64) -> Option<&mut Entity> {
-        if !self.cfg.shard.keeps(s, key) {
-            return None;
-        }
         let (n_metrics, cap) = (self.cfg.metric_names.len(), self.cfg.history_points);
         if !self.entities.contains_key(key) {
+            if self.entities.len() >= self.cfg.max_entities {
+                return None;
+            }
             let labels: Vec<(String, String)> = self
                 .cfg
                 .entity_labels
@@ -230,6 +247,10 @@ impl GroupStore {
         let mut learned = 0;
         for s in series {
             let key = self.entity_key(s);
+            if !self.cfg.shard.keeps(s, &key) {
+                continue;
+            }
+            // Over max_entities: refused here too, counted when its samples arrive.
             let Some(entity) = self.entity_for(s, &key, now_ms) else {
                 continue;
             };
@@ -343,16 +364,20 @@ impl GroupStore {
             keep
         });
         level_shifts.sort_by(|a, b| (&a.entity, &a.metric).cmp(&(&b.entity, &b.metric)));
+        let dropped = self.refused.len();
+        self.refused.clear();
         CycleOutcome {
             fresh,
             expired,
             level_shifts,
+            dropped,
         }
     }
 
     /// Forgets what a failed cycle half-ingested about who was seen.
     pub fn abandon_cycle(&mut self) {
         self.seen.clear();
+        self.refused.clear();
     }
 
     /// The entity with `key`.

@@ -92,6 +92,18 @@ impl Telemetry {
         );
     }
 
+    /// New entities were not tracked this cycle because the group is at
+    /// `max_entities`; `warn` on the first time only (the counter says the rest).
+    pub fn entities_dropped(&self, group: &str, dropped: usize, max_entities: usize, warn: bool) {
+        self.metrics
+            .entities_dropped
+            .with_label_values(&[group])
+            .inc_by(dropped as u64);
+        if warn {
+            warn!(group, dropped, max_entities, "Group is at max_entities: new entities are not tracked (counted in kpiwatch_entities_dropped_total; logged once). Narrow the group's queries, shard the agent, or raise max_entities after sizing its memory (README).");
+        }
+    }
+
     /// A cycle finished.
     pub fn cycle_finished(&self, group: &str, took: Duration, ok: bool, counts: CycleCounts) {
         let m = &self.metrics;
@@ -149,7 +161,12 @@ impl Telemetry {
         for gauge in [&m.entities, &m.entities_stale, &m.series] {
             let _ = gauge.remove_label_values(&[group]);
         }
-        for counter in [&m.entities_expired, &m.level_shifts, &m.seasonal_learned] {
+        for counter in [
+            &m.entities_expired,
+            &m.entities_dropped,
+            &m.level_shifts,
+            &m.seasonal_learned,
+        ] {
             let _ = counter.remove_label_values(&[group]);
         }
         info!(

@@ -41,6 +41,8 @@ pub struct SelfMetrics {
     pub entities_stale: IntGaugeVec,
     /// Entities that expired, by group.
     pub entities_expired: IntCounterVec,
+    /// New entities not tracked (group at `max_entities`), per cycle, by group.
+    pub entities_dropped: IntCounterVec,
     /// Series (entity × metric) tracked, by group.
     pub series: IntGaugeVec,
     /// Level shifts the seasonal baselines adopted, by group.
@@ -165,6 +167,7 @@ impl SelfMetrics {
             entities: gauge_vec(r, "kpiwatch_entities", "Entities tracked, by group.", &["group"])?,
             entities_stale: gauge_vec(r, "kpiwatch_entities_stale", "Entities whose data could not be refreshed in the last cycle, by group.", &["group"])?,
             entities_expired: counter_vec(r, "kpiwatch_entities_expired_total", "Entities that expired after their absence, by group.", &["group"])?,
+            entities_dropped: counter_vec(r, "kpiwatch_entities_dropped_total", "New entities not tracked because the group was at max_entities, counted once per cycle they appeared in, by group.", &["group"])?,
             level_shifts: counter_vec(r, "kpiwatch_level_shifts_total", "Level shifts the seasonal baselines adopted after seasonality_adapt_after, by group.", &["group"])?,
             seasonal_learned: counter_vec(r, "kpiwatch_seasonal_series_learned_total", "Series whose seasonal baseline was learned from Prometheus history at start, by group.", &["group"])?,
             series: gauge_vec(r, "kpiwatch_series", "Series (entity x metric) tracked, by group.", &["group"])?,

@@ -23,8 +23,12 @@ fn load(url: &str, group_extra: &str) -> Config {
 }
 
 fn setup(cfg: &Config) -> (GroupRunner, CycleContext) {
-    let registry = prometheus::Registry::new();
-    let telemetry = Telemetry::new(SelfMetrics::new(&registry).unwrap());
+    setup_in(cfg, &prometheus::Registry::new())
+}
+
+/// [`setup`], with the self-metrics registered in `registry`.
+fn setup_in(cfg: &Config, registry: &prometheus::Registry) -> (GroupRunner, CycleContext) {
+    let telemetry = Telemetry::new(SelfMetrics::new(registry).unwrap());
     let client = Client::new(&cfg.prometheus, telemetry.clone()).unwrap();
     let ctx = CycleContext {
         client: Arc::new(client),
@@ -77,6 +81,37 @@ async fn after_warm_up_each_cycle_fetches_only_new_points() {
         "{out}"
     );
     assert!(out.contains(r#"kpiwatch_zscore_value{group="node",instance="b",metric="mem"}"#));
+}
+
+#[tokio::test]
+async fn a_group_at_max_entities_tracks_no_more_and_counts_the_rest_each_cycle() {
+    let fake = FakePrometheus::start(&["a", "b", "c"]).await;
+    let cfg = load(&fake.url(), "    max_entities: 2\n");
+    let registry = prometheus::Registry::new();
+    let (mut runner, ctx) = setup_in(&cfg, &registry);
+    let t0 = 1_700_000_000_000i64;
+    for cycle in 0..2i64 {
+        let (r, result) = runner.run_cycle(&ctx, t0 + cycle * 30_000).await;
+        runner = r;
+        assert_eq!(result, CycleResult::Ok);
+    }
+    assert_eq!(runner.store().entity_count(), 2);
+    let mut text = Vec::new();
+    prometheus::Encoder::encode(
+        &prometheus::TextEncoder::new(),
+        &registry.gather(),
+        &mut text,
+    )
+    .unwrap();
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains(r#"kpiwatch_entities_dropped_total{group="node"} 2"#),
+        "one refused entity in each of two cycles:\n{text}"
+    );
+    assert!(
+        text.contains(r#"kpiwatch_entities{group="node"} 2"#),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ fn cfg(fill: Fill) -> StoreConfig {
         entity_labels: vec!["instance".into()],
         metric_names: vec!["cpu".into(), "mem".into()],
         expire_after_ms: 60_000,
+        max_entities: 10_000,
         fill,
         shard: ShardFilter(Shard::All),
         seasonality: None,
@@ -142,6 +143,36 @@ fn entities_expire_after_their_absence() {
         vec![("instance".to_string(), "b".to_string())]
     );
     assert_eq!(s.entity_count(), 1);
+}
+
+#[test]
+fn entities_beyond_max_entities_are_refused_counted_once_per_cycle_and_admitted_when_room_frees() {
+    let mut c = cfg(Fill::None);
+    c.max_entities = 2;
+    let mut s = GroupStore::new(c);
+    let answer: Vec<Series> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|i| series(i, &[(STEP, 1.0)]))
+        .collect();
+    let st = s.ingest(0, &answer, 0);
+    assert_eq!((st.stored, st.over_limit), (2, 2));
+    // The second metric's answer names the same refused entities: one count each.
+    let st = s.ingest(1, &answer, 0);
+    assert_eq!(st.over_limit, 2);
+    let out = s.finish_cycle(STEP, 0);
+    assert_eq!(out.dropped, 2);
+    assert_eq!(s.entity_count(), 2);
+    assert!(s.entity("instance=\"c\"").is_none());
+    // Tracked entities keep their data; "b" goes away and expires, freeing a slot.
+    s.ingest(0, &[series("a", &[(2 * STEP, 1.0)])], 30_000);
+    assert_eq!(s.finish_cycle(2 * STEP, 30_000).dropped, 0);
+    s.ingest(0, &[series("a", &[(3 * STEP, 1.0)])], 61_000);
+    let out = s.finish_cycle(3 * STEP, 61_000);
+    assert_eq!(out.expired.len(), 1);
+    let st = s.ingest(0, &[series("c", &[(4 * STEP, 1.0)])], 70_000);
+    assert_eq!(st.over_limit, 0);
+    assert_eq!(s.finish_cycle(4 * STEP, 70_000).dropped, 0);
+    assert!(s.entity("instance=\"c\"").is_some());
 }
 
 #[test]
