@@ -6,7 +6,8 @@
 //! with a seasonal baseline (`seasonality: [1d]`, each variant in its own process so
 //! that peak RSS is its own), the warm-up cycle and the mean/max of 20 steady-state
 //! cycles: wall time, process CPU time, peak RSS, samples fetched, and the seasonal
-//! state per series.
+//! state per series; then the score board's `/metrics` exposition, plain and gzip
+//! (size and render time, as a scrape with and without `Accept-Encoding: gzip` gets it).
 
 mod support;
 
@@ -104,6 +105,23 @@ const VARIANTS: [(&str, &str); 2] = [
     ("no seasonality", ""),
     ("seasonality [1d]", "    seasonality: [1d]\n"),
 ];
+
+/// Renders the score board as the agent's `/metrics` does (plain or gzip), five times:
+/// (body bytes, median milliseconds).
+fn scrape(scores: &ScoreBoard, gzip: bool) -> (usize, f64) {
+    use hyper::body::Body as _;
+    let registry = prometheus::Registry::new();
+    let mut times = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let r = kpiwatch::export::http::exposition(&registry, |out| scores.render(out), gzip);
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        bytes = r.body().size_hint().exact().unwrap_or(0) as usize;
+    }
+    times.sort_by(f64::total_cmp);
+    (bytes, times[2])
+}
 
 fn main() {
     if std::env::var_os("KPIWATCH_BENCH_FAKE").is_some() {
@@ -224,15 +242,20 @@ fn measure(variant: usize) {
     let cpu = (usage().0 - cpu_start) / cycles() as f64;
     let mean = walls.iter().sum::<Duration>().as_secs_f64() / walls.len() as f64;
     let max = walls.iter().max().unwrap().as_secs_f64();
-    let mut text = String::new();
-    ctx.scores.render(&mut text);
     let (_, peak_rss) = usage();
+    let (plain, plain_ms) = scrape(&ctx.scores, false);
+    let (zipped, zipped_ms) = scrape(&ctx.scores, true);
     println!(
-        "steady cycle ({} entities x {METRICS} metrics, 2 new points/series): wall mean {mean:.3} s max {max:.3} s, cpu {cpu:.3} s/cycle, peak RSS {:.1} MB, /metrics {} KB, samples fetched per cycle {:.0}",
+        "steady cycle ({} entities x {METRICS} metrics, 2 new points/series): wall mean {mean:.3} s max {max:.3} s, cpu {cpu:.3} s/cycle, peak RSS {:.1} MB, samples fetched per cycle {:.0}",
         entities(),
         peak_rss as f64 / 1e6,
-        text.len() / 1024,
         (samples() - warm_samples) / cycles() as f64,
+    );
+    println!(
+        "/metrics scores: {} KB rendered in {plain_ms:.1} ms; gzip {} KB ({:.1}x smaller) in {zipped_ms:.1} ms (render + compress, median of 5)",
+        plain / 1024,
+        zipped / 1024,
+        plain as f64 / zipped.max(1) as f64,
     );
     let _ = child.kill();
     let _ = child.wait();

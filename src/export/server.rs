@@ -51,6 +51,8 @@ pub struct ApiRequest {
     pub body: Bytes,
     /// The `Authorization` header, if any (checked by [`super::auth::WriteAuth`]).
     pub authorization: Option<String>,
+    /// Whether `Accept-Encoding` allows gzip (`/metrics` is then compressed).
+    pub accepts_gzip: bool,
 }
 
 impl ApiRequest {
@@ -62,6 +64,7 @@ impl ApiRequest {
             query: None,
             body: Bytes::new(),
             authorization: None,
+            accepts_gzip: false,
         }
     }
 }
@@ -87,7 +90,7 @@ pub async fn handle(req: &ApiRequest, admin: &Admin) -> Response<Body> {
         return super::regress_api::handle(req, admin).await;
     }
     match (&req.method, path) {
-        (&Method::GET, "/metrics") => metrics(admin),
+        (&Method::GET, "/metrics") => metrics(admin, req.accepts_gzip),
         (&Method::GET, "/-/healthy") => text(StatusCode::OK, "kpiwatch is healthy.\n"),
         (&Method::GET, "/-/ready") => {
             if admin.ready.load(Ordering::Acquire) {
@@ -112,13 +115,17 @@ pub async fn handle(req: &ApiRequest, admin: &Admin) -> Response<Body> {
     }
 }
 
-fn metrics(admin: &Admin) -> Response<Body> {
-    super::http::metrics(&admin.registry, |out| {
-        admin.scores.render(out);
-        if let Some(c) = &admin.catalog {
-            c.patterns.render_counts(out);
-        }
-    })
+fn metrics(admin: &Admin, gzip: bool) -> Response<Body> {
+    super::http::exposition(
+        &admin.registry,
+        |out| {
+            admin.scores.render(out);
+            if let Some(c) = &admin.catalog {
+                c.patterns.render_counts(out);
+            }
+        },
+        gzip,
+    )
 }
 
 async fn reload(admin: &Admin) -> Response<Body> {
@@ -255,6 +262,12 @@ async fn receive(req: hyper::Request<hyper::body::Incoming>, admin: &Admin) -> R
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        accepts_gzip: super::http::accepts_gzip(
+            parts
+                .headers
+                .get(hyper::header::ACCEPT_ENCODING)
+                .and_then(|v| v.to_str().ok()),
+        ),
     };
     handle(&req, admin).await
 }
@@ -303,6 +316,55 @@ mod tests {
             body(r).await.is_empty(),
             "nothing registered, nothing published"
         );
+    }
+
+    #[tokio::test]
+    async fn metrics_are_gzipped_only_for_a_scraper_that_accepts_it() {
+        let a = admin();
+        let g = prometheus::IntGauge::new("kpiwatch_test_gauge", "A gauge.").unwrap();
+        g.set(42);
+        a.registry.register(Box::new(g)).unwrap();
+        let plain = get(&a, Method::GET, "/metrics").await;
+        assert!(plain
+            .headers()
+            .get(hyper::header::CONTENT_ENCODING)
+            .is_none());
+        let plain = body(plain).await;
+        assert!(plain.contains("kpiwatch_test_gauge 42"), "{plain}");
+        let mut req = ApiRequest::new(Method::GET, "/metrics");
+        req.accepts_gzip = true;
+        let r = handle(&req, &a).await;
+        assert_eq!(r.headers()[hyper::header::CONTENT_ENCODING], "gzip");
+        assert_eq!(r.headers()[hyper::header::VARY], "Accept-Encoding");
+        let zipped = r.into_body().collect().await.unwrap().to_bytes();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut text)
+            .unwrap();
+        assert_eq!(text, plain);
+    }
+
+    #[test]
+    fn accept_encoding_is_parsed_with_its_qualities() {
+        use crate::export::http::accepts_gzip;
+        for yes in [
+            "gzip",
+            "identity, GZIP",
+            "br;q=1.0, gzip;q=0.8, *;q=0.1",
+            "*",
+        ] {
+            assert!(accepts_gzip(Some(yes)), "{yes}");
+        }
+        for no in [
+            "",
+            "identity",
+            "br, deflate",
+            "gzip;q=0",
+            "gzip; q=0.0",
+            "x-gzip",
+        ] {
+            assert!(!accepts_gzip(Some(no)), "{no}");
+        }
+        assert!(!accepts_gzip(None));
     }
 
     #[tokio::test]

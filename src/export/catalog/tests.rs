@@ -70,6 +70,7 @@ async fn call(a: &Admin, method: Method, path: &str, body: &str) -> (u16, String
         query,
         body: Bytes::from(body.to_string()),
         authorization: None,
+        accepts_gzip: false,
     };
     let r = crate::export::handle(&req, a).await;
     let status = r.status().as_u16();
