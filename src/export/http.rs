@@ -3,17 +3,31 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 /// Response body type of every endpoint.
 pub type Body = Full<Bytes>;
 
+/// How long a client may take to send a request's headers before its connection is
+/// closed (a slowloris holds connections open by trickling them).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest read buffer of a connection, so about the most a request's headers may take
+/// (hyper checks it between reads, so one read's worth more can pass); longer headers
+/// get `431 Request Header Fields Too Large`.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Most connections served at once; further ones wait in the listen backlog until one
+/// closes (an idle keep-alive connection holds its slot until it closes).
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// Accepts HTTP/1 connections on `listener` and serves each request with `handler`, one
-/// task per connection, until `shutdown` resolves. An accept error (out of file
+/// task per connection, until `shutdown` resolves, within [`HEADER_READ_TIMEOUT`],
+/// [`MAX_HEADER_BYTES`] and [`MAX_CONNECTIONS`]. An accept error (out of file
 /// descriptors and the like) is logged and retried after a pause instead of spinning.
 pub async fn serve_http<H, F>(
     listener: tokio::net::TcpListener,
@@ -24,7 +38,14 @@ pub async fn serve_http<H, F>(
     F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
     tokio::pin!(shutdown);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            s = Arc::clone(&slots).acquire_owned() => s,
+        };
+        // The semaphore is never closed.
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             () = &mut shutdown => break,
             a = listener.accept() => a,
@@ -33,7 +54,7 @@ pub async fn serve_http<H, F>(
             Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "HTTP accept failed; retrying.");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
@@ -41,8 +62,12 @@ pub async fn serve_http<H, F>(
         tokio::spawn(async move {
             let service = hyper::service::service_fn(&handler);
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            drop(slot);
         });
     }
 }

@@ -38,6 +38,9 @@ pub struct Admin {
 /// requests get 413 without being read further.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
+/// Longest wait for a request body once its headers are in; a slower body gets 408.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// One request as the routes see it: the body is already read (bounded).
 #[derive(Debug, Clone)]
 pub struct ApiRequest {
@@ -228,11 +231,25 @@ async fn serve(listener: TcpListener, admin: Admin, stop: oneshot::Receiver<()>)
     .await;
 }
 
-/// Reads the body (at most [`MAX_BODY_BYTES`]) and routes the request.
+/// Reads the body (at most [`MAX_BODY_BYTES`], within [`BODY_READ_TIMEOUT`]) and routes
+/// the request.
 async fn receive(req: hyper::Request<hyper::body::Incoming>, admin: &Admin) -> Response<Body> {
     use http_body_util::{BodyExt, Limited};
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
+    let read = tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        Limited::new(body, MAX_BODY_BYTES).collect(),
+    );
+    let Ok(read) = read.await else {
+        return text(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "Request body not received within {} s.\n",
+                BODY_READ_TIMEOUT.as_secs()
+            ),
+        );
+    };
+    let body = match read {
         Ok(collected) => collected.to_bytes(),
         Err(e) => {
             let too_large = e
@@ -388,6 +405,82 @@ mod tests {
 
     /// Over a real socket: the `Authorization` header reaches the check, reads stay
     /// open, and only the right token gets a write through to the app.
+    /// Writes `request` on a fresh connection to `addr` and reads until the server
+    /// closes it (or 30 s pass): what came back.
+    async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut out = Vec::new();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut out));
+        assert!(read.await.is_ok(), "the server closed the connection");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn slow_or_oversized_requests_are_cut_off_over_a_real_socket() {
+        let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), admin()).unwrap();
+        let addr = server.local_addr();
+        // Headers trickled and never finished: the connection is closed, no answer.
+        let slow = tokio::spawn(raw(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n"));
+        // Headers well over the limit: 431 (the limit is checked between reads).
+        let huge = format!(
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+            "a".repeat(2 * super::super::http::MAX_HEADER_BYTES)
+        );
+        let answer = raw(addr, huge.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+        // A body announced and never sent: 408.
+        let answer = raw(
+            addr,
+            b"POST /-/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        // Meanwhile a well-formed request is served.
+        let ok = raw(
+            addr,
+            b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert_eq!(slow.await.unwrap(), "", "closed without an answer");
+        server.stop();
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_for_a_free_slot() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), admin()).unwrap();
+        let addr = server.local_addr();
+        let mut idle = Vec::new();
+        for _ in 0..super::super::http::MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        let mut waiting = tokio::net::TcpStream::connect(addr).await.unwrap();
+        waiting
+            .write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0u8; 12];
+        let early = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            waiting.read_exact(&mut first),
+        )
+        .await;
+        assert!(early.is_err(), "no slot free: not served yet");
+        drop(idle.pop());
+        let served = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            waiting.read_exact(&mut first),
+        )
+        .await;
+        assert!(served.is_ok(), "served once a slot freed");
+        assert_eq!(&first, b"HTTP/1.1 200");
+        server.stop();
+    }
+
     #[tokio::test]
     async fn writes_over_the_socket_need_the_configured_token() {
         let token_file =
