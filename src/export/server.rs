@@ -39,7 +39,7 @@ pub struct Admin {
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Longest wait for a request body once its headers are in; a slower body gets 408.
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// One request as the routes see it: the body is already read (bounded).
 #[derive(Debug, Clone)]
