@@ -348,7 +348,19 @@ impl GroupRunner {
                     for part in &parts {
                         self.store.ingest(i, &part.series, now_ms);
                     }
-                    self.store.mark_fetched(i, end);
+                    // Fetched up to the newest point that came back, not up to `end`:
+                    // a backend that serves recent points late (VictoriaMetrics'
+                    // -search.latencyOffset, late remote writes) is asked for them again
+                    // next cycle instead of leaving them out for good. An answer with no
+                    // point at all leaves the range to be asked again.
+                    let newest = parts
+                        .iter()
+                        .flat_map(|p| &p.series)
+                        .filter_map(|s| s.samples.last().map(|(t, _)| *t))
+                        .max();
+                    if let Some(t) = newest {
+                        self.store.mark_fetched(i, t.min(end));
+                    }
                 }
                 Err(e) => {
                     ok = false;
