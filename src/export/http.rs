@@ -111,9 +111,9 @@ pub fn metrics(registry: &prometheus::Registry, more: impl FnOnce(&mut String)) 
 }
 
 /// [`metrics`], gzip-compressed when `gzip` (the scraper sent `Accept-Encoding: gzip`,
-/// as Prometheus does): a 10,000-entity exposition shrinks by about ten times
-/// (BENCHMARKS.md). Compression at the fastest level: scrapes are frequent, and the
-/// ratio of text exposition barely improves with higher levels.
+/// as Prometheus does): the 1,000-entity bench exposition shrinks 15–19 times for about
+/// 1–5 ms more (BENCHMARKS.md). The fastest level, because scrapes are frequent; higher
+/// levels were not measured.
 pub fn exposition(
     registry: &prometheus::Registry,
     more: impl FnOnce(&mut String),
