@@ -36,27 +36,7 @@ fn scores_reach_prometheus_survive_an_outage_and_pass_promtool() {
     .unwrap();
     let _node = start_node_exporter(node);
     let mut prometheus = start_prometheus(dir.path(), prom);
-    let _agent = Proc(
-        Command::new(BIN)
-            .args([
-                "run",
-                "--config",
-                concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/config/presets/node-exporter.yaml"
-                ),
-            ])
-            .env("PROMETHEUS_URL", format!("http://127.0.0.1:{prom}"))
-            .env("KPIWATCH_LISTEN", format!("127.0.0.1:{agent}"))
-            .env("KPIWATCH_STATE_DIR", dir.path().join("state"))
-            .env("KPIWATCH_INTERVAL", "2s")
-            .env("KPIWATCH_STEP", "1s")
-            .env("KPIWATCH_HISTORY", "10m")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("kpiwatch.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _agent = start_node_preset_agent(prom, agent, dir.path());
     let instance = format!("127.0.0.1:{node}");
 
     // 1. The loop is closed: Prometheus has kpiwatch's score for the node.
@@ -212,27 +192,7 @@ fn scores_reach_victoria_metrics_through_its_prometheus_api() {
             .spawn()
             .unwrap(),
     );
-    let _agent = Proc(
-        Command::new(BIN)
-            .args([
-                "run",
-                "--config",
-                concat!(
-                    env!("CARGO_MANIFEST_DIR"),
-                    "/config/presets/node-exporter.yaml"
-                ),
-            ])
-            .env("PROMETHEUS_URL", format!("http://127.0.0.1:{vm}"))
-            .env("KPIWATCH_LISTEN", format!("127.0.0.1:{agent}"))
-            .env("KPIWATCH_STATE_DIR", dir.path().join("state"))
-            .env("KPIWATCH_INTERVAL", "2s")
-            .env("KPIWATCH_STEP", "1s")
-            .env("KPIWATCH_HISTORY", "10m")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("kpiwatch.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _agent = start_node_preset_agent(vm, agent, dir.path());
     let instance = format!("127.0.0.1:{node}");
     let took = wait_for(
         "kpiwatch_anomaly_score for the node in VictoriaMetrics",
@@ -269,6 +229,33 @@ fn scores_reach_victoria_metrics_through_its_prometheus_api() {
         "{metrics}"
     );
     assert!(metric(&metrics, "kpiwatch_samples_fetched_total").is_some_and(|n| n > 0.0));
+}
+
+/// The `kpiwatch` binary with the node-exporter preset against the Prometheus API on
+/// `backend`, serving on `agent`, at test speed (interval 2 s, step 1 s, history 10m);
+/// state and log under `dir`.
+fn start_node_preset_agent(backend: u16, agent: u16, dir: &std::path::Path) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .args([
+                "run",
+                "--config",
+                concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/config/presets/node-exporter.yaml"
+                ),
+            ])
+            .env("PROMETHEUS_URL", format!("http://127.0.0.1:{backend}"))
+            .env("KPIWATCH_LISTEN", format!("127.0.0.1:{agent}"))
+            .env("KPIWATCH_STATE_DIR", dir.join("state"))
+            .env("KPIWATCH_INTERVAL", "2s")
+            .env("KPIWATCH_STEP", "1s")
+            .env("KPIWATCH_HISTORY", "10m")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("kpiwatch.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 fn start_node_exporter(port: u16) -> Proc {
