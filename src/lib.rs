@@ -35,12 +35,14 @@
 //! | `regressions` | the agent's second pipeline: discover → fetch → compare → export |
 //! | `secret` | token files re-read on rotation, compared in constant time |
 //! | [`app`] | wiring, reload, shutdown |
+//! | [`backtest`] | the agent's cycles over a past range, the alerts its rules would have fired, the report |
 //! | `eval` | accuracy measures of the offline tools (precision/recall/F1, PR-AUC) |
 //! | [`dataset`] | CSV formats of the offline tools |
 //! | [`cli`] | the command line |
 //! | `lab` | (feature `lab`) the test service, load generator and recorder; never linked into the agent |
 
 pub mod app;
+pub mod backtest;
 pub mod cli;
 pub mod clock;
 pub mod config;

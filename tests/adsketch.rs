@@ -12,10 +12,9 @@
 
 mod common;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{free_port, http_as, http_get, metric, start_prometheus, wait_for, Proc, BIN};
 use serde_json::Value;
@@ -435,65 +434,6 @@ fn patterns_and_labels_survive_sigkill_and_bad_edits_change_nothing() {
     );
 }
 
-/// Runs Chromium headless with `args` and a private profile; returns stdout. Killed
-/// after a minute.
-fn chromium(dir: &Path, args: &[String]) -> String {
-    let mut child = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!(
-            "--user-data-dir={}",
-            dir.join("chromium").display()
-        ))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "chromium did not finish in 60 s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    out
-}
-
-/// How many pixels of `png` have exactly the colour `rgb`, and how many colours there are.
-fn colours(png: &Path, rgb: [u8; 3]) -> (usize, usize, (u32, u32)) {
-    let mut decoder = png::Decoder::new(std::fs::File::open(png).unwrap());
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    let channels = info.color_type.samples();
-    assert!(channels >= 3, "{:?}", info.color_type);
-    let mut seen = std::collections::HashSet::new();
-    let mut matching = 0;
-    for px in buf[..info.buffer_size()].chunks(channels) {
-        seen.insert([px[0], px[1], px[2]]);
-        if px[..3] == rgb {
-            matching += 1;
-        }
-    }
-    (matching, seen.len(), (info.width, info.height))
-}
-
 #[test]
 fn catalog_page_renders_sparklines_in_headless_chromium() {
     if !common::tools_or_skip(&["prometheus", "promtool", "chromium"]) {
@@ -528,7 +468,7 @@ fn catalog_page_renders_sparklines_in_headless_chromium() {
     let url = format!("http://127.0.0.1:{}/patterns", stack.agent);
 
     // The DOM as Chromium built it: one sparkline per pattern, each with m points.
-    let dom = chromium(stack.dir.path(), &["--dump-dom".to_string(), url.clone()]);
+    let dom = common::chromium(stack.dir.path(), &["--dump-dom".to_string(), url.clone()]);
     let svgs = dom.matches("<svg class=\"spark\"").count();
     assert_eq!(svgs, patterns.len(), "{dom}");
     let polylines: Vec<&str> = dom
@@ -553,7 +493,7 @@ fn catalog_page_renders_sparklines_in_headless_chromium() {
 
     // The picture: the blue of normal sparklines is painted, and it is no blank page.
     let shot: PathBuf = stack.dir.path().join("patterns.png");
-    chromium(
+    common::chromium(
         stack.dir.path(),
         &[
             format!("--screenshot={}", shot.display()),
@@ -561,7 +501,7 @@ fn catalog_page_renders_sparklines_in_headless_chromium() {
             url,
         ],
     );
-    let (blue, distinct, size) = colours(&shot, [0x2a, 0x7a, 0xb8]);
+    let (blue, distinct, size) = common::colours(&shot, [0x2a, 0x7a, 0xb8]);
     assert_eq!(size, (1100, 420));
     assert!(distinct > 50, "{distinct} colours: a blank or broken page");
     assert!(blue > 100, "only {blue} pixels of sparkline blue");

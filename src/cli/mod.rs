@@ -1,10 +1,11 @@
-//! The command line: `run`, `check-config`, `version`, and the offline tools under
-//! `detect` and `regress`. Parses arguments, initialises logging and maps outcomes to
+//! The command line: `run`, `check-config`, `version`, `backtest`, and the offline
+//! tools under `detect` and `regress`. Parses arguments, initialises logging and maps outcomes to
 //! exit codes; the work itself lives in [`crate::app`], [`crate::config`] and the
 //! detectors.
 //!
 //! Exit codes: 0 success, 1 runtime error, 2 invalid config or usage.
 
+mod backtest;
 mod check;
 mod detect_adsketch;
 mod detect_uniad;
@@ -89,6 +90,9 @@ pub enum Command {
     /// Run a detector offline on a CSV file (tuning, evaluation, reproduction).
     #[command(subcommand)]
     Detect(DetectCommand),
+    /// Replay the config over past Prometheus history: the alerts it would have fired
+    /// (summary, alerts.csv, scores.csv, report.html).
+    Backtest(backtest::Args),
     /// Compare a current load test with a baseline per KPI (exit 0 normal, 3 regression, 4 insufficient data).
     Regress(regress::RegressArgs),
 }
@@ -142,6 +146,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Detect(DetectCommand::Adsketch(args)) => detect_adsketch::run(&args),
         Command::Detect(DetectCommand::Uniad(args)) => detect_uniad::run(&args),
         Command::Regress(args) => regress::run(&args),
+        Command::Backtest(args) => backtest::run(&args),
     }
 }
 

@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 use crate::config::GroupConfig;
 use crate::detect::{DetectError, Detector, Snapshot};
 use crate::export::catalog::{EditError, EditOutcome, LabelEdit, SeriesPatterns};
-use crate::export::{PatternCatalog, ScoreBoard, SeriesLabels};
+use crate::export::{PatternCatalog, ScoreBoard, ScoreSink, SeriesLabels};
 use crate::reader::{self, Client, QueryResult};
 use crate::store::{GroupStore, ShardFilter, StoreConfig};
 use crate::telemetry::{CycleCounts, Telemetry};
 
 /// Prometheus refuses ranges of more than 11,000 points per series; stay below.
-const MAX_POINTS_PER_QUERY: i64 = 10_000;
+pub const MAX_POINTS_PER_QUERY: i64 = 10_000;
 /// The seasonal history is fetched at about this many samples per phase bucket and
 /// period: enough for a robust median, a fraction of the fine step's load.
 const SAMPLES_PER_BUCKET: i64 = 4;
@@ -156,24 +156,103 @@ impl GroupRunner {
     pub async fn run_cycle(mut self, ctx: &CycleContext, now_ms: i64) -> (Self, CycleResult) {
         let started = Instant::now();
         self.fetch_seasonal_history(ctx, now_ms).await;
-        let ok = self.fetch(ctx, now_ms).await;
-        let mut counts = CycleCounts {
-            entities: self.store.entity_count(),
-            stale: 0,
-            series: self.store.series_count(),
-            ..Default::default()
-        };
+        let answers = self.fetch(ctx, now_ms).await;
+        let mut ok = true;
+        for (metric, end_ms, result) in answers {
+            match result {
+                Ok(parts) => self.ingest_answer(metric, end_ms, &parts, now_ms),
+                Err(e) => {
+                    ok = false;
+                    ctx.telemetry.query_failed(
+                        &self.cfg.name,
+                        &self.cfg.metrics[metric].name,
+                        e.cause(),
+                        &e,
+                    );
+                }
+            }
+        }
         if !ok {
             self.store.abandon_cycle();
-            counts.stale = counts.entities;
+            let entities = self.store.entity_count();
+            let counts = CycleCounts {
+                entities,
+                stale: entities,
+                series: self.store.series_count(),
+                ..Default::default()
+            };
             ctx.telemetry
                 .cycle_finished(&self.cfg.name, started.elapsed(), false, counts);
             return (self, CycleResult::QueryFailed);
         }
+        let (scores, telemetry) = (ctx.scores.clone(), ctx.telemetry.clone());
+        let catalog = ctx.catalog.clone();
+        let runner = tokio::task::spawn_blocking(move || {
+            let counts = self.complete_cycle(now_ms, &mut &*scores, &telemetry);
+            self.publish_patterns(&catalog, Instant::now());
+            (self, counts)
+        })
+        .await;
+        let (this, counts) = match runner {
+            Ok(r) => r,
+            // A detector panicked: this is a bug; the group cannot continue without its
+            // state, so the panic is propagated rather than hidden.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        ctx.telemetry
+            .cycle_finished(&this.cfg.name, started.elapsed(), true, counts);
+        ctx.ready.store(true, Ordering::Release);
+        (this, CycleResult::Ok)
+    }
+
+    /// The ranges `(metric, start_ms, end_ms)` a cycle at `now_ms` asks for: only the
+    /// points after the last successful fetch of each metric (its whole history the
+    /// first time); metrics with nothing new are left out.
+    pub fn pending_ranges(&self, now_ms: i64) -> Vec<(usize, i64, i64)> {
+        (0..self.cfg.metrics.len())
+            .filter_map(|i| self.store.next_range(i, now_ms).map(|(s, e)| (i, s, e)))
+            .collect()
+    }
+
+    /// Stores one metric's answer to the range that ended at `end_ms`.
+    pub fn ingest_answer(
+        &mut self,
+        metric: usize,
+        end_ms: i64,
+        parts: &[QueryResult],
+        now_ms: i64,
+    ) {
+        for part in parts {
+            self.store.ingest(metric, &part.series, now_ms);
+        }
+        // Fetched up to the newest point that came back, not up to `end_ms`: a backend
+        // that serves recent points late (VictoriaMetrics' -search.latencyOffset, late
+        // remote writes) is asked for them again next cycle instead of leaving them out
+        // for good. An answer with no point at all leaves the range to be asked again.
+        let newest = parts
+            .iter()
+            .flat_map(|p| &p.series)
+            .filter_map(|s| s.samples.last().map(|(t, _)| *t))
+            .max();
+        if let Some(t) = newest {
+            self.store.mark_fetched(metric, t.min(end_ms));
+        }
+    }
+
+    /// Ends a cycle whose every answer was ingested: aligns and normalises the entities
+    /// seen, expires the absent ones, scores the fresh ones with every detector and
+    /// publishes the scores into `sink`. Synchronous and CPU-bound: the agent runs it on a
+    /// blocking thread, a backtest on its own.
+    pub fn complete_cycle(
+        &mut self,
+        now_ms: i64,
+        sink: &mut dyn ScoreSink,
+        telemetry: &Telemetry,
+    ) -> CycleCounts {
         let end = self.store.aligned_end(now_ms);
         let outcome = self.store.finish_cycle(end, now_ms);
         if outcome.dropped > 0 {
-            ctx.telemetry.entities_dropped(
+            telemetry.entities_dropped(
                 &self.cfg.name,
                 outcome.dropped,
                 self.cfg.max_entities,
@@ -182,7 +261,7 @@ impl GroupRunner {
             self.warned_full = true;
         }
         for shift in &outcome.level_shifts {
-            ctx.telemetry.level_shift_adopted(
+            telemetry.level_shift_adopted(
                 &self.cfg.name,
                 &shift.entity,
                 &shift.metric,
@@ -190,37 +269,21 @@ impl GroupRunner {
             );
         }
         for (key, _) in &outcome.expired {
-            ctx.scores.remove_entity(&self.cfg.name, key);
+            sink.remove_entity(&self.cfg.name, key);
             self.labels.remove(key);
             for d in &mut self.detectors {
                 d.forget(key);
             }
         }
-        let fresh = outcome.fresh;
-        let (scores, telemetry) = (ctx.scores.clone(), ctx.telemetry.clone());
-        let catalog = ctx.catalog.clone();
-        let runner = tokio::task::spawn_blocking(move || {
-            let anomalous = self.score(&fresh, &scores, &telemetry);
-            self.publish_patterns(&catalog, Instant::now());
-            (self, anomalous)
-        })
-        .await;
-        let (runner, anomalous) = match runner {
-            Ok(r) => r,
-            // A detector panicked: this is a bug; the group cannot continue without its
-            // state, so the panic is propagated rather than hidden.
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
-        let this = runner;
-        counts.entities = this.store.entity_count();
-        counts.series = this.store.series_count();
-        counts.stale = counts.entities.saturating_sub(fresh_count(&this, now_ms));
-        counts.expired = outcome.expired.len();
-        counts.anomalous = anomalous;
-        ctx.telemetry
-            .cycle_finished(&this.cfg.name, started.elapsed(), true, counts);
-        ctx.ready.store(true, Ordering::Release);
-        (this, CycleResult::Ok)
+        let anomalous = self.score(&outcome.fresh, sink, telemetry);
+        let entities = self.store.entity_count();
+        CycleCounts {
+            entities,
+            stale: entities.saturating_sub(fresh_count(self, now_ms)),
+            series: self.store.series_count(),
+            expired: outcome.expired.len(),
+            anomalous,
+        }
     }
 
     /// Publishes the ADSketch pattern counts (every cycle) and patterns (when the
@@ -273,7 +336,7 @@ impl GroupRunner {
     /// one query over `seasonality_history` at the coarsest step that stays within the
     /// points Prometheus allows, so a new agent knows last week without waiting a week.
     /// A failed query is retried next cycle; meanwhile the baselines learn online.
-    async fn fetch_seasonal_history(&mut self, ctx: &CycleContext, now_ms: i64) {
+    pub async fn fetch_seasonal_history(&mut self, ctx: &CycleContext, now_ms: i64) {
         let Some(seasonality) = &self.cfg.seasonality else {
             return;
         };
@@ -316,69 +379,31 @@ impl GroupRunner {
         }
     }
 
-    /// Fetches every metric's new range; `false` if any query failed.
-    async fn fetch(&mut self, ctx: &CycleContext, now_ms: i64) -> bool {
+    /// Fetches every metric's new range, all metrics at once: `(metric, end_ms, answer)`.
+    async fn fetch(&mut self, ctx: &CycleContext, now_ms: i64) -> Vec<MetricAnswer> {
         let step = self.cfg.step;
-        let jobs: Vec<_> = self
-            .cfg
-            .metrics
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                self.store
-                    .next_range(i, now_ms)
-                    .map(|r| (i, m.promql.clone(), r))
-            })
-            .collect();
         let client = &ctx.client;
-        let results = futures_util::future::join_all(jobs.into_iter().map(
-            |(i, promql, (start, end))| async move {
-                (
-                    i,
-                    end,
-                    fetch_chunked(client, &promql, start, end, step).await,
-                )
-            },
-        ))
-        .await;
-        let mut ok = true;
-        for (i, end, result) in results {
-            match result {
-                Ok(parts) => {
-                    for part in &parts {
-                        self.store.ingest(i, &part.series, now_ms);
-                    }
-                    // Fetched up to the newest point that came back, not up to `end`:
-                    // a backend that serves recent points late (VictoriaMetrics'
-                    // -search.latencyOffset, late remote writes) is asked for them again
-                    // next cycle instead of leaving them out for good. An answer with no
-                    // point at all leaves the range to be asked again.
-                    let newest = parts
-                        .iter()
-                        .flat_map(|p| &p.series)
-                        .filter_map(|s| s.samples.last().map(|(t, _)| *t))
-                        .max();
-                    if let Some(t) = newest {
-                        self.store.mark_fetched(i, t.min(end));
-                    }
+        let jobs = self
+            .pending_ranges(now_ms)
+            .into_iter()
+            .map(|(i, start, end)| {
+                let promql = self.cfg.metrics[i].promql.clone();
+                async move {
+                    let answer = fetch_chunked(client, &promql, start, end, step).await;
+                    (i, end, answer)
                 }
-                Err(e) => {
-                    ok = false;
-                    ctx.telemetry.query_failed(
-                        &self.cfg.name,
-                        &self.cfg.metrics[i].name,
-                        e.cause(),
-                        &e,
-                    );
-                }
-            }
-        }
-        ok
+            });
+        futures_util::future::join_all(jobs).await
     }
 
     /// Scores the fresh entities with every detector and publishes the results;
     /// returns how many entities some detector found anomalous.
-    fn score(&mut self, fresh: &[String], board: &ScoreBoard, telemetry: &Telemetry) -> usize {
+    fn score(
+        &mut self,
+        fresh: &[String],
+        sink: &mut dyn ScoreSink,
+        telemetry: &Telemetry,
+    ) -> usize {
         for key in fresh {
             if !self.labels.contains_key(key) {
                 if let Some(e) = self.store.entity(key) {
@@ -401,14 +426,7 @@ impl GroupRunner {
                             anomalous.insert(view.key);
                         }
                         if let Some(labels) = self.labels.get(view.key) {
-                            board.publish(
-                                &self.cfg.name,
-                                view.key,
-                                labels,
-                                d.name(),
-                                view.metric_names,
-                                &s,
-                            );
+                            sink.publish(&self.cfg.name, view, labels, d.name(), &s);
                         }
                     }
                     Err(DetectError::WarmingUp { .. }) => warming += 1,
@@ -464,8 +482,11 @@ fn seasonal_range(
     (start, Duration::from_millis(coarse as u64))
 }
 
+/// One metric's answer to a cycle's range: `(metric index, end_ms asked, answer parts)`.
+type MetricAnswer = (usize, i64, Result<Vec<QueryResult>, reader::Error>);
+
 /// `query_range` split into chunks Prometheus accepts.
-async fn fetch_chunked(
+pub async fn fetch_chunked(
     client: &Client,
     promql: &str,
     start: i64,

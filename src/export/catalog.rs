@@ -23,6 +23,7 @@ mod api;
 pub(crate) mod board;
 pub(crate) mod edit;
 mod page;
+pub use page::esc as html_escape;
 #[cfg(test)]
 mod tests;
 

@@ -29,5 +29,5 @@ mod server;
 
 pub use auth::WriteAuth;
 pub use catalog::{CatalogHandle, PatternCatalog};
-pub use scores::{ScoreBoard, SeriesLabels};
+pub use scores::{ScoreBoard, ScoreSink, SeriesLabels};
 pub use server::{handle, Admin, AdminServer, ApiRequest, Body, ReloadRequest, MAX_BODY_BYTES};

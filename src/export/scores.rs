@@ -8,7 +8,48 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::RwLock;
 
-use crate::detect::Scores;
+use crate::detect::{EntityView, Scores};
+
+/// Where a cycle's scores go: the agent's [`ScoreBoard`] (served on `/metrics`), or a
+/// backtest's recorder (`kpiwatch backtest`), so both run the same cycle code.
+pub trait ScoreSink {
+    /// One detector's scores of one entity at the view's last step.
+    fn publish(
+        &mut self,
+        group: &str,
+        view: &EntityView<'_>,
+        labels: &SeriesLabels,
+        detector: &'static str,
+        scores: &Scores,
+    );
+    /// An entity expired: its series go.
+    fn remove_entity(&mut self, group: &str, key: &str);
+}
+
+impl ScoreSink for &ScoreBoard {
+    fn publish(
+        &mut self,
+        group: &str,
+        view: &EntityView<'_>,
+        labels: &SeriesLabels,
+        detector: &'static str,
+        scores: &Scores,
+    ) {
+        ScoreBoard::publish(
+            self,
+            group,
+            view.key,
+            labels,
+            detector,
+            view.metric_names,
+            scores,
+        );
+    }
+
+    fn remove_entity(&mut self, group: &str, key: &str) {
+        ScoreBoard::remove_entity(self, group, key);
+    }
+}
 
 /// A score family: name, help, and its position in the output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -357,3 +357,65 @@ pub fn serve_exposition(port: u16, body: impl Fn() -> String + Send + 'static) {
         }
     });
 }
+
+/// Runs Chromium headless with `args` and a private profile; returns stdout. Killed
+/// after a minute.
+pub fn chromium(dir: &Path, args: &[String]) -> String {
+    let mut child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!(
+            "--user-data-dir={}",
+            dir.join("chromium").display()
+        ))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Read while it runs: a page larger than the pipe buffer would block it otherwise.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    reader.join().unwrap()
+}
+
+/// How many pixels of `png` have exactly the colour `rgb`, and how many colours there are.
+pub fn colours(png: &Path, rgb: [u8; 3]) -> (usize, usize, (u32, u32)) {
+    let mut decoder = png::Decoder::new(std::fs::File::open(png).unwrap());
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let channels = info.color_type.samples();
+    assert!(channels >= 3, "{:?}", info.color_type);
+    let mut seen = std::collections::HashSet::new();
+    let mut matching = 0;
+    for px in buf[..info.buffer_size()].chunks(channels) {
+        seen.insert([px[0], px[1], px[2]]);
+        if px[..3] == rgb {
+            matching += 1;
+        }
+    }
+    (matching, seen.len(), (info.width, info.height))
+}

@@ -38,8 +38,9 @@ figcaption{font-size:12px;margin-top:4px}\
 .label{display:inline-block;background:#ffe9a8;border-radius:3px;padding:0 4px;margin:1px 2px 1px 0;font-family:monospace}\
 .muted{color:#888}form{margin:.6em 0}input{margin-right:.5em}";
 
-/// Escapes text for HTML element content and attribute values.
-fn esc(s: &str) -> String {
+/// Escapes text for HTML element content and attribute values (the one escaper of
+/// every page kpiwatch writes).
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
