@@ -297,7 +297,70 @@ fn backtest_finds_the_known_incidents_and_its_scores_equal_the_live_cycles() {
         std::fs::copy(&shot, keep).unwrap();
     }
 
+    threshold_sweep_prints_one_row_per_value(&stack, from, to);
     live_cycles_publish_what_the_backtest_recorded(&stack, from * 1000, (from + 1800) * 1000);
+}
+
+/// `--set KEY=V1,V2` runs once per value: a z-score threshold above the incidents'
+/// |z| silences them.
+fn threshold_sweep_prints_one_row_per_value(stack: &Stack, from: i64, to: i64) {
+    let sweep_dir = stack.dir.path().join("sweep");
+    let labels = stack.dir.path().join("incidents.csv");
+    let out = backtest(
+        stack,
+        &[
+            "--from",
+            &from.to_string(),
+            "--to",
+            &to.to_string(),
+            "--group",
+            "nodes",
+            "--set",
+            "groups[nodes].detectors.zscore.threshold=6,1000",
+            "--labels",
+            labels.to_str().unwrap(),
+            "--out",
+            sweep_dir.to_str().unwrap(),
+            "--quiet",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |value: &str| {
+        let prefix = format!("groups[nodes].detectors.zscore.threshold={value} ");
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix) && l.contains(" zscore "))
+            .unwrap_or_else(|| panic!("no zscore row for {value}:\n{stdout}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // setting, detector, alerts, per day, caught, …
+    assert_eq!(
+        (row("6")[2].as_str(), row("6")[4].as_str()),
+        ("2", "2/2"),
+        "{stdout}"
+    );
+    assert_eq!(
+        (row("1000")[2].as_str(), row("1000")[4].as_str()),
+        ("0", "0/2"),
+        "{stdout}"
+    );
+    let csv = std::fs::read_to_string(sweep_dir.join("sweep.csv")).unwrap();
+    assert!(
+        csv.starts_with("setting,detector,alerts,alerts_per_day,incidents,caught,"),
+        "{csv}"
+    );
+    assert_eq!(
+        csv.lines().filter(|l| l.contains(",zscore,")).count(),
+        2,
+        "{csv}"
+    );
 }
 
 /// Runs the agent's own cycle (a `query_range` per metric and cycle) at each cycle time
@@ -308,10 +371,12 @@ fn live_cycles_publish_what_the_backtest_recorded(stack: &Stack, from_ms: i64, t
         .enable_all()
         .build()
         .unwrap();
+    // Three workers split the four nodes by hash: the split must not change a score.
     let opts = Options {
         from_ms,
         to_ms,
         groups: Vec::new(),
+        workers: 3,
     };
     let outcome = rt
         .block_on(backtest::run(

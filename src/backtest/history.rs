@@ -26,6 +26,31 @@ struct MetricHistory {
     series: BTreeMap<Labels, Vec<(i64, f64)>>,
 }
 
+/// Where one reader's last answers ended, per metric and series (in the history's
+/// order). Cycles ask for consecutive ranges, so the next answer starts there: a scan
+/// of a step or two instead of a binary search through a segment that is not in cache.
+/// Only a hint: after an append or trim moves series, answers stay right.
+#[derive(Debug, Default, Clone)]
+pub struct Cursor(Vec<Vec<usize>>);
+
+/// The first index at or after which `samples` has timestamps `>= t`, searched from
+/// `hint` forwards (a few steps, then a binary search), or before it when `t` is older.
+fn seek(samples: &[(i64, f64)], hint: usize, t: i64) -> usize {
+    let hint = hint.min(samples.len());
+    if hint > 0 && samples[hint - 1].0 >= t {
+        return samples[..hint].partition_point(|(ts, _)| *ts < t);
+    }
+    let near = samples[hint..]
+        .iter()
+        .take(8)
+        .take_while(|(ts, _)| *ts < t)
+        .count();
+    if near < 8 {
+        return hint + near;
+    }
+    hint + samples[hint..].partition_point(|(ts, _)| *ts < t)
+}
+
 /// Every metric's kept answers for one group.
 #[derive(Debug)]
 pub struct History {
@@ -67,13 +92,26 @@ impl History {
 
     /// The answer Prometheus would give for `metric` over `[start_ms, end_ms]`: every
     /// kept series with a sample in the range (series without one are not answered).
-    pub fn answer(&self, metric: usize, start_ms: i64, end_ms: i64) -> QueryResult {
-        let series = self.metrics[metric]
-            .series
+    pub fn answer(
+        &self,
+        metric: usize,
+        start_ms: i64,
+        end_ms: i64,
+        cursor: &mut Cursor,
+    ) -> QueryResult {
+        let kept = &self.metrics[metric].series;
+        if cursor.0.len() <= metric {
+            cursor.0.resize(self.metrics.len(), Vec::new());
+        }
+        let hints = &mut cursor.0[metric];
+        hints.resize(kept.len(), 0);
+        let series = kept
             .iter()
-            .filter_map(|(labels, samples)| {
-                let from = samples.partition_point(|(t, _)| *t < start_ms);
-                let to = samples.partition_point(|(t, _)| *t <= end_ms);
+            .zip(hints.iter_mut())
+            .filter_map(|((labels, samples), hint)| {
+                let from = seek(samples, *hint, start_ms);
+                let to = seek(samples, from, end_ms.saturating_add(1));
+                *hint = to;
                 (from < to).then(|| Series {
                     labels: labels.clone(),
                     samples: samples[from..to].to_vec(),
@@ -137,19 +175,32 @@ mod tests {
     #[test]
     fn answers_are_the_kept_samples_of_the_range_and_omit_series_without_one() {
         let mut h = History::new(1);
+        // One cursor throughout: the hints go stale as series come and go.
         h.append(vec![vec![result(vec![
             series("a", &[(0, 1.0), (10, 2.0), (20, 3.0)]),
             series("b", &[(0, 5.0)]),
         ])]]);
         h.append(vec![vec![result(vec![series("a", &[(30, 4.0)])])]]);
-        let r = h.answer(0, 10, 30);
+        let c = &mut Cursor::default();
+        let r = h.answer(0, 10, 30, c);
         assert_eq!(
             r.series,
             vec![series("a", &[(10, 2.0), (20, 3.0), (30, 4.0)])]
         );
-        assert_eq!(h.answer(0, 0, 0).series.len(), 2);
+        assert_eq!(h.answer(0, 0, 0, c).series.len(), 2);
         h.trim(15);
         assert_eq!(h.sample_count(), 2);
-        assert!(h.answer(0, 0, 10).series.is_empty());
+        assert!(h.answer(0, 0, 10, c).series.is_empty());
+    }
+
+    #[test]
+    fn seeking_from_a_hint_finds_what_a_binary_search_finds() {
+        let samples: Vec<(i64, f64)> = (0..100).map(|i| (i * 10, 0.0)).collect();
+        for hint in [0, 3, 50, 99, 100, 500] {
+            for t in [-5, 0, 1, 10, 35, 300, 990, 991, 5000] {
+                let want = samples.partition_point(|(ts, _)| *ts < t);
+                assert_eq!(seek(&samples, hint, t), want, "hint {hint}, t {t}");
+            }
+        }
     }
 }

@@ -17,6 +17,7 @@
 pub mod alerts;
 pub mod history;
 pub mod incidents;
+pub mod overrides;
 pub mod record;
 pub mod report;
 
@@ -25,13 +26,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{Config, GroupConfig};
+use crate::config::{Config, GroupConfig, Shard};
 use crate::cycle::{CycleContext, GroupRunner};
 use crate::export::{PatternCatalog, ScoreBoard};
 use crate::reader::{self, Client};
 use crate::store::ShardFilter;
 use crate::telemetry::{SelfMetrics, Telemetry};
-use history::{fetch_segment, History, SEGMENT_STEPS};
+use history::{fetch_segment, Cursor, History, SEGMENT_STEPS};
 use record::Recorder;
 
 /// Why a backtest could not run.
@@ -61,6 +62,9 @@ pub struct Options {
     pub to_ms: i64,
     /// Groups to run; empty: every group.
     pub groups: Vec<String>,
+    /// Threads per group: its entities are split among this many runners by the hash
+    /// of their key, as hash-sharded agents split them (entities are independent).
+    pub workers: usize,
 }
 
 /// How one group's replay went.
@@ -76,10 +80,10 @@ pub struct GroupRun {
     pub samples: usize,
     /// Wall time of the fetches the replay waited for.
     pub fetch_wait: Duration,
-    /// CPU time of the cycles (normalise and detect).
+    /// Time the workers spent in the cycles (normalise and detect), summed over them.
     pub replay: Duration,
-    /// Of `replay`, time in each detector.
-    pub detect: BTreeMap<&'static str, Duration>,
+    /// The group's detectors.
+    pub detectors: Vec<&'static str>,
 }
 
 /// A finished backtest.
@@ -89,6 +93,8 @@ pub struct Outcome {
     pub recorder: Recorder,
     /// Per group figures.
     pub runs: Vec<GroupRun>,
+    /// Of the groups' `replay`, time in each detector (all groups).
+    pub detect: BTreeMap<String, Duration>,
     /// Wall time, fetch included.
     pub wall: Duration,
 }
@@ -130,11 +136,10 @@ pub async fn run(
         ready: Arc::new(AtomicBool::new(false)),
         catalog: Arc::new(PatternCatalog::new()),
     };
-    let shard = ShardFilter(config.shard.clone());
     let groups = selected_groups(config, opts);
     let runs = groups
         .iter()
-        .map(|g| run_group((*g).clone(), shard.clone(), &ctx, opts, progress));
+        .map(|g| run_group((*g).clone(), &config.shard, &ctx, opts, progress));
     let mut recorder = Recorder::new(opts.from_ms, BTreeMap::new());
     let mut out = Vec::new();
     for result in futures_util::future::join_all(runs).await {
@@ -142,57 +147,97 @@ pub async fn run(
         recorder.merge(rec);
         out.push(run);
     }
-    for run in &mut out {
-        for (d, took) in &mut run.detect {
+    // The cycles report each detector's time to the self-metrics, as in the agent.
+    let detect = out
+        .iter()
+        .flat_map(|r| r.detectors.iter().copied())
+        .map(|d| {
             let h = ctx
                 .telemetry
                 .metrics
                 .inference_duration
                 .with_label_values(&[d]);
-            *took = Duration::from_secs_f64(h.get_sample_sum());
-        }
-    }
+            (d.to_string(), Duration::from_secs_f64(h.get_sample_sum()))
+        })
+        .collect();
     Ok(Outcome {
         recorder,
         runs: out,
+        detect,
         wall: started.elapsed(),
     })
+}
+
+/// One worker of a group: a runner over a hash shard of the group's entities, what
+/// it recorded, and where its last answers ended.
+struct Worker {
+    runner: GroupRunner,
+    recorder: Recorder,
+    cursor: Cursor,
+}
+
+/// The shard filters of `workers` runners that split what `shard` keeps: hash mode
+/// splits further (`h % (total·w) = index + total·j` partitions `h % total = index`);
+/// node mode keeps one runner (its series are not split by entity key).
+fn worker_shards(shard: &Shard, workers: usize) -> Vec<ShardFilter> {
+    let w = workers.max(1) as u64;
+    match shard {
+        _ if w == 1 => vec![ShardFilter(shard.clone())],
+        Shard::All => (0..w)
+            .map(|index| ShardFilter(Shard::Hash { total: w, index }))
+            .collect(),
+        Shard::Hash { total, index } => (0..w)
+            .map(|j| {
+                ShardFilter(Shard::Hash {
+                    total: total * w,
+                    index: index + total * j,
+                })
+            })
+            .collect(),
+        Shard::Node { .. } => vec![ShardFilter(shard.clone())],
+    }
 }
 
 /// Replays one group.
 async fn run_group(
     cfg: GroupConfig,
-    shard: ShardFilter,
+    shard: &Shard,
     ctx: &CycleContext,
     opts: &Options,
     progress: &indicatif::ProgressBar,
 ) -> Result<(Recorder, GroupRun), Error> {
-    let detectors = crate::app::build_detectors(&cfg.detectors)
-        .map_err(|e| Error::Setup(format!("group {:?}: {e:#}", cfg.name)))?;
-    let mut run = GroupRun {
-        group: cfg.name.clone(),
-        detect: detectors
-            .iter()
-            .map(|d| (d.name(), Duration::ZERO))
-            .collect(),
-        ..Default::default()
-    };
-    let mut runner = GroupRunner::new(cfg.clone(), shard, detectors);
     let names = BTreeMap::from([(
         cfg.name.clone(),
-        cfg.metrics.iter().map(|m| m.name.clone()).collect(),
+        cfg.metrics
+            .iter()
+            .map(|m| m.name.clone())
+            .collect::<Vec<_>>(),
     )]);
-    let mut recorder = Recorder::new(opts.from_ms, names);
+    let mut workers = Vec::new();
+    for filter in worker_shards(shard, opts.workers) {
+        let detectors = crate::app::build_detectors(&cfg.detectors)
+            .map_err(|e| Error::Setup(format!("group {:?}: {e:#}", cfg.name)))?;
+        workers.push(Worker {
+            runner: GroupRunner::new(cfg.clone(), filter, detectors),
+            recorder: Recorder::new(opts.from_ms, names.clone()),
+            cursor: Cursor::default(),
+        });
+    }
+    let mut run = GroupRun {
+        group: cfg.name.clone(),
+        detectors: workers[0].runner.detector_names(),
+        ..Default::default()
+    };
     let times = cycle_times(opts.from_ms, opts.to_ms, cfg.interval);
     let Some(&last) = times.last() else {
-        return Ok((recorder, run));
+        return Ok((Recorder::new(opts.from_ms, names), run));
     };
     let step_ms = cfg.step.as_millis() as i64;
+    let aligned = |t: i64| t.div_euclid(step_ms) * step_ms;
     let promql: Vec<String> = cfg.metrics.iter().map(|m| m.promql.clone()).collect();
-    let last_end = runner.store().aligned_end(last);
+    let last_end = aligned(last);
     // The first cycle asks for the whole window before `from`, as a new agent does.
-    let mut seg_start =
-        runner.store().aligned_end(opts.from_ms) - (cfg.history_points as i64 - 1) * step_ms;
+    let mut seg_start = aligned(opts.from_ms) - (cfg.history_points as i64 - 1) * step_ms;
     let segment_end = |start: i64| (start + SEGMENT_STEPS * step_ms).min(last_end);
     let fetch = |start: i64| {
         let (client, promql) = (ctx.client.clone(), promql.clone());
@@ -217,21 +262,18 @@ async fn run_group(
         history.append(seg);
         let seg_end = segment_end(seg_start);
         // As the agent would: the seasonal baselines learn last week's history first.
-        runner
-            .fetch_seasonal_history(ctx, times[next_cycle.min(times.len() - 1)])
-            .await;
-        let upto = times.partition_point(|t| runner.store().aligned_end(*t) <= seg_end);
+        let first = times[next_cycle.min(times.len() - 1)];
+        for w in &mut workers {
+            w.runner.fetch_seasonal_history(ctx, first).await;
+        }
+        let upto = times.partition_point(|t| aligned(*t) <= seg_end);
         let cycles = times[next_cycle..upto].to_vec();
         next_cycle = upto;
         let telemetry = ctx.telemetry.clone();
         let bar = progress.clone();
         let replay = tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            for t in cycles {
-                replay_cycle(&mut runner, &history, &mut recorder, &telemetry, t);
-                bar.inc(1);
-            }
-            (runner, history, recorder, started.elapsed())
+            let busy = replay_segment(&mut workers, &history, &cycles, &telemetry, &bar);
+            (workers, history, busy)
         });
         seg_start = seg_end + step_ms;
         let more = seg_start <= last_end;
@@ -244,13 +286,14 @@ async fn run_group(
             }
         };
         let (replayed, fetched) = tokio::join!(replay, prefetch);
-        let (r, mut h, rec, took) = match replayed {
+        let (w, mut h, busy) = match replayed {
             Ok(x) => x,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
-        run.replay += took;
-        run.fetch_wait += waited.elapsed().saturating_sub(took);
-        (runner, recorder) = (r, rec);
+        let replay_wall = waited.elapsed().min(busy.1);
+        run.replay += busy.0;
+        run.fetch_wait += waited.elapsed().saturating_sub(replay_wall);
+        workers = w;
         h.trim(seg_start - (cfg.history_points as i64) * step_ms);
         history = h;
         match fetched {
@@ -259,24 +302,86 @@ async fn run_group(
         }
     }
     run.cycles = times.len();
+    let mut recorder = Recorder::new(opts.from_ms, names);
+    for w in workers {
+        recorder.merge(w.recorder);
+    }
     run.entities = recorder.entities.len();
     Ok((recorder, run))
 }
 
+/// Replays `cycles` on every worker, one thread each; returns the threads' summed busy
+/// time and the wall time. The bar advances with the first worker.
+fn replay_segment(
+    workers: &mut [Worker],
+    history: &History,
+    cycles: &[i64],
+    telemetry: &Telemetry,
+    bar: &indicatif::ProgressBar,
+) -> (Duration, Duration) {
+    let started = Instant::now();
+    let busy = std::thread::scope(|scope| {
+        let handles: Vec<_> = workers
+            .iter_mut()
+            .enumerate()
+            .map(|(i, w)| {
+                scope.spawn(move || {
+                    let t0 = Instant::now();
+                    for &t in cycles {
+                        replay_cycle(w, history, telemetry, t);
+                        if i == 0 {
+                            bar.inc(1);
+                        }
+                    }
+                    t0.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .sum()
+    });
+    (busy, started.elapsed())
+}
+
 /// One cycle at `now_ms` from kept answers: what [`GroupRunner::run_cycle`] does after
 /// its queries succeed.
-pub fn replay_cycle(
-    runner: &mut GroupRunner,
-    history: &History,
-    recorder: &mut Recorder,
-    telemetry: &Telemetry,
-    now_ms: i64,
-) {
-    let group = runner.config().name.clone();
-    for (metric, start, end) in runner.pending_ranges(now_ms) {
-        let answer = history.answer(metric, start, end);
-        recorder.record_values(&group, runner.store(), metric, &answer);
-        runner.ingest_answer(metric, end, std::slice::from_ref(&answer), now_ms);
+fn replay_cycle(w: &mut Worker, history: &History, telemetry: &Telemetry, now_ms: i64) {
+    let group = w.runner.config().name.clone();
+    for (metric, start, end) in w.runner.pending_ranges(now_ms) {
+        let answer = history.answer(metric, start, end, &mut w.cursor);
+        w.runner
+            .ingest_answer(metric, end, std::slice::from_ref(&answer), now_ms);
+        w.recorder
+            .record_values(&group, w.runner.store(), metric, &answer);
     }
-    runner.complete_cycle(now_ms, recorder, telemetry);
+    w.runner.complete_cycle(now_ms, &mut w.recorder, telemetry);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_shards_partition_what_the_agent_keeps() {
+        let owners = |shard: &Shard, key: &str| {
+            worker_shards(shard, 3)
+                .iter()
+                .filter(|f| f.owns_key(key))
+                .count()
+        };
+        let sharded = Shard::Hash { total: 4, index: 1 };
+        let mine = ShardFilter(sharded.clone());
+        for i in 0..200 {
+            let key = format!("instance=\"host-{i}\"");
+            assert_eq!(owners(&Shard::All, &key), 1, "{key}");
+            assert_eq!(
+                owners(&sharded, &key),
+                usize::from(mine.owns_key(&key)),
+                "{key}"
+            );
+        }
+        assert_eq!(worker_shards(&Shard::All, 1), vec![ShardFilter(Shard::All)]);
+    }
 }

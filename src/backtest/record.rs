@@ -90,7 +90,8 @@ impl Recorder {
             })
     }
 
-    /// Keeps the values of one metric's answer that fall in the recorded range.
+    /// Keeps the values of one metric's answer that fall in the recorded range, for the
+    /// entities `store` tracks (after the answer was ingested: a worker's shard).
     pub fn record_values(
         &mut self,
         group: &str,
@@ -105,6 +106,9 @@ impl Recorder {
                 continue;
             }
             let key = store.entity_key(s);
+            if store.entity(&key).is_none() {
+                continue;
+            }
             let e = self.entity(group, &key);
             if e.labels.is_empty() {
                 e.labels = store

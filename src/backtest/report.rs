@@ -63,23 +63,28 @@ pub fn summary(
         outcome.recorder.point_count(),
         outcome.wall.as_secs_f64()
     );
+    let detect: Vec<String> = outcome
+        .detect
+        .iter()
+        .map(|(d, t)| format!("{d} {:.2} s", t.as_secs_f64()))
+        .collect();
+    let detect_total: f64 = outcome.detect.values().map(|t| t.as_secs_f64()).sum();
+    let replay: f64 = outcome.runs.iter().map(|r| r.replay.as_secs_f64()).sum();
     for r in &outcome.runs {
-        let detect: Vec<String> = r
-            .detect
-            .iter()
-            .map(|(d, t)| format!("{d} {:.2} s", t.as_secs_f64()))
-            .collect();
-        let detect_total: f64 = r.detect.values().map(|t| t.as_secs_f64()).sum();
         let _ = writeln!(
             s,
-            "  group {}: {} samples; waited for Prometheus {:.2} s; normalise {:.2} s; detect {} ",
+            "  group {}: {} samples fetched; waited {:.2} s for Prometheus",
             r.group,
             r.samples,
             r.fetch_wait.as_secs_f64(),
-            (r.replay.as_secs_f64() - detect_total).max(0.0),
-            detect.join(", ")
         );
     }
+    let _ = writeln!(
+        s,
+        "  cycles {replay:.2} s: normalise {:.2} s, detect {}",
+        (replay - detect_total).max(0.0),
+        detect.join(", ")
+    );
     let _ = writeln!(
         s,
         "\nAlerts by rule (rules file: {} evaluated):",
@@ -197,6 +202,125 @@ pub fn summary(
         );
     }
     s
+}
+
+/// One setting of a `--set` sweep.
+#[derive(Debug, Clone)]
+pub struct SweepRow {
+    /// The setting, as `key=value …`.
+    pub setting: String,
+    /// Alerts by detector.
+    pub alerts: BTreeMap<&'static str, usize>,
+    /// Days in the range.
+    pub days: f64,
+    /// Against the incidents, when `--labels` was given.
+    pub scored: Option<Vec<DetectorScore>>,
+}
+
+impl SweepRow {
+    /// Detectors that alerted or were scored against the incidents.
+    fn detectors(&self) -> std::collections::BTreeSet<&str> {
+        self.alerts
+            .keys()
+            .copied()
+            .chain(self.scored.iter().flatten().map(|d| d.detector.as_str()))
+            .collect()
+    }
+}
+
+/// Summarises one setting's run.
+pub fn sweep_row(
+    setting: &super::overrides::Setting,
+    alerts: &[Alert],
+    scored: Option<&[DetectorScore]>,
+    from_ms: i64,
+    to_ms: i64,
+) -> SweepRow {
+    let mut by_detector = BTreeMap::new();
+    for a in alerts {
+        *by_detector.entry(a.detector).or_default() += 1;
+    }
+    SweepRow {
+        setting: super::overrides::describe(setting),
+        alerts: by_detector,
+        days: ((to_ms - from_ms) as f64 / 86_400_000.0).max(1.0 / 1440.0),
+        scored: scored.map(<[DetectorScore]>::to_vec),
+    }
+}
+
+/// The sweep's table: one row per setting and detector.
+pub fn sweep_table(rows: &[SweepRow], labelled: bool) -> String {
+    let mut s = String::new();
+    let width = rows
+        .iter()
+        .map(|r| r.setting.len())
+        .max()
+        .unwrap_or(7)
+        .max(7);
+    let _ = write!(
+        s,
+        "{:<width$}  {:<10} {:>7} {:>8}",
+        "setting", "detector", "alerts", "per day"
+    );
+    if labelled {
+        let _ = write!(
+            s,
+            " {:>7} {:>6} {:>7} {:>6} {:>9}",
+            "caught", "false", "alert P", "F1", "point F1"
+        );
+    }
+    s.push('\n');
+    for r in rows {
+        for d in r.detectors() {
+            let n = r.alerts.get(d).copied().unwrap_or(0);
+            let _ = write!(
+                s,
+                "{:<width$}  {d:<10} {n:>7} {:>8.2}",
+                r.setting,
+                n as f64 / r.days
+            );
+            if let Some(score) = r.scored.iter().flatten().find(|x| x.detector == d) {
+                let _ = write!(
+                    s,
+                    " {:>7} {:>6} {:>7.3} {:>6.3} {:>9.3}",
+                    format!("{}/{}", score.caught, score.incidents),
+                    score.false_alerts,
+                    score.alert_precision(),
+                    score.incident_f1(),
+                    score.pointwise.f1
+                );
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// Writes `sweep.csv`: `setting, detector, alerts, alerts_per_day` and, with labels,
+/// `incidents, caught, false_alerts, alert_precision, incident_f1, point_f1`.
+pub fn write_sweep(path: &Path, rows: &[SweepRow]) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "setting,detector,alerts,alerts_per_day,incidents,caught,false_alerts,alert_precision,incident_f1,point_f1")?;
+    for r in rows {
+        for d in r.detectors() {
+            let n = r.alerts.get(d).copied().unwrap_or(0);
+            write!(out, "{},{d},{n},{}", csv(&r.setting), n as f64 / r.days)?;
+            match r.scored.iter().flatten().find(|x| x.detector == d) {
+                Some(x) => writeln!(
+                    out,
+                    ",{},{},{},{},{},{}",
+                    x.incidents,
+                    x.caught,
+                    x.false_alerts,
+                    x.alert_precision(),
+                    x.incident_f1(),
+                    x.pointwise.f1
+                )?,
+                None => writeln!(out, ",,,,,,")?,
+            }
+        }
+    }
+    out.flush()
 }
 
 /// `(steps above 1, steps)` per detector.

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use super::{EXIT_CONFIG, EXIT_FAILURE};
-use crate::backtest::{self, alerts, incidents, report, Options};
+use crate::backtest::{self, alerts, incidents, overrides, report, Options};
+use crate::config::Config;
 
 /// The rules shipped in `deploy/rules/kpiwatch.rules.yml`, the default of `--rules`.
 const SHIPPED_RULES: &str = include_str!("../../deploy/rules/kpiwatch.rules.yml");
@@ -46,6 +47,15 @@ pub struct Args {
     /// Directory for alerts.csv, scores.csv and report.html (created if missing).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Override a config value for the run: `KEY=VALUE`, or `KEY=V1,V2,…` to sweep
+    /// (one run and one summary row per value; several --set sweep every combination).
+    /// KEY is a path such as groups[0].detectors.zscore.threshold or
+    /// groups[node].detectors.uniad.threshold.risk.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Threads per group (its entities split among them); default: the CPUs.
+    #[arg(long, short, value_name = "N")]
+    pub jobs: Option<usize>,
     /// No progress bar (it is also hidden when stderr is not a terminal).
     #[arg(long, short)]
     pub quiet: bool,
@@ -93,17 +103,11 @@ pub(crate) fn run(args: &Args) -> ExitCode {
             report::rfc3339(now)
         ));
     }
-    let config = match crate::config::load(&args.config) {
+    let configs = match sweep_configs(args) {
         Ok(c) => c,
-        Err(errs) => {
-            eprintln!("{errs}");
-            return usage(format!(
-                "{} error(s) in {}",
-                errs.0.len(),
-                args.config.display()
-            ));
-        }
+        Err(code) => return code,
     };
+    let config = &configs[0].1;
     if let Some(g) = args
         .groups
         .iter()
@@ -132,9 +136,13 @@ pub(crate) fn run(args: &Args) -> ExitCode {
         from_ms,
         to_ms,
         groups: args.groups.clone(),
+        workers: args.jobs.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
     };
-    let cycles: usize = backtest::selected_groups(&config, &opts)
+    let cycles: usize = configs
         .iter()
+        .flat_map(|(_, c)| backtest::selected_groups(c, &opts))
         .map(|g| backtest::cycle_times(from_ms, to_ms, g.interval).len())
         .sum();
     let bar = progress_bar(cycles as u64, args.quiet);
@@ -148,32 +156,90 @@ pub(crate) fn run(args: &Args) -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let outcome = match runtime.block_on(backtest::run(&config, &opts, &bar)) {
-        Ok(o) => o,
-        Err(e) => {
-            bar.abandon();
-            eprintln!("kpiwatch backtest: {e}");
-            return ExitCode::from(EXIT_FAILURE);
+    let sweeping = configs.len() > 1;
+    let mut rows = Vec::new();
+    for (setting, config) in &configs {
+        let outcome = match runtime.block_on(backtest::run(config, &opts, &bar)) {
+            Ok(o) => o,
+            Err(e) => {
+                bar.abandon();
+                eprintln!("kpiwatch backtest: {e}");
+                return ExitCode::from(EXIT_FAILURE);
+            }
+        };
+        let fired = alerts::evaluate(&rules, &outcome.recorder);
+        let scored = known
+            .as_deref()
+            .map(|k| incidents::score(k, &fired, &outcome.recorder, to_ms));
+        if sweeping {
+            rows.push(report::sweep_row(
+                setting,
+                &fired,
+                scored.as_deref(),
+                from_ms,
+                to_ms,
+            ));
+            continue;
         }
-    };
-    bar.finish_and_clear();
-    let fired = alerts::evaluate(&rules, &outcome.recorder);
-    let scored = known
-        .as_deref()
-        .map(|k| incidents::score(k, &fired, &outcome.recorder, to_ms));
-    let text = report::summary(&outcome, &rules, &fired, from_ms, to_ms, scored.as_deref());
-    print!("{text}");
-    if let Some(dir) = &args.out {
-        if let Err(e) = write_outputs(dir, &outcome, &fired, &text, from_ms, to_ms) {
-            eprintln!("kpiwatch backtest: writing {}: {e}", dir.display());
-            return ExitCode::from(EXIT_FAILURE);
+        bar.finish_and_clear();
+        let text = report::summary(&outcome, &rules, &fired, from_ms, to_ms, scored.as_deref());
+        print!("{text}");
+        if let Some(dir) = &args.out {
+            if let Err(e) = write_outputs(dir, &outcome, &fired, &text, from_ms, to_ms) {
+                eprintln!("kpiwatch backtest: writing {}: {e}", dir.display());
+                return ExitCode::from(EXIT_FAILURE);
+            }
+            println!(
+                "\nWrote {0}/alerts.csv, {0}/scores.csv and {0}/report.html.",
+                dir.display()
+            );
         }
-        println!(
-            "\nWrote {0}/alerts.csv, {0}/scores.csv and {0}/report.html.",
-            dir.display()
-        );
+    }
+    if sweeping {
+        bar.finish_and_clear();
+        let table = report::sweep_table(&rows, known.is_some());
+        print!("{table}");
+        if let Some(dir) = &args.out {
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|()| report::write_sweep(&dir.join("sweep.csv"), &rows));
+            if let Err(e) = written {
+                eprintln!("kpiwatch backtest: writing {}: {e}", dir.display());
+                return ExitCode::from(EXIT_FAILURE);
+            }
+            println!("\nWrote {}/sweep.csv.", dir.display());
+        }
     }
     ExitCode::SUCCESS
+}
+
+/// The config of every setting `--set` asks for (the file as written without it), each
+/// validated before anything runs; `Err` is the exit code after the message.
+fn sweep_configs(args: &Args) -> Result<Vec<(overrides::Setting, Config)>, ExitCode> {
+    let text = std::fs::read_to_string(&args.config)
+        .map_err(|e| usage(format!("{}: {e}", args.config.display())))?;
+    let sets = args
+        .set
+        .iter()
+        .map(|s| overrides::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
+    let mut out = Vec::new();
+    for setting in overrides::settings(&sets) {
+        let edited = overrides::apply(&text, &setting).map_err(usage)?;
+        match crate::config::parse_str(&edited, &args.config, &crate::config::ProcessEnv) {
+            Ok(c) => out.push((setting, c)),
+            Err(errs) => {
+                eprintln!("{errs}");
+                return Err(usage(format!(
+                    "{} error(s) in {} with {}",
+                    errs.0.len(),
+                    args.config.display(),
+                    overrides::describe(&setting)
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn write_outputs(

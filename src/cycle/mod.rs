@@ -103,6 +103,11 @@ impl GroupRunner {
         &self.cfg
     }
 
+    /// The names of the group's detectors, in scoring order.
+    pub fn detector_names(&self) -> Vec<&'static str> {
+        self.detectors.iter().map(|d| d.name()).collect()
+    }
+
     /// The group's store (for tests and benches).
     pub fn store(&self) -> &GroupStore {
         &self.store
