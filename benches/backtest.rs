@@ -5,7 +5,8 @@
 //! `promtool`). One group of N entities × 8 gauges at step 30 s, interval 30 s, window
 //! 32, history 1 h, z-score + Uni-AD; N and the range vary to show how the cost grows.
 //! Prints per case: wall time (fetch included), time waiting for Prometheus, normalise,
-//! each detector, samples fetched, scores recorded, peak RSS of this process.
+//! each detector, samples fetched, scores recorded, and the peak RSS of this process so
+//! far (cases run in the order printed; the first has the largest peak of its own).
 //! `cargo test --benches` runs the smallest case once.
 
 mod support;
@@ -13,7 +14,7 @@ mod support;
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -61,11 +62,12 @@ fn noise(seed: u64) -> f64 {
     (x >> 11) as f64 / (1u64 << 52) as f64 - 1.0
 }
 
-/// OpenMetrics for `entities` × [`METRICS`] gauges over `[start, end]` (seconds).
-fn history(entities: usize, start: i64, end: i64) -> String {
-    let mut om = String::new();
+/// Writes OpenMetrics for `entities` × [`METRICS`] gauges over `[start, end]`
+/// (seconds) to `path`, streamed so that the bench's peak RSS is the backtest's.
+fn write_history(path: &Path, entities: usize, start: i64, end: i64) {
+    let mut om = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     for m in 0..METRICS {
-        let _ = writeln!(om, "# TYPE bb_m{m} gauge");
+        writeln!(om, "# TYPE bb_m{m} gauge").unwrap();
         for e in 0..entities {
             let base = 10.0 + (m * 7 + e % 13) as f64;
             let mut t = start;
@@ -76,13 +78,13 @@ fn history(entities: usize, start: i64, end: i64) -> String {
                 if (t / STEP_S) % 2880 == (e as i64 * 37) % 2880 {
                     v += 40.0;
                 }
-                let _ = writeln!(om, "bb_m{m}{{instance=\"host-{e:03}\"}} {v:.4} {t}");
+                writeln!(om, "bb_m{m}{{instance=\"host-{e:03}\"}} {v:.4} {t}").unwrap();
                 t += STEP_S;
             }
         }
     }
-    om.push_str("# EOF\n");
-    om
+    writeln!(om, "# EOF").unwrap();
+    om.flush().unwrap();
 }
 
 fn config(prom: u16) -> String {
@@ -120,7 +122,9 @@ fn main() {
         "backfilling {max_entities} entities × {METRICS} metrics × {} h…",
         max_hours + 1
     );
-    common::promtool_backfill(dir.path(), &history(max_entities, start, end));
+    let file = dir.path().join("history.om");
+    write_history(&file, max_entities, start, end);
+    common::promtool_backfill_file(dir.path(), &file);
     std::fs::write(
         dir.path().join("prometheus.yml"),
         "global: {scrape_interval: 15s}\n",
@@ -138,7 +142,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    println!("| entities | range | workers | cycles | wall s | waiting for Prometheus s | normalise s (all workers) | zscore s | uniad s | samples | scores | peak RSS MB |");
+    println!("| entities | range | workers | cycles | wall s | waiting for Prometheus s | store, normalise, record s (all workers) | zscore s | uniad s | samples | scores | peak RSS MB |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (entities, hours, workers) in cases() {
         // Fewer entities: the query keeps the first `entities` hosts.

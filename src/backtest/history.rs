@@ -3,7 +3,7 @@
 //!
 //! The agent asks, every cycle, for each metric's points since the last fetch. Over a
 //! past range those answers do not change with the time they are asked, so a backtest
-//! fetches each metric once per segment of up to [`MAX_POINTS_PER_QUERY`] steps and
+//! fetches each metric once per segment of [`segment_steps`] steps and
 //! slices the answers per cycle. Only the points a later cycle can still ask for are
 //! kept: at most `history_points` steps behind the cycle, plus the segment ahead.
 
@@ -14,8 +14,18 @@ use crate::cycle::{fetch_chunked, MAX_POINTS_PER_QUERY};
 use crate::reader::{self, Client, QueryResult};
 use crate::series::Series;
 
-/// Steps per segment: one query per metric and segment.
-pub const SEGMENT_STEPS: i64 = MAX_POINTS_PER_QUERY - 1;
+/// Steps per segment at least: short enough that the first replay starts soon and the
+/// next segment's fetch overlaps the current one's replay, long enough that queries are
+/// few (one per metric and segment).
+pub const MIN_SEGMENT_STEPS: i64 = 720;
+
+/// Steps per segment for a group keeping `history_points`: the first segment must hold
+/// the first cycle's whole window; never more than one query's worth of points.
+pub fn segment_steps(history_points: usize) -> i64 {
+    (history_points as i64)
+        .max(MIN_SEGMENT_STEPS)
+        .min(MAX_POINTS_PER_QUERY - 1)
+}
 
 /// A series' label pairs, as Prometheus answered them.
 type Labels = Vec<(String, String)>;

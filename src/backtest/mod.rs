@@ -5,7 +5,7 @@
 //! seasonal baseline, detectors, thresholds and state evolution, one cycle per
 //! `interval` from `--from` to `--to`. Only the source of the answers differs: instead
 //! of asking Prometheus every cycle, the backtest fetches each metric in segments of
-//! [`history::SEGMENT_STEPS`] steps (the next segment while the current one replays)
+//! [`history::segment_steps`] steps (the next segment while the current one replays)
 //! and hands every cycle the slice it asks for ([`history::History`]). The first cycle
 //! asks for the whole window before `--from`, as a freshly started agent does.
 //!
@@ -32,7 +32,7 @@ use crate::export::{PatternCatalog, ScoreBoard};
 use crate::reader::{self, Client};
 use crate::store::ShardFilter;
 use crate::telemetry::{SelfMetrics, Telemetry};
-use history::{fetch_segment, Cursor, History, SEGMENT_STEPS};
+use history::{fetch_segment, segment_steps, Cursor, History};
 use record::Recorder;
 
 /// Why a backtest could not run.
@@ -238,7 +238,8 @@ async fn run_group(
     let last_end = aligned(last);
     // The first cycle asks for the whole window before `from`, as a new agent does.
     let mut seg_start = aligned(opts.from_ms) - (cfg.history_points as i64 - 1) * step_ms;
-    let segment_end = |start: i64| (start + SEGMENT_STEPS * step_ms).min(last_end);
+    let seg_steps = segment_steps(cfg.history_points);
+    let segment_end = |start: i64| (start + (seg_steps - 1) * step_ms).min(last_end);
     let fetch = |start: i64| {
         let (client, promql) = (ctx.client.clone(), promql.clone());
         async move { fetch_segment(&client, &promql, start, segment_end(start), cfg.step).await }

@@ -81,7 +81,7 @@ pub fn summary(
     }
     let _ = writeln!(
         s,
-        "  cycles {replay:.2} s: normalise {:.2} s, detect {}",
+        "  cycles {replay:.2} s (all workers): store, normalise and record {:.2} s, detect {}",
         (replay - detect_total).max(0.0),
         detect.join(", ")
     );
@@ -444,7 +444,7 @@ pub fn write_html(
     let _ = write!(
         s,
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>kpiwatch backtest {} → {}</title><style>{CSS}</style><script>{SCRIPT}</script></head><body>\
-         <h1>kpiwatch backtest {} → {}</h1><pre>{}</pre>\
+         <h1>kpiwatch backtest {} → {}</h1><details><summary>Summary (as printed)</summary><pre>{}</pre></details>\
          <p>{} entities{}. Sort: <button onclick=\"sortBy('alerts')\">most alerts</button><button onclick=\"sortBy('name')\">name</button></p>\
          <p class=\"muted\">Blue: the metric, with the z-score detector's band (score ≤ 1 inside) when it runs. Grey: each detector's anomaly score; dashed red: its threshold 1.0. Red shading: alerts the rules fired.</p><div id=\"entities\">",
         rfc3339(from_ms),
@@ -488,12 +488,15 @@ pub fn write_html(
         for (m, name) in e.metric_names.iter().enumerate() {
             let values = &e.values[m];
             let band = &e.bands[m];
-            let ys = values
-                .iter()
-                .map(|v| v.1)
-                .chain(band.iter().flat_map(|b| [b.lower, b.upper]));
-            let (lo, hi) = range(ys);
-            let y = |v: f64| PANEL - 4.0 - (v - lo) / (hi - lo) * (PANEL - 8.0);
+            // The metric's own range, with room for a band of typical width: a band
+            // that balloons for a while must not flatten the metric (it is clipped).
+            let (lo, hi) = range(values.iter().map(|v| v.1));
+            let width = median(band.iter().map(|b| b.upper - b.lower)).unwrap_or(0.0);
+            let (lo, hi) = (lo - width / 2.0, hi + width / 2.0);
+            let y = |v: f64| {
+                let v = v.clamp(lo, hi);
+                PANEL - 4.0 - (v - lo) / (hi - lo) * (PANEL - 8.0)
+            };
             let _ = write!(
                 s,
                 "<svg width=\"{WIDTH}\" height=\"{PANEL}\" role=\"img\" aria-label=\"{}\">",
@@ -566,6 +569,12 @@ fn polyline(
         "<polyline class=\"{class}\" points=\"{}\"/>",
         text.trim_end()
     );
+}
+
+/// The median of the finite `xs`.
+fn median(xs: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = xs.filter(|x| x.is_finite()).collect();
+    (!v.is_empty()).then(|| crate::normalize::median_in_place(&mut v))
 }
 
 /// The finite range of `ys`, widened when flat.

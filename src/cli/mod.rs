@@ -37,7 +37,7 @@ pub const EXIT_CONFIG: u8 = 2;
     max_term_width = 100
 )]
 #[command(
-    after_help = "Examples:\n  kpiwatch check-config config/kpiwatch.example.yaml\n  kpiwatch run --config /etc/kpiwatch/kpiwatch.yaml\n  kpiwatch --log-format json run --config kpiwatch.yaml\n\nDocs: README.md (metrics, configuration reference, alerting)."
+    after_help = "Examples:\n  kpiwatch check-config config/kpiwatch.example.yaml\n  kpiwatch run --config /etc/kpiwatch/kpiwatch.yaml\n  kpiwatch backtest --config kpiwatch.yaml --from now-7d --out bt/\n  kpiwatch --log-format json run --config kpiwatch.yaml\n\nDocs: README.md (metrics, configuration reference, alerting)."
 )]
 pub struct Cli {
     /// Log level or tracing filter (error, warn, info, debug, trace, or e.g.

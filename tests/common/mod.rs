@@ -325,9 +325,15 @@ pub fn readme_metrics() -> std::collections::BTreeSet<String> {
 pub fn promtool_backfill(dir: &Path, openmetrics: &str) {
     let file = dir.join("history.om");
     std::fs::write(&file, openmetrics).expect("write history.om");
+    promtool_backfill_file(dir, &file);
+}
+
+/// [`promtool_backfill`] from an OpenMetrics file already written (large histories are
+/// streamed to disk rather than held in memory).
+pub fn promtool_backfill_file(dir: &Path, file: &Path) {
     let out = Command::new("promtool")
         .args(["tsdb", "create-blocks-from", "openmetrics"])
-        .arg(&file)
+        .arg(file)
         .arg(dir.join("data"))
         .output()
         .expect("run promtool");
