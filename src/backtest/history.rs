@@ -19,12 +19,11 @@ use crate::series::Series;
 /// few (one per metric and segment).
 pub const MIN_SEGMENT_STEPS: i64 = 720;
 
-/// Steps per segment for a group keeping `history_points`: the first segment must hold
-/// the first cycle's whole window; never more than one query's worth of points.
+/// Steps per segment for a group keeping `history_points`: the first segment holds
+/// the first cycle's whole window when one query's worth of points allows (a longer
+/// window spans segments: the first cycle waits for the second).
 pub fn segment_steps(history_points: usize) -> i64 {
-    (history_points as i64)
-        .max(MIN_SEGMENT_STEPS)
-        .min(MAX_POINTS_PER_QUERY - 1)
+    (history_points as i64).clamp(MIN_SEGMENT_STEPS, MAX_POINTS_PER_QUERY - 1)
 }
 
 /// A series' label pairs, as Prometheus answered them.
