@@ -56,12 +56,13 @@ pub fn summary(
     let cycles: usize = outcome.runs.iter().map(|r| r.cycles).sum();
     let _ = writeln!(
         s,
-        "Backtest {} → {}: {} group(s), {entities} entities, {cycles} cycles, {} scores in {:.1} s.",
+        "Backtest {} → {}: {} group(s), {entities} entities, {cycles} cycles, {} scores in {:.1} s ({:.0} scores/s).",
         rfc3339(from_ms),
         rfc3339(to_ms),
         outcome.runs.len(),
         outcome.recorder.point_count(),
-        outcome.wall.as_secs_f64()
+        outcome.wall.as_secs_f64(),
+        outcome.recorder.point_count() as f64 / outcome.wall.as_secs_f64().max(1e-9)
     );
     let detect: Vec<String> = outcome
         .detect
@@ -99,10 +100,11 @@ pub fn summary(
         let mine: Vec<&Alert> = alerts.iter().filter(|a| a.rule == rule.name).collect();
         let entities: std::collections::BTreeSet<_> =
             mine.iter().map(|a| (&a.group, &a.entity)).collect();
-        let hours: f64 = mine
+        // Folded from +0.0: an empty f64 sum is -0.0, printed "-0.00".
+        let hours = mine
             .iter()
             .map(|a| (a.end_ms.unwrap_or(to_ms) - a.start_ms) as f64 / 3_600_000.0)
-            .sum();
+            .fold(0.0, |a, b| a + b);
         let _ = writeln!(
             s,
             "  {:<28} {:>7} {:>9.1} {:>9} {:>13.2}",
@@ -121,16 +123,28 @@ pub fn summary(
             names.join(", ")
         );
     }
-    let mut per_day: BTreeMap<String, usize> = BTreeMap::new();
+    // Days (UTC) × detectors.
+    let detectors: std::collections::BTreeSet<&str> = alerts.iter().map(|a| a.detector).collect();
+    let mut per_day: BTreeMap<String, BTreeMap<&str, usize>> = BTreeMap::new();
     for a in alerts {
         *per_day
             .entry(rfc3339(a.start_ms)[..10].to_string())
+            .or_default()
+            .entry(a.detector)
             .or_default() += 1;
     }
     if !per_day.is_empty() {
-        let _ = writeln!(s, "\nAlerts per day (UTC):");
-        for (day, n) in &per_day {
-            let _ = writeln!(s, "  {day} {n:>6}");
+        let _ = write!(s, "\nAlerts per day (UTC, by start):\n  {:<10}", "day");
+        for d in &detectors {
+            let _ = write!(s, " {d:>10}");
+        }
+        s.push('\n');
+        for (day, counts) in &per_day {
+            let _ = write!(s, "  {day}");
+            for d in &detectors {
+                let _ = write!(s, " {:>10}", counts.get(d).copied().unwrap_or(0));
+            }
+            s.push('\n');
         }
     }
     let mut per_entity: BTreeMap<(&str, &str), usize> = BTreeMap::new();
