@@ -17,8 +17,6 @@ mod fake_prometheus;
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kpiwatch::app::build_detectors;
@@ -180,13 +178,10 @@ fn measure(variant: usize) {
         .unwrap();
     let registry = prometheus::Registry::new();
     let telemetry = Telemetry::new(SelfMetrics::new(&registry).unwrap());
-    let ctx = CycleContext {
-        client: Arc::new(Client::new(&cfg.prometheus, telemetry.clone()).unwrap()),
-        scores: Arc::new(ScoreBoard::new()),
+    let ctx = CycleContext::new(
+        Client::new(&cfg.prometheus, telemetry.clone()).unwrap(),
         telemetry,
-        ready: Arc::new(AtomicBool::new(false)),
-        catalog: Default::default(),
-    };
+    );
     let g = cfg.groups[0].clone();
     let mut runner = GroupRunner::new(
         g.clone(),

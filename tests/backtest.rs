@@ -15,14 +15,11 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::{free_port, http_get, start_prometheus, wait_for, Proc, BIN};
 use kpiwatch::backtest::{self, Options};
 use kpiwatch::cycle::{CycleContext, GroupRunner};
-use kpiwatch::export::{PatternCatalog, ScoreBoard};
 use kpiwatch::reader::Client;
 use kpiwatch::store::ShardFilter;
 use kpiwatch::telemetry::{SelfMetrics, Telemetry};
@@ -388,13 +385,10 @@ fn live_cycles_publish_what_the_backtest_recorded(stack: &Stack, from_ms: i64, t
 
     let registry = prometheus::Registry::new();
     let telemetry = Telemetry::new(SelfMetrics::new(&registry).unwrap());
-    let ctx = CycleContext {
-        client: Arc::new(Client::new(&config.prometheus, telemetry.clone()).unwrap()),
-        scores: Arc::new(ScoreBoard::new()),
+    let ctx = CycleContext::new(
+        Client::new(&config.prometheus, telemetry.clone()).unwrap(),
         telemetry,
-        ready: Arc::new(AtomicBool::new(false)),
-        catalog: Arc::new(PatternCatalog::new()),
-    };
+    );
     let group = &config.groups[0];
     let detectors = kpiwatch::app::build_detectors(&group.detectors).unwrap();
     let mut runner = GroupRunner::new(group.clone(), ShardFilter(config.shard.clone()), detectors);

@@ -10,7 +10,6 @@
 mod reload;
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,10 +26,8 @@ use crate::detect::adsketch::AdsketchDetector;
 use crate::detect::uniad::UniadDetector;
 use crate::detect::zscore::ZscoreDetector;
 use crate::detect::Detector;
-use crate::export::catalog::{
-    CatalogHandle, EditError, EditOutcome, LabelEdit, LabelEditRequest, PatternCatalog,
-};
-use crate::export::{Admin, AdminServer, ReloadRequest, ScoreBoard, WriteAuth};
+use crate::export::catalog::{CatalogHandle, EditError, EditOutcome, LabelEdit, LabelEditRequest};
+use crate::export::{Admin, AdminServer, ReloadRequest, WriteAuth};
 use crate::reader::Client;
 use crate::regressions::{RegressionMetrics, Regressions, Setup as RegressSetup};
 use crate::state::{self, State};
@@ -131,13 +128,7 @@ fn cycle_context(config: &Config, registry: &Registry) -> anyhow::Result<CycleCo
     let telemetry = Telemetry::new(SelfMetrics::new(registry).context("registering self-metrics")?);
     let client = Client::new(&config.prometheus, telemetry.clone())
         .context("setting up the Prometheus client")?;
-    Ok(CycleContext {
-        client: Arc::new(client),
-        scores: Arc::new(ScoreBoard::new()),
-        telemetry,
-        ready: Arc::new(AtomicBool::new(false)),
-        catalog: Arc::new(PatternCatalog::new()),
-    })
+    Ok(CycleContext::new(client, telemetry))
 }
 
 /// Every group's runner, with the detector state the last run saved.

@@ -22,13 +22,10 @@ pub mod record;
 pub mod report;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Config, GroupConfig, Shard};
 use crate::cycle::{CycleContext, GroupRunner};
-use crate::export::{PatternCatalog, ScoreBoard};
 use crate::reader::{self, Client};
 use crate::store::ShardFilter;
 use crate::telemetry::{SelfMetrics, Telemetry};
@@ -129,13 +126,7 @@ pub async fn run(
     let telemetry = Telemetry::new(metrics);
     let client = Client::new(&config.prometheus, telemetry.clone())
         .map_err(|e| Error::Setup(format!("Prometheus client: {e}")))?;
-    let ctx = CycleContext {
-        client: Arc::new(client),
-        scores: Arc::new(ScoreBoard::new()),
-        telemetry,
-        ready: Arc::new(AtomicBool::new(false)),
-        catalog: Arc::new(PatternCatalog::new()),
-    };
+    let ctx = CycleContext::new(client, telemetry);
     let groups = selected_groups(config, opts);
     let runs = groups
         .iter()

@@ -45,6 +45,19 @@ pub struct CycleContext {
     pub catalog: Arc<PatternCatalog>,
 }
 
+impl CycleContext {
+    /// A context with an empty score board and pattern catalog, not ready yet.
+    pub fn new(client: Client, telemetry: Telemetry) -> Self {
+        CycleContext {
+            client: Arc::new(client),
+            scores: Arc::new(ScoreBoard::new()),
+            telemetry,
+            ready: Arc::new(AtomicBool::new(false)),
+            catalog: Arc::new(PatternCatalog::new()),
+        }
+    }
+}
+
 /// A group's store, detectors and rendered entity labels.
 pub struct GroupRunner {
     cfg: GroupConfig,

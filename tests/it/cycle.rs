@@ -1,10 +1,8 @@
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use kpiwatch::app::build_detectors;
 use kpiwatch::config::{self, Config};
 use kpiwatch::cycle::{CycleContext, CycleResult, GroupRunner};
-use kpiwatch::export::ScoreBoard;
 use kpiwatch::reader::Client;
 use kpiwatch::store::ShardFilter;
 use kpiwatch::telemetry::{SelfMetrics, Telemetry};
@@ -30,13 +28,7 @@ fn setup(cfg: &Config) -> (GroupRunner, CycleContext) {
 fn setup_in(cfg: &Config, registry: &prometheus::Registry) -> (GroupRunner, CycleContext) {
     let telemetry = Telemetry::new(SelfMetrics::new(registry).unwrap());
     let client = Client::new(&cfg.prometheus, telemetry.clone()).unwrap();
-    let ctx = CycleContext {
-        client: Arc::new(client),
-        scores: Arc::new(ScoreBoard::new()),
-        telemetry,
-        ready: Arc::new(AtomicBool::new(false)),
-        catalog: Default::default(),
-    };
+    let ctx = CycleContext::new(client, telemetry);
     let g = cfg.groups[0].clone();
     let runner = GroupRunner::new(
         g.clone(),
