@@ -204,6 +204,7 @@ fn backtest_finds_the_known_incidents_and_its_scores_equal_the_live_cycles() {
 
     // The z-score alerts are the two incidents, on the right nodes, inside their windows.
     let alerts = std::fs::read_to_string(out_dir.join("alerts.csv")).unwrap();
+    println!("{alerts}");
     let mut lines = alerts.lines();
     assert_eq!(
         lines.next(),
