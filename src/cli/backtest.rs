@@ -13,21 +13,16 @@ use crate::config::Config;
 /// The rules shipped in `deploy/rules/kpiwatch.rules.yml`, the default of `--rules`.
 const SHIPPED_RULES: &str = include_str!("../../deploy/rules/kpiwatch.rules.yml");
 
-/// Replays the config's groups over past Prometheus history, cycle by cycle, as the
-/// agent would have run them, and reports the alerts the rules would have fired.
-///
-/// Times are RFC 3339 (2026-12-01T00:00:00Z), Unix seconds, `now` or `now-DURATION`
-/// (now-1d, now-6h30m). Exit codes: 0 done, 1 Prometheus failed after the client's
-/// retries, 2 bad arguments, config, rules or labels.
+/// The arguments of `kpiwatch backtest` (its help text is on [`super::Command::Backtest`]).
 #[derive(Debug, Parser)]
 #[command(
-    after_help = "Examples:\n  kpiwatch backtest --config kpiwatch.yaml --from now-1d --to now\n  kpiwatch backtest --config kpiwatch.yaml --from 2026-12-01T00:00:00Z --to 2026-12-02T00:00:00Z --out bt/\n  kpiwatch backtest --config kpiwatch.yaml --from now-7d --to now --labels incidents.csv --group nodes\n\nOutputs in --out: alerts.csv, scores.csv, report.html (columns: src/backtest/report.rs, README)."
+    after_help = "Examples:\n  kpiwatch backtest --config kpiwatch.yaml --from now-1d --to now\n  kpiwatch backtest --config kpiwatch.yaml --from 2026-12-01T00:00:00Z --to 2026-12-02T00:00:00Z --out bt/\n  kpiwatch backtest --config kpiwatch.yaml --from now-7d --to now --labels incidents.csv --group nodes\n  kpiwatch backtest --config kpiwatch.yaml --from now-7d --labels incidents.csv --set 'groups[nodes].detectors.zscore.threshold=4,5,6'\n\nOutputs in --out: alerts.csv, scores.csv, report.html (sweep.csv for sweeps); columns in docs/backtest.md."
 )]
 pub struct Args {
     /// Config file (YAML), as `kpiwatch run` takes it.
     #[arg(long, short)]
     pub config: PathBuf,
-    /// First cycle.
+    /// First cycle: RFC 3339, Unix seconds, now or now-DURATION (now-7d, now-6h30m).
     #[arg(long, value_name = "TIME")]
     pub from: String,
     /// Last cycle (at most now).

@@ -92,6 +92,13 @@ pub enum Command {
     Detect(DetectCommand),
     /// Replay the config over past Prometheus history: the alerts it would have fired
     /// (summary, alerts.csv, scores.csv, report.html).
+    ///
+    /// Runs the config's groups cycle by cycle as the agent would have (same store,
+    /// normaliser, seasonal baseline, detectors and state), from history fetched in
+    /// segments, and turns the scores into the alerts of the rule file, honouring `for:`.
+    /// Times are RFC 3339 (2026-12-01T00:00:00Z), Unix seconds, `now` or `now-DURATION`.
+    /// Exit codes: 0 done, 1 Prometheus failed after the client's retries, 2 bad
+    /// arguments, config, rules or labels. Details: docs/backtest.md.
     Backtest(backtest::Args),
     /// Compare a current load test with a baseline per KPI (exit 0 normal, 3 regression, 4 insufficient data).
     Regress(regress::RegressArgs),
