@@ -123,6 +123,18 @@ pub fn scale_floor(median: f64) -> f64 {
     (RELATIVE_SCALE_FLOOR * median.abs()).max(ABSOLUTE_SCALE_FLOOR)
 }
 
+/// The smallest and largest finite values, `None` when there is none (the one min/max
+/// fold of the crate: scalers, plot ranges, workload ranges).
+pub fn finite_range(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
+    values
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold(None, |acc, v| match acc {
+            None => Some((v, v)),
+            Some((lo, hi)) => Some((f64::min(lo, v), f64::max(hi, v))),
+        })
+}
+
 /// Median of `v` (the mean of the two middle values when the count is even), reordering
 /// it. `v` must be non-empty and hold no NaN. The one median of the crate's detectors.
 pub(crate) fn median_in_place(v: &mut [f64]) -> f64 {
@@ -206,6 +218,16 @@ impl Normalizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finite_range_skips_non_finite_values() {
+        assert_eq!(
+            finite_range([3.0, f64::NAN, -1.0, f64::INFINITY, 2.0]),
+            Some((-1.0, 3.0))
+        );
+        assert_eq!(finite_range([f64::NAN]), None);
+        assert_eq!(finite_range(std::iter::empty()), None);
+    }
 
     #[test]
     fn median_and_mad_of_known_values() {

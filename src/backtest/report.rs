@@ -593,14 +593,10 @@ fn median(xs: impl Iterator<Item = f64>) -> Option<f64> {
 
 /// The finite range of `ys`, widened when flat.
 fn range(ys: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = ys
-        .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        });
-    if lo > hi {
-        (0.0, 1.0)
-    } else if hi - lo < 1e-12 {
+    let Some((lo, hi)) = crate::normalize::finite_range(ys) else {
+        return (0.0, 1.0);
+    };
+    if hi - lo < 1e-12 {
         (lo - 0.5, hi + 0.5)
     } else {
         (lo, hi)

@@ -212,12 +212,7 @@ fn plot(parts: &[(&str, &Part, Judged)], m: usize) -> String {
         .flat_map(|(_, p, _)| p.values.iter().copied())
         .collect();
     let (w, h, pad) = (1200.0f64, 320.0f64, 24.0f64);
-    let (lo, hi) = values
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
+    let (lo, hi) = crate::normalize::finite_range(values.iter().copied()).unwrap_or((0.0, 1.0));
     let span = if hi > lo { hi - lo } else { 1.0 };
     let n = values.len().max(2) as f64 - 1.0;
     let x = |k: usize| pad + k as f64 / n * (w - 2.0 * pad);

@@ -38,18 +38,12 @@ pub struct Scaler {
 impl Scaler {
     /// Fits on `values` (non-finite values are ignored; an empty input gives identity).
     pub fn fit(values: &[f64]) -> Scaler {
-        let (lo, hi) = values
-            .iter()
-            .filter(|v| v.is_finite())
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-                (lo.min(v), hi.max(v))
-            });
-        if !lo.is_finite() {
+        let Some((lo, hi)) = crate::normalize::finite_range(values.iter().copied()) else {
             return Scaler {
                 scale: 1.0,
                 min: 0.0,
             };
-        }
+        };
         let range = hi - lo;
         let range = if range < 10.0 * f64::EPSILON {
             1.0

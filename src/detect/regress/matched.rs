@@ -117,11 +117,9 @@ pub(crate) fn compare(pair: &KpiPair) -> Result<Matched, Insufficient> {
     })
 }
 
+/// The workload range (empty: an inverted range that contains nothing).
 fn range(w: &[f64]) -> (f64, f64) {
-    w.iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        })
+    crate::normalize::finite_range(w.iter().copied()).unwrap_or((f64::INFINITY, f64::NEG_INFINITY))
 }
 
 /// The baseline KPI as a function of workload: knots `(workload, location)` sorted by
