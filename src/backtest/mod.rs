@@ -7,7 +7,9 @@
 //! of asking Prometheus every cycle, the backtest fetches each metric in segments of
 //! [`history::segment_steps`] steps (the next segment while the current one replays)
 //! and hands every cycle the slice it asks for ([`history::History`]). The first cycle
-//! asks for the whole window before `--from`, as a freshly started agent does.
+//! asks for the whole window before `--from`, as a freshly started agent does. A
+//! group's entities are split among [`Options::workers`] runners (threads) by the hash
+//! of their key, as hash-sharded agents split them; groups run concurrently.
 //!
 //! ```text
 //! Prometheus ─segments─▶ History ─per-cycle ranges─▶ GroupRunner (store → detect) ─▶ Recorder
