@@ -25,9 +25,22 @@ pub fn now_secs() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// A time in milliseconds as RFC 3339 UTC to the second (the milliseconds as digits
+/// when out of chrono's range): the one time format of kpiwatch's reports.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_is_utc_to_the_second() {
+        assert_eq!(rfc3339(1_796_119_200_500), "2026-12-01T10:00:00Z");
+    }
 
     #[test]
     fn both_units_read_the_same_clock() {

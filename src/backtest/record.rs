@@ -106,17 +106,12 @@ impl Recorder {
                 continue;
             }
             let key = store.entity_key(s);
-            if store.entity(&key).is_none() {
+            let Some(tracked) = store.entity(&key) else {
                 continue;
-            }
+            };
             let e = self.entity(group, &key);
             if e.labels.is_empty() {
-                e.labels = store
-                    .config()
-                    .entity_labels
-                    .iter()
-                    .map(|l| (l.clone(), s.label(l).unwrap_or("").to_string()))
-                    .collect();
+                e.labels = tracked.labels.clone();
             }
             if let Some(row) = e.values.get_mut(metric) {
                 row.extend_from_slice(&s.samples[start..]);

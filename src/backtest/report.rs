@@ -25,12 +25,7 @@ pub const REPORT_ENTITIES: usize = 200;
 /// Points per drawn line at most (min/max per pixel column beyond that).
 const MAX_POINTS: usize = 600;
 
-/// RFC 3339 UTC, seconds.
-pub fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| ms.to_string())
-}
+pub use crate::clock::rfc3339;
 
 /// Quotes a CSV cell when it needs it.
 fn csv(cell: &str) -> String {

@@ -102,12 +102,6 @@ pub(crate) struct Regressions {
     ready: Arc<AtomicBool>,
 }
 
-fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| ms.to_string())
-}
-
 impl Regressions {
     /// A service with `setup` (none: checks answer "not configured"), publishing into
     /// `metrics`, releasing `ready` after its first successful evaluation. Must be
@@ -282,8 +276,8 @@ impl Regressions {
             mode: cfg.baseline.mode(),
             version: version.clone(),
             current_version: current_version.clone(),
-            start: rfc3339(b.start_ms),
-            end: rfc3339(b.end_ms),
+            start: crate::clock::rfc3339(b.start_ms),
+            end: crate::clock::rfc3339(b.end_ms),
         };
         let (baseline, current, complete) = match plan {
             Plan::Wait { have_ms, need_ms } => {
