@@ -99,6 +99,7 @@ EXPORTED = {
     "kpiwatch_series",
     "kpiwatch_state_saves_total",
     "kpiwatch_state_last_save_timestamp_seconds",
+    "kpiwatch_state_save_errors_total",
     "kpiwatch_config_reloads_total",
     "kpiwatch_config_last_reload_successful",
     # Beyond the design brief's list: self-metrics the agent also exports.
@@ -109,6 +110,8 @@ EXPORTED = {
     "kpiwatch_entities_dropped_total",
     "kpiwatch_queries_total",
     "kpiwatch_http_requests_refused_total",
+    "kpiwatch_http_tls_handshakes_failed_total",
+    "kpiwatch_web_config_reloads_total",
     "kpiwatch_scores_total",
     "kpiwatch_flags_total",
     "kpiwatch_level_shifts_total",

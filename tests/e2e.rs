@@ -231,6 +231,94 @@ fn scores_reach_victoria_metrics_through_its_prometheus_api() {
     assert!(metric(&metrics, "kpiwatch_samples_fetched_total").is_some_and(|n| n > 0.0));
 }
 
+/// A real Prometheus scrapes kpiwatch over HTTPS with basic auth, configured by an
+/// exporter-toolkit web config file (`server.web_config_file`), as it would scrape
+/// node_exporter with the same file. When the web config's password changes, the
+/// scrape fails within seconds with no restart; when it changes back, scraping resumes.
+#[test]
+fn prometheus_scrapes_kpiwatch_over_https_with_basic_auth() {
+    if !common::tools_or_skip(&["prometheus"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (prom, agent) = (free_port(), free_port());
+    let pki = common::TestPki::generate(dir.path(), "");
+    let users = |password: &str| {
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  prometheus: '{}'\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            bcrypt::hash(password, 4).unwrap()
+        )
+    };
+    let web = dir.path().join("web.yml");
+    std::fs::write(&web, users("s3cret")).unwrap();
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: prometheus\n    static_configs: [{{targets: ['127.0.0.1:{prom}']}}]\n  - job_name: kpiwatch\n    honor_labels: true\n    scheme: https\n    basic_auth: {{username: prometheus, password: s3cret}}\n    tls_config: {{ca_file: '{}'}}\n    static_configs: [{{targets: ['127.0.0.1:{agent}']}}]\n",
+            pki.ca.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("kpiwatch.yaml"),
+        format!(
+            "prometheus:\n  url: http://127.0.0.1:{prom}\nserver:\n  listen: 127.0.0.1:{agent}\n  web_config_file: web.yml\ngroups:\n  - name: jobs\n    interval: 1s\n    step: 1s\n    window: 8\n    history: 1m\n    entity_labels: [job]\n    metrics:\n      up: up\n      samples: scrape_samples_scraped\n    detectors:\n      zscore:\n        calibrate: false\n"
+        ),
+    )
+    .unwrap();
+    let _prometheus = start_prometheus(dir.path(), prom);
+    let _agent = Proc(
+        Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(dir.path().join("kpiwatch.yaml"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let kpiwatch_up = |want: &str| {
+        query(prom, "up{job=\"kpiwatch\"}")
+            .iter()
+            .any(|s| s["value"][1] == want)
+    };
+    wait_for(
+        "Prometheus scrapes kpiwatch over HTTPS",
+        Duration::from_secs(60),
+        || kpiwatch_up("1"),
+    );
+    wait_for(
+        "kpiwatch's scores in Prometheus",
+        Duration::from_secs(60),
+        || {
+            !query(
+                prom,
+                "kpiwatch_anomaly_score{group=\"jobs\",job=\"prometheus\"}",
+            )
+            .is_empty()
+        },
+    );
+    // Plain HTTP to the TLS port gets no answer.
+    assert!(http_get(agent, "/-/healthy").is_none_or(|(status, _)| status != 200));
+
+    // A new password in the web config: Prometheus's old one is refused within seconds.
+    std::fs::write(&web, users("n3w-secret")).unwrap();
+    wait_for(
+        "the scrape refused after the password changed",
+        Duration::from_secs(20),
+        || kpiwatch_up("0"),
+    );
+    std::fs::write(&web, users("s3cret")).unwrap();
+    wait_for("the scrape accepted again", Duration::from_secs(20), || {
+        kpiwatch_up("1")
+    });
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
+    assert!(log.contains("Web config reloaded."), "{log}");
+    assert!(!log.contains("s3cret"), "a password in the log");
+}
+
 /// The `kpiwatch` binary with the node-exporter preset against the Prometheus API on
 /// `backend`, serving on `agent`, at test speed (interval 2 s, step 1 s, history 10m);
 /// state and log under `dir`.

@@ -858,8 +858,11 @@ def agent() -> dict:
     lay.add(
         timeseries(
             "State saves by result",
-            "kpiwatch_state_saves_total: success and failure.",
-            [target(f"sum by (result) (increase(kpiwatch_state_saves_total{{{s}}}[{ri}]))", legend="{{result}}")],
+            "kpiwatch_state_saves_total: success and failure; kpiwatch_state_save_errors_total: failures by cause (read_only, no_space, locked, ...). A failed save keeps the previous state file.",
+            [
+                target(f"sum by (result) (increase(kpiwatch_state_saves_total{{{s}}}[{ri}]))", legend="{{result}}"),
+                target(f"sum by (cause) (increase(kpiwatch_state_save_errors_total{{{s}}}[{ri}]))", legend="failure: {{cause}}", ref="B"),
+            ],
         ),
         w=12,
         h=7,
@@ -875,11 +878,19 @@ def agent() -> dict:
     )
     lay.add(
         timeseries(
-            "Write requests refused",
-            "kpiwatch_http_requests_refused_total: reloads, pattern label edits and regression "
-            "checks refused for a missing or wrong bearer token (server.write_token_file), or "
-            "because the agent could not read its token file.",
-            [target(f"sum by (reason) (increase(kpiwatch_http_requests_refused_total{{{s}}}[{ri}]))", legend="{{reason}}")],
+            "Requests refused, TLS handshakes failed, web config changes",
+            "kpiwatch_http_requests_refused_total: requests refused for a missing or wrong bearer "
+            "token on writes (server.write_token_file, or its file unreadable) or missing or wrong "
+            "basic auth credentials (server.web_config_file). "
+            "kpiwatch_http_tls_handshakes_failed_total: connections lost in the TLS handshake "
+            "(an untrusting scraper, plain HTTP on the TLS port, an expired certificate). "
+            "kpiwatch_web_config_reloads_total: changes of the web config or its certificates, "
+            "adopted or rejected (the previous settings stay).",
+            [
+                target(f"sum by (reason) (increase(kpiwatch_http_requests_refused_total{{{s}}}[{ri}]))", legend="refused: {{reason}}"),
+                target(f"sum(increase(kpiwatch_http_tls_handshakes_failed_total{{{s}}}[{ri}]))", legend="TLS handshakes failed"),
+                target(f"sum by (result) (increase(kpiwatch_web_config_reloads_total{{{s}}}[{ri}]))", legend="web config: {{result}}"),
+            ],
         ),
         w=24,
         h=7,

@@ -2,8 +2,10 @@
 //! the admin endpoints, reloads on SIGHUP or `POST /-/reload`, saves state on a timer
 //! and on shutdown.
 //!
-//! Order at start: the config is already valid (the CLI loaded it) → state restored →
-//! detectors built (models loaded) → port bound → group loops started. At shutdown
+//! Order at start: the config is already valid (the CLI loaded it) → state directory
+//! claimed (its lock: a second agent on the same directory stops here, having written
+//! nothing) → state restored → detectors built (models loaded) → port bound → group
+//! loops started. At shutdown
 //! (SIGTERM, which Kubernetes sends, or SIGINT): the group loops finish their current
 //! cycle within a grace period → state saved → admin server stopped.
 
@@ -27,10 +29,10 @@ use crate::detect::uniad::UniadDetector;
 use crate::detect::zscore::ZscoreDetector;
 use crate::detect::Detector;
 use crate::export::catalog::{CatalogHandle, EditError, EditOutcome, LabelEdit, LabelEditRequest};
-use crate::export::{Admin, AdminServer, ReloadRequest, WriteAuth};
+use crate::export::{Admin, AdminServer, Refusals, ReloadRequest, WebGuard, WriteAuth};
 use crate::reader::Client;
 use crate::regressions::{RegressionMetrics, Regressions, Setup as RegressSetup};
-use crate::state::{self, State};
+use crate::state::{self, State, StateDir};
 use crate::store::ShardFilter;
 use crate::telemetry::{SelfMetrics, Telemetry};
 use reload::RestartOnly;
@@ -75,12 +77,18 @@ struct Agent {
     ctx: CycleContext,
     groups: Vec<RunningGroup>,
     regressions: Arc<Regressions>,
+    /// The claimed `state_dir` (held for the agent's life; a reload cannot move it).
+    state_dir: Option<Arc<StateDir>>,
 }
 
 /// Runs the agent until SIGTERM/SIGINT. `config` was loaded from `config_path`.
 pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let registry = Registry::new();
     let ctx = cycle_context(&config, &registry)?;
+    let state_dir = match &config.state_dir {
+        Some(dir) => Some(state::claim(dir, &ctx.telemetry)?),
+        None => None,
+    };
     let runners = restored_runners(&config)?;
     let regressions = Regressions::new(
         RegressSetup::build(&config, ctx.client.clone())?,
@@ -102,6 +110,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         ctx,
         groups: Vec::new(),
         regressions,
+        state_dir,
     };
     for r in runners {
         agent.spawn(r);
@@ -156,10 +165,18 @@ fn start_admin(
 ) -> anyhow::Result<(AdminServer, AdminRequests)> {
     let (reload_tx, reload) = mpsc::channel::<ReloadRequest>(4);
     let (edit_tx, edits) = mpsc::channel::<LabelEditRequest>(16);
-    let write_auth = WriteAuth::new(config.write_token_file.clone(), &registry)
-        .context("registering the admin server metrics")?;
+    let refusals = Refusals::new(&registry).context("registering the admin server metrics")?;
+    let write_auth = WriteAuth::new(config.write_token_file.clone(), refusals.clone());
+    let web = WebGuard::new(
+        config.web.clone(),
+        config.write_token_file.is_some(),
+        refusals,
+        &registry,
+    )
+    .context("registering the admin server metrics")?;
     let admin = Admin {
         write_auth: Arc::new(write_auth),
+        web: Arc::new(web),
         registry,
         scores: ctx.scores.clone(),
         ready: ctx.ready.clone(),
@@ -303,11 +320,11 @@ impl Agent {
 
     /// Saves every group's state; `Ok(false)` without a `state_dir`.
     async fn save_state(&self) -> Result<bool, String> {
-        let Some(dir) = self.config.state_dir.clone() else {
+        let Some(dir) = &self.state_dir else {
             return Ok(false);
         };
         let state = self.collect_state().await;
-        state::save_off_runtime(&dir, state, &self.ctx.telemetry).await?;
+        state::save_off_runtime(dir, state, &self.ctx.telemetry).await?;
         Ok(true)
     }
 
@@ -334,13 +351,13 @@ impl Agent {
 
     async fn shutdown(&mut self) {
         let runners = self.stop_groups().await;
-        let Some(dir) = self.config.state_dir.clone() else {
+        let Some(dir) = &self.state_dir else {
             return;
         };
         let mut state = State::default();
         for r in &runners {
             state.groups.insert(r.config().name.clone(), r.snapshots());
         }
-        let _ = state::save_off_runtime(&dir, state, &self.ctx.telemetry).await;
+        let _ = state::save_off_runtime(dir, state, &self.ctx.telemetry).await;
     }
 }

@@ -110,14 +110,17 @@ impl Agent {
     }
 }
 
-/// The keys a reload cannot change: the server, its token reader and the save timer are
+/// The keys a reload cannot change: the server, its token and web config readers and the save timer are
 /// built once at start. Reloads are compared with the values the agent started with, so
 /// that a change keeps being reported on every reload until a restart applies it.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct RestartOnly {
     listen: std::net::SocketAddr,
     write_token_file: Option<PathBuf>,
+    web_config_file: Option<PathBuf>,
     state_save_interval: Duration,
+    /// The agent holds the lock on the state directory it started with.
+    state_dir: Option<PathBuf>,
 }
 
 impl RestartOnly {
@@ -125,7 +128,9 @@ impl RestartOnly {
         RestartOnly {
             listen: config.listen,
             write_token_file: config.write_token_file.clone(),
+            web_config_file: config.web.as_ref().map(|w| w.file.clone()),
             state_save_interval: config.state_save_interval,
+            state_dir: config.state_dir.clone(),
         }
     }
 
@@ -141,8 +146,20 @@ impl RestartOnly {
                 " (a new token in the same file is read at once)",
             ));
         }
+        if new.web.as_ref().map(|w| &w.file) != self.web_config_file.as_ref() {
+            keys.push((
+                "server.web_config_file",
+                " (changes inside the same file are read within a second)",
+            ));
+        }
         if new.state_save_interval != self.state_save_interval {
             keys.push(("state_save_interval", ""));
+        }
+        if new.state_dir != self.state_dir {
+            keys.push((
+                "state_dir",
+                " (the agent holds the lock on the directory it started with and saves there)",
+            ));
         }
         keys
     }
@@ -187,5 +204,20 @@ mod tests {
             ]
         );
         assert!(keys(&started).is_empty());
+    }
+
+    #[test]
+    fn state_dir_changes_only_on_restart() {
+        let mut started = config();
+        started.state_dir = Some(PathBuf::from("/var/lib/kpiwatch"));
+        let running = RestartOnly::of(&started);
+        let mut moved = started.clone();
+        moved.state_dir = Some(PathBuf::from("/var/lib/elsewhere"));
+        let keys: Vec<&str> = running
+            .changed_keys(&moved)
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, ["state_dir"]);
     }
 }

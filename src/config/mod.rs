@@ -17,12 +17,14 @@ pub mod regressions;
 pub mod seasonality;
 mod validate;
 mod warnings;
+mod web;
 
 pub use duration::{format_duration, parse_duration};
 pub use env::{expand_env, EnvLookup, ProcessEnv};
 pub use error::{ConfigError, ConfigErrors};
 pub use regressions::{BaselineConfig, RegressionsConfig};
 pub use seasonality::{Direction, Gate, SeasonalityConfig};
+pub use web::{load_web_config, WebConfig};
 pub use validate::{
     Auth, Config, DetectorsConfig, Fill, GroupConfig, MetricQuery, PrometheusConfig, Shard,
     TlsConfig,

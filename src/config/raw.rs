@@ -92,6 +92,9 @@ pub(crate) struct RawServer {
     /// File holding the bearer token that write requests (every method but GET and
     /// HEAD) must carry; re-read when it changes. Writes are open when absent.
     pub write_token_file: Option<String>,
+    /// Exporter-toolkit web config (TLS, basic auth, security headers); re-read when it
+    /// or a file it names changes.
+    pub web_config_file: Option<String>,
 }
 
 /// `shard:`: either node mode or hash mode.

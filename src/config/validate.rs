@@ -26,6 +26,8 @@ pub struct Config {
     /// When set, the admin server's write endpoints (reload, pattern label edits,
     /// regression checks) need `Authorization: Bearer <the file's content>`.
     pub write_token_file: Option<PathBuf>,
+    /// TLS, basic auth and headers of the admin server (`server.web_config_file`).
+    pub web: Option<super::WebConfig>,
     /// Which entities this agent keeps.
     pub shard: Shard,
     /// State directory, if state is persisted.
@@ -291,6 +293,17 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
         .write_token_file
         .as_deref()
         .map(|f| errs.token_file("server.write_token_file", f, base));
+    let web = raw.server.web_config_file.as_deref().and_then(|f| {
+        let path = resolve(base, f);
+        match super::web::load_web_config(&path, write_token_file.is_some()) {
+            Ok(web) => Some(web),
+            Err(found) => {
+                // Each names the web config file and its own key path.
+                errs.list.extend(found.0);
+                None
+            }
+        }
+    });
     let shard = validate_shard(raw.shard, &mut errs);
     let state_dir = raw.state_dir.map(|d| resolve(base, &d));
     let state_save_interval = errs.duration(
@@ -337,6 +350,7 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
             prometheus,
             listen,
             write_token_file,
+            web,
             shard,
             state_dir,
             state_save_interval,

@@ -8,11 +8,13 @@ impl Config {
     /// One sentence per risky setting, empty when there is none.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.write_token_file.is_none() && !self.listen.ip().is_loopback() {
+        let basic_auth = self.web.as_ref().is_some_and(|w| !w.users.is_empty());
+        if self.write_token_file.is_none() && !basic_auth && !self.listen.ip().is_loopback() {
             out.push(format!(
                 "Write endpoints (POST /-/reload, pattern label edits, POST \
                  /api/v1/regressions/check) on {} need no token: set \
-                 server.write_token_file, or keep the port on a trusted network.",
+                 server.write_token_file (or basic_auth_users in server.web_config_file), \
+                 or keep the port on a trusted network.",
                 self.listen
             ));
         }

@@ -1,4 +1,5 @@
-//! Who may use the admin server's write endpoints.
+//! Who may use the admin server's write endpoints, and the count of refused requests
+//! (shared with basic auth, [`super::web`]).
 //!
 //! Reads (`/metrics`, health, the pattern catalog) are open, as Prometheus' own are.
 //! Requests that change something or cost work (`POST /-/reload`, pattern label edits,
@@ -20,8 +21,35 @@ use crate::secret::{same_secret, SecretFile};
 #[derive(Debug, Default)]
 pub struct WriteAuth {
     token: Option<SecretFile>,
-    /// `kpiwatch_http_requests_refused_total{reason}`; absent in unit tests.
-    refused: Option<IntCounterVec>,
+    /// Absent in unit tests.
+    refused: Option<Refusals>,
+}
+
+/// `kpiwatch_http_requests_refused_total{reason}`: requests the admin server refused,
+/// whether for the write token or for basic auth.
+#[derive(Debug, Clone)]
+pub struct Refusals(IntCounterVec);
+
+impl Refusals {
+    /// Creates and registers the counter.
+    pub fn new(registry: &Registry) -> prometheus::Result<Refusals> {
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "kpiwatch_http_requests_refused_total",
+                "Requests to the admin server refused, by reason (missing_token, \
+                 wrong_token, token_unreadable for writes; missing_credentials, \
+                 wrong_credentials for basic auth).",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(refused.clone()))?;
+        Ok(Refusals(refused))
+    }
+
+    /// Counts one refusal.
+    pub(crate) fn count(&self, reason: &'static str) {
+        self.0.with_label_values(&[reason]).inc();
+    }
 }
 
 /// Why a write request was refused (the `reason` label).
@@ -37,21 +65,12 @@ enum Refusal {
 
 impl WriteAuth {
     /// Checks writes against the token in `token_file` (read again when it changes),
-    /// or lets them through when `None`. Registers the refusal counter in `registry`.
-    pub fn new(token_file: Option<PathBuf>, registry: &Registry) -> prometheus::Result<Self> {
-        let refused = IntCounterVec::new(
-            Opts::new(
-                "kpiwatch_http_requests_refused_total",
-                "Write requests to the admin server refused, by reason (missing_token, \
-                 wrong_token, token_unreadable).",
-            ),
-            &["reason"],
-        )?;
-        registry.register(Box::new(refused.clone()))?;
-        Ok(WriteAuth {
+    /// or lets them through when `None`; counts refusals in `refused`.
+    pub fn new(token_file: Option<PathBuf>, refused: Refusals) -> Self {
+        WriteAuth {
             token: token_file.map(SecretFile::new),
             refused: Some(refused),
-        })
+        }
     }
 
     /// `None` when `req` may go on; else the response that refuses it.
@@ -78,7 +97,7 @@ impl WriteAuth {
             Refusal::TokenUnreadable => "token_unreadable",
         };
         if let Some(c) = &self.refused {
-            c.with_label_values(&[reason]).inc();
+            c.count(reason);
         }
         // Debug only: a scanner must not be able to fill the logs. The counter counts.
         tracing::debug!(method = %req.method, path = %req.path, reason, "Write request refused.");
@@ -133,7 +152,7 @@ mod tests {
         ));
         std::fs::write(&path, format!("{token}\n")).unwrap();
         let registry = Registry::new();
-        let auth = WriteAuth::new(Some(path.clone()), &registry).unwrap();
+        let auth = WriteAuth::new(Some(path.clone()), Refusals::new(&registry).unwrap());
         (auth, registry, path)
     }
 

@@ -27,11 +27,14 @@ pub const MAX_CONNECTIONS: usize = 256;
 
 /// Accepts HTTP/1 connections on `listener` and serves each request with `handler`, one
 /// task per connection, until `shutdown` resolves, within [`HEADER_READ_TIMEOUT`],
-/// [`MAX_HEADER_BYTES`] and [`MAX_CONNECTIONS`]. An accept error (out of file
-/// descriptors and the like) is logged and retried after a pause instead of spinning.
+/// [`MAX_HEADER_BYTES`] and [`MAX_CONNECTIONS`]. With a `web` guard whose config has
+/// TLS, each connection first completes a TLS handshake (within the header timeout,
+/// which a handshake is part of). An accept error (out of file descriptors and the
+/// like) is logged and retried after a pause instead of spinning.
 pub async fn serve_http<H, F>(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()>,
+    web: Option<Arc<super::web::WebGuard>>,
     handler: H,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
@@ -59,17 +62,38 @@ pub async fn serve_http<H, F>(
             }
         };
         let handler = handler.clone();
+        let web = web.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(&handler);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match web.as_ref().and_then(|w| w.tls().map(|tls| (w, tls))) {
+                None => serve_connection(stream, handler).await,
+                Some((web, tls)) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, handler).await,
+                        Ok(Err(e)) => web.handshake_failed(&e),
+                        Err(_) => web.handshake_failed(&"no handshake within the header timeout"),
+                    }
+                }
+            }
             drop(slot);
         });
     }
+}
+
+/// Serves one connection's requests (plain TCP or TLS) with `handler`.
+async fn serve_connection<S, H, F>(stream: S, handler: H)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(&handler);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 fn with_type(

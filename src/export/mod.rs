@@ -14,7 +14,9 @@
 //!
 //! Request bodies over [`MAX_BODY_BYTES`] get 413 without being read further. With
 //! `server.write_token_file`, every method but GET and HEAD needs
-//! `Authorization: Bearer <token>` (401 without it; see [`auth`]).
+//! `Authorization: Bearer <token>` (401 without it; see [`auth`]). With
+//! `server.web_config_file` (the exporter-toolkit format), connections use TLS and every
+//! request needs basic auth when the file says so (see [`web`]).
 //!
 //! The server runs on its own thread with a current-thread runtime, so a busy worker
 //! pool cannot delay scrapes or probes. It computes nothing: scores are published into
@@ -26,8 +28,10 @@ pub mod http;
 pub mod regress_api;
 mod scores;
 mod server;
+pub mod web;
 
-pub use auth::WriteAuth;
+pub use auth::{Refusals, WriteAuth};
 pub use catalog::{CatalogHandle, PatternCatalog};
 pub use scores::{ScoreBoard, ScoreSink, SeriesLabels};
 pub use server::{handle, Admin, AdminServer, ApiRequest, Body, ReloadRequest, MAX_BODY_BYTES};
+pub use web::WebGuard;

@@ -32,6 +32,8 @@ pub struct Admin {
     pub catalog: Option<super::catalog::CatalogHandle>,
     /// Who may write (`server.write_token_file`); the default lets everyone.
     pub write_auth: Arc<super::auth::WriteAuth>,
+    /// TLS, basic auth and headers (`server.web_config_file`); the default has none.
+    pub web: Arc<super::web::WebGuard>,
 }
 
 /// Largest request body read (label edits and regression checks are small); larger
@@ -80,11 +82,21 @@ const INDEX: &str = "<!doctype html><title>kpiwatch</title><h1>kpiwatch</h1><ul>
 (<a href=\"/api/v1/patterns\">JSON</a>)</li>\
 <li>POST /api/v1/regressions/check runs an on-demand regression check</li></ul>";
 
-/// Routes one request. Separate from the socket so tests call it directly.
+/// Answers one request: basic auth, the write token, the route, and the web config's
+/// headers. Separate from the socket so tests call it directly.
 pub async fn handle(req: &ApiRequest, admin: &Admin) -> Response<Body> {
-    if let Some(refused) = admin.write_auth.refuse(req) {
-        return refused;
-    }
+    let mut response = match admin.web.refuse(req).await {
+        Some(refused) => refused,
+        None => match admin.write_auth.refuse(req) {
+            Some(refused) => refused,
+            None => route(req, admin).await,
+        },
+    };
+    admin.web.add_headers(&mut response);
+    response
+}
+
+async fn route(req: &ApiRequest, admin: &Admin) -> Response<Body> {
     let path = req.path.as_str();
     if path == "/patterns" || path.starts_with("/api/v1/patterns") {
         return super::catalog::handle(req, admin).await;
@@ -224,7 +236,8 @@ async fn serve(listener: TcpListener, admin: Admin, stop: oneshot::Receiver<()>)
     let stopped = async {
         let _ = stop.await;
     };
-    super::http::serve_http(listener, stopped, move |req| {
+    let web = Some(admin.web.clone());
+    super::http::serve_http(listener, stopped, web, move |req| {
         let admin = admin.clone();
         async move { Ok::<_, std::convert::Infallible>(receive(req, &admin).await) }
     })
@@ -489,9 +502,10 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<ReloadRequest>(1);
         let mut a = admin();
         a.reload = Some(tx);
-        a.write_auth = Arc::new(
-            super::super::auth::WriteAuth::new(Some(token_file.clone()), &a.registry).unwrap(),
-        );
+        a.write_auth = Arc::new(super::super::auth::WriteAuth::new(
+            Some(token_file.clone()),
+            super::super::auth::Refusals::new(&a.registry).unwrap(),
+        ));
         let reloads = tokio::spawn(async move {
             let mut count = 0;
             while let Some(answer) = rx.recv().await {

@@ -86,6 +86,7 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> Result<RunSummary, LabErro
         async {
             let _ = stop_rx.await;
         },
+        None,
         move |_req| {
             let r = Arc::clone(&registry);
             async move { Ok(crate::export::http::metrics(&r, |_| {})) }

@@ -653,7 +653,7 @@ pub async fn run(
     service: Arc<Service>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    crate::export::http::serve_http(listener, shutdown, move |req| {
+    crate::export::http::serve_http(listener, shutdown, None, move |req| {
         let s = Arc::clone(&service);
         async move { Ok::<_, Infallible>(s.handle(req).await) }
     })

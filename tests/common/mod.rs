@@ -425,3 +425,54 @@ pub fn colours(png: &Path, rgb: [u8; 3]) -> (usize, usize, (u32, u32)) {
     }
     (matching, seen.len(), (info.width, info.height))
 }
+
+/// Certificates for TLS tests, written as PEM files into a directory: a CA, a server
+/// certificate for `localhost` and 127.0.0.1 signed by it, and a client certificate
+/// signed by it (for client-certificate checks).
+pub struct TestPki {
+    /// The CA certificate (what a client trusts).
+    pub ca: PathBuf,
+    /// Server certificate and key.
+    pub server_cert: PathBuf,
+    /// Server key.
+    pub server_key: PathBuf,
+    /// Client certificate and key.
+    pub client_cert: PathBuf,
+    /// Client key.
+    pub client_key: PathBuf,
+}
+
+impl TestPki {
+    /// Generates fresh keys and certificates into `dir` (file names prefixed `prefix`).
+    pub fn generate(dir: &Path, prefix: &str) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kpiwatch test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let leaf = |names: Vec<String>| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+        let (client_cert, client_key) = leaf(vec!["client.kpiwatch.test".into()]);
+        let write = |name: &str, text: &str| {
+            let path = dir.join(format!("{prefix}{name}"));
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        TestPki {
+            ca: write("ca.crt", &ca.pem()),
+            server_cert: write("server.crt", &server_cert),
+            server_key: write("server.key", &server_key),
+            client_cert: write("client.crt", &client_cert),
+            client_key: write("client.key", &client_key),
+        }
+    }
+}

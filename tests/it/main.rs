@@ -19,3 +19,6 @@ mod docs;
 mod normalize_golden;
 /// The Prometheus client against a fake server: timeouts, 5xx, 429, garbage, caps, NaN.
 mod reader_faults;
+/// The admin server's web config over real sockets: TLS, client certificates, basic
+/// auth, certificate rotation.
+mod web;
