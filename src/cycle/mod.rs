@@ -5,7 +5,9 @@
 //! time), ingests them, and — when every query succeeded — scores the refreshed entities
 //! on a blocking thread and publishes the scores. When a query fails, the group's
 //! entities are reported stale and keep their last scores until a good cycle; nothing
-//! already stored is lost, and the next cycle fetches the missed range.
+//! already stored is lost, and the next cycle fetches the missed range. A query at fault
+//! itself ([`reader::Error::is_query_fault`]: bad PromQL, an answer over the cap) fails
+//! every cycle alike, so it only leaves its metric out: the group is scored on the others.
 
 mod schedule;
 
@@ -175,22 +177,29 @@ impl GroupRunner {
         let started = Instant::now();
         self.fetch_seasonal_history(ctx, now_ms).await;
         let answers = self.fetch(ctx, now_ms).await;
-        let mut ok = true;
+        let (mut transient, mut faulty, mut answered) = (0, 0, 0);
         for (metric, end_ms, result) in answers {
+            let name = &self.cfg.metrics[metric].name;
             match result {
-                Ok(parts) => self.ingest_answer(metric, end_ms, &parts, now_ms),
+                Ok(parts) => {
+                    answered += 1;
+                    self.ingest_answer(metric, end_ms, &parts, now_ms);
+                }
+                // Asking again cannot help (bad PromQL, an answer over the cap): the
+                // group is scored without this metric rather than never again.
+                Err(e) if e.is_query_fault() => {
+                    faulty += 1;
+                    ctx.telemetry
+                        .query_refused(&self.cfg.name, name, e.cause(), &e);
+                }
                 Err(e) => {
-                    ok = false;
-                    ctx.telemetry.query_failed(
-                        &self.cfg.name,
-                        &self.cfg.metrics[metric].name,
-                        e.cause(),
-                        &e,
-                    );
+                    transient += 1;
+                    ctx.telemetry
+                        .query_failed(&self.cfg.name, name, e.cause(), &e);
                 }
             }
         }
-        if !ok {
+        if transient > 0 || (faulty > 0 && answered == 0) {
             self.store.abandon_cycle();
             let entities = self.store.entity_count();
             let counts = CycleCounts {

@@ -81,6 +81,23 @@ impl Error {
         }
     }
 
+    /// Whether the query itself is at fault, so that asking again fails again:
+    /// Prometheus refused the expression (HTTP 400 `bad_data`, 422 `execution`, or
+    /// `status: error` of those types with HTTP 200), or its answer is over
+    /// `max_response_bytes`. A cycle scores its group without such a metric instead of
+    /// failing every cycle for it; connection errors, timeouts, 429 and 5xx are not
+    /// query faults (they pass, and the missed range is fetched then).
+    pub fn is_query_fault(&self) -> bool {
+        match self {
+            Error::Http { status, .. } => matches!(status, 400 | 422),
+            Error::Prometheus { error_type, .. } => {
+                matches!(error_type.as_str(), "bad_data" | "execution")
+            }
+            Error::TooLarge { .. } => true,
+            _ => false,
+        }
+    }
+
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -88,5 +105,47 @@ impl Error {
             Error::Http { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    fn http(status: u16) -> Error {
+        Error::Http {
+            path: "api/v1/query_range".into(),
+            status,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn refused_and_oversized_queries_are_query_faults_and_transient_failures_are_not() {
+        assert!(http(400).is_query_fault());
+        assert!(http(422).is_query_fault());
+        assert!(Error::TooLarge {
+            path: String::new(),
+            limit: 1
+        }
+        .is_query_fault());
+        assert!(Error::Prometheus {
+            error_type: "bad_data".into(),
+            message: String::new()
+        }
+        .is_query_fault());
+        for transient in [http(429), http(503), http(401)] {
+            assert!(!transient.is_query_fault(), "{transient}");
+        }
+        assert!(!Error::Timeout {
+            path: String::new(),
+            timeout_ms: 1
+        }
+        .is_query_fault());
+        assert!(!Error::Prometheus {
+            error_type: "timeout".into(),
+            message: String::new()
+        }
+        .is_query_fault());
     }
 }

@@ -71,6 +71,19 @@ impl Telemetry {
         warn!(group, metric, cause, error = %error, "Query failed; the group's entities are stale until the next good cycle.");
     }
 
+    /// A group's query is at fault itself (refused by Prometheus, or its answer over
+    /// `max_response_bytes`): the group is scored without the metric. Already counted
+    /// by [`Telemetry::query_finished`]; repeats every cycle until the config changes.
+    pub fn query_refused(
+        &self,
+        group: &str,
+        metric: &str,
+        cause: &'static str,
+        error: &dyn std::fmt::Display,
+    ) {
+        warn!(group, metric, cause, error = %error, "Query refused or its answer too large; the group is scored without this metric until its PromQL or prometheus.max_response_bytes is fixed.");
+    }
+
     /// A seasonal baseline adopted a level shift that lasted `seasonality_adapt_after`.
     pub fn level_shift_adopted(&self, group: &str, entity: &str, metric: &str, delta: f64) {
         self.metrics.level_shifts.with_label_values(&[group]).inc();

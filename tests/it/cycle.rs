@@ -244,3 +244,20 @@ async fn nan_values_are_filled_and_scores_stay_finite() {
     assert!(v.is_finite(), "{line}");
     drop(runner);
 }
+
+/// A refused query leaves only its own metric out of a cycle (tests/faults covers one
+/// refused metric beside good ones on real Prometheus); with every query refused there
+/// is nothing to score, so the cycle fails, counted under the refusal's cause.
+#[tokio::test]
+async fn a_cycle_whose_every_query_is_refused_fails_and_counts_http_4xx() {
+    let fake = FakePrometheus::start(&["a"]).await;
+    fake.with(|s| s.mode = Mode::Status(400));
+    let cfg = load(&fake.url(), "");
+    let (runner, ctx) = setup(&cfg);
+    let (_, result) = runner.run_cycle(&ctx, 1_700_000_000_000).await;
+    assert_eq!(result, CycleResult::QueryFailed);
+    let m = &ctx.telemetry.metrics;
+    assert_eq!(m.query_errors.with_label_values(&["http_4xx"]).get(), 2);
+    assert_eq!(m.cycles.with_label_values(&["node", "error"]).get(), 1);
+    assert!(!ctx.ready.load(Ordering::Acquire));
+}
