@@ -47,18 +47,32 @@ impl BaselineArgs {
     /// Checks the options; the error names the option and what was expected.
     pub(super) fn resolve(&self, ts: &[f64]) -> Result<Baseline, String> {
         let ts_ms: Vec<i64> = ts.iter().map(|&t| (t * 1000.0).round() as i64).collect();
+        // A cell such as -1e300 or -inf saturates to i64::MIN: its gap would overflow.
         let mut gaps: Vec<i64> = ts_ms
             .windows(2)
-            .map(|w| w[1] - w[0])
+            .filter_map(|w| w[1].checked_sub(w[0]))
             .filter(|&d| d > 0)
             .collect();
         gaps.sort_unstable();
         let step_ms = gaps.get(gaps.len() / 2).copied().unwrap_or(1000).max(1);
         let mut periods_ms = Vec::new();
+        if !self.seasonality.is_empty() {
+            // Phases are computed from the timestamps: keep them where the arithmetic on
+            // them cannot overflow (2^53 ms is about the year 287,000).
+            // (NaN, an empty cell, is left to the baseline's gap handling as before.)
+            if let Some(t) = ts
+                .iter()
+                .find(|t| t.is_infinite() || t.abs() * 1000.0 > 9_007_199_254_740_992.0)
+            {
+                return Err(format!(
+                    "--seasonality: timestamp {t} is not a time in Unix seconds"
+                ));
+            }
+        }
         for p in &self.seasonality {
             let d = parse_duration(p).map_err(|e| format!("--seasonality: {e}"))?;
             let ms = d.as_millis() as i64;
-            if ms < 2 * step_ms || ms % step_ms != 0 {
+            if ms < step_ms.saturating_mul(2) || ms % step_ms != 0 {
                 return Err(format!(
                     "--seasonality: {p} is not a multiple of the CSV's step of {step_ms} ms of at least two steps"
                 ));
@@ -240,4 +254,41 @@ pub(super) fn load_input(path: &std::path::Path) -> Result<Input, String> {
         labels,
         metric_idx,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(seasonality: &[&str]) -> BaselineArgs {
+        BaselineArgs {
+            seasonality: seasonality.iter().map(|s| s.to_string()).collect(),
+            seasonality_adapt_after: "3h".into(),
+            direction: "both".into(),
+            ..BaselineArgs::default()
+        }
+    }
+
+    /// Found by `tests/it/fuzz/csv.rs` (`detect_zscore_exits_cleanly_on_edited_input`):
+    /// a timestamp cell of `-1e309` (-inf) saturates to `i64::MIN` ms and the gap to the
+    /// next row overflowed, a panic in `kpiwatch detect ...`. Such gaps are now left
+    /// out of the step, and a seasonal baseline refuses timestamps it cannot phase.
+    #[test]
+    fn saturated_timestamps_do_not_overflow() {
+        for ts in [
+            [f64::NEG_INFINITY, 60.0, 120.0, 180.0],
+            [-1e300, 1e300, 120.0, 180.0],
+            [0.0, f64::INFINITY, f64::NEG_INFINITY, 180.0],
+        ] {
+            let b = args(&[])
+                .resolve(&ts)
+                .expect("no seasonality: timestamps are row order");
+            assert!(b.step_ms >= 1);
+            let e = args(&["1h"])
+                .resolve(&ts)
+                .expect_err("no phase for such a time");
+            assert!(e.starts_with("--seasonality: timestamp"), "{e}");
+        }
+        assert!(args(&["1h"]).resolve(&[0.0, 60.0, f64::NAN, 180.0]).is_ok());
+    }
 }

@@ -12,6 +12,7 @@ mod duration;
 mod env;
 mod error;
 pub mod judge;
+mod nesting;
 pub(crate) mod raw;
 pub mod regressions;
 pub mod seasonality;
@@ -24,11 +25,11 @@ pub use env::{expand_env, EnvLookup, ProcessEnv};
 pub use error::{ConfigError, ConfigErrors};
 pub use regressions::{BaselineConfig, RegressionsConfig};
 pub use seasonality::{Direction, Gate, SeasonalityConfig};
-pub use web::{load_web_config, WebConfig};
 pub use validate::{
     Auth, Config, DetectorsConfig, Fill, GroupConfig, MetricQuery, PrometheusConfig, Shard,
     TlsConfig,
 };
+pub use web::{load_web_config, WebConfig};
 
 use std::path::Path;
 
@@ -60,6 +61,9 @@ pub fn parse_str(text: &str, path: &Path, env: &dyn EnvLookup) -> Result<Config,
                 .map(|(line, msg)| ConfigError::new(&file, &format!("line {line}"), msg))
                 .collect(),
         )
+    })?;
+    nesting::check(&expanded).map_err(|(line, msg)| {
+        ConfigErrors::one(ConfigError::new(&file, &format!("line {line}"), msg))
     })?;
     let de = serde_yaml::Deserializer::from_str(&expanded);
     let raw: raw::RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {

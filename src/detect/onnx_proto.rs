@@ -41,6 +41,77 @@ pub fn read_proto(path: &Path) -> Result<pb::ModelProto, String> {
         .map_err(|e| format!("{e:#}"))
 }
 
+/// Data types whose raw bytes tract loads; on any other (string, complex, bfloat16, the
+/// 8-bit floats) tract 0.23 panics (`unimplemented!`) instead of returning an error.
+const RAW_LOADABLE: [pb::tensor_proto::DataType; 12] = {
+    use pb::tensor_proto::DataType as D;
+    [
+        D::Float,
+        D::Uint8,
+        D::Int8,
+        D::Uint16,
+        D::Int16,
+        D::Int32,
+        D::Int64,
+        D::Bool,
+        D::Float16,
+        D::Double,
+        D::Uint32,
+        D::Uint64,
+    ]
+};
+
+fn check_tensor(t: &pb::TensorProto) -> Result<(), TensorError> {
+    let raw = !t.raw_data.is_empty()
+        || t.data_location == Some(pb::tensor_proto::DataLocation::External as i32);
+    if raw && !RAW_LOADABLE.iter().any(|&d| d as i32 == t.data_type) {
+        return Err(tensor_err(
+            t,
+            format!("raw data of type {} cannot be loaded", t.data_type),
+        ));
+    }
+    if t.data_type == FLOAT {
+        let mut raw_values = t
+            .raw_data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        if raw_values.any(|x| !x.is_finite()) || t.float_data.iter().any(|x| !x.is_finite()) {
+            return Err(tensor_err(t, "holds a non-finite value"));
+        }
+    }
+    Ok(())
+}
+
+fn check_graph_for_tract(g: &pb::GraphProto) -> Result<(), TensorError> {
+    for t in &g.initializer {
+        check_tensor(t)?;
+    }
+    for t in g
+        .sparse_initializer
+        .iter()
+        .filter_map(|s| s.values.as_ref())
+    {
+        check_tensor(t)?;
+    }
+    for a in g.node.iter().flat_map(|n| &n.attribute) {
+        for t in a.t.iter().chain(&a.tensors) {
+            check_tensor(t)?;
+        }
+        for sub in a.g.iter().chain(&a.graphs) {
+            check_graph_for_tract(sub)?;
+        }
+    }
+    Ok(())
+}
+
+/// Refuses, in any tensor of the model (initializers, `Constant` values, attributes,
+/// subgraphs), what tract would panic on rather than report (raw data of a type it
+/// cannot load) and what it would run without a word (a NaN or infinite float32, after
+/// which every output is NaN). Call before handing a decoded file to tract.
+pub fn check_for_tract(model: &pb::ModelProto) -> Result<(), TensorError> {
+    model.graph.as_ref().map_or(Ok(()), check_graph_for_tract)
+}
+
 /// The `value` tensor of a `Constant` node.
 pub fn constant_value(node: &pb::NodeProto) -> Option<&pb::TensorProto> {
     if node.op_type != "Constant" {

@@ -11,6 +11,8 @@
 
 mod client;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod response;
 
 pub use client::Client;

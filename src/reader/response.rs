@@ -58,14 +58,27 @@ struct RawSample {
 #[derive(Deserialize)]
 struct RawPoint(f64, String);
 
+/// Largest sample timestamp magnitude accepted, in milliseconds: 2^53 (about the year
+/// 287,000), exact in an `f64` and far enough from `i64::MAX` that the store's step
+/// arithmetic cannot overflow. Prometheus never answers beyond it; a proxy might.
+pub(super) const MAX_TIMESTAMP_MS: f64 = 9_007_199_254_740_992.0;
+
 fn point(p: &RawPoint, path: &str) -> Result<(i64, f64), Error> {
+    let ms = (p.0 * 1000.0).round();
+    // `as i64` would saturate: 1e300 s would become i64::MAX ms.
+    if !ms.is_finite() || ms.abs() > MAX_TIMESTAMP_MS {
+        return Err(Error::Decode {
+            path: path.to_string(),
+            message: format!("sample timestamp {} s is out of range", p.0),
+        });
+    }
     // Rust's f64 parser accepts "NaN", "+Inf", "-Inf" and "inf" but also "infinity";
     // Prometheus writes only the first three, which is all that matters here.
     let v: f64 = p.1.parse().map_err(|_| Error::Decode {
         path: path.to_string(),
         message: format!("sample value {:?} is not a number", p.1),
     })?;
-    Ok(((p.0 * 1000.0).round() as i64, v))
+    Ok((ms as i64, v))
 }
 
 /// Decodes the body of a successful (HTTP 2xx) answer.

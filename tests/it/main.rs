@@ -15,6 +15,8 @@ mod config;
 mod cycle;
 /// Lists kept in two places agree: README defaults, the example config, the metric list.
 mod docs;
+/// Property-based fuzzing of the parsers of outside input: config, CSV, admin API (issue 21).
+mod fuzz;
 /// The robust z-score against the training normaliser's golden pairs (models/golden/normalize_flat.json).
 mod normalize_golden;
 /// The Prometheus client against a fake server: timeouts, 5xx, 429, garbage, caps, NaN.

@@ -144,6 +144,8 @@ pub fn compare_with(
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod tests;

@@ -91,15 +91,29 @@ pub struct RegressModel {
 }
 
 fn load_plan(path: &Path) -> Result<Plan, ModelError> {
-    let err = |e: TractError| ModelError::Load {
+    let err = |message: String| ModelError::Load {
         path: path.to_path_buf(),
-        message: format!("{e:#}"),
+        message,
     };
-    tract_onnx::onnx()
-        .model_for_path(path)
-        .and_then(|m| m.into_optimized())
+    let proto = crate::detect::onnx_proto::read_proto(path).map_err(err)?;
+    crate::detect::onnx_proto::check_for_tract(&proto).map_err(|e| err(e.to_string()))?;
+    // What `model_for_path` does, on the checked proto: external data is looked up
+    // beside the file.
+    let dir = path.parent().and_then(Path::to_str);
+    let parsed = tract_onnx::onnx()
+        .parse(&proto, dir)
+        .map_err(|e| err(format!("{e:#}")))?;
+    if !parsed.unresolved_inputs.is_empty() {
+        return Err(err(format!(
+            "could not resolve inputs {:?}",
+            parsed.unresolved_inputs
+        )));
+    }
+    parsed
+        .model
+        .into_optimized()
         .and_then(|m| m.into_runnable())
-        .map_err(err)
+        .map_err(|e| err(format!("{e:#}")))
 }
 
 /// Deterministic probe input: `batch` sequences of `len` steps, workload in `[0, 1.5]`
@@ -214,13 +228,39 @@ impl RegressModel {
             hidden: 0,
         };
         // Discover the embedding size with a one-step probe rather than trusting metadata.
-        let z = model.tract_embed(&[0.0, 0.0], 1, 1)?;
+        // A file that loads but cannot run is named in the error like one that cannot load.
+        let failed = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e: ModelError| ModelError::Load {
+                path,
+                message: format!("the load-time probe failed: {e}"),
+            }
+        };
+        let z = model
+            .tract_embed(&[0.0, 0.0], 1, 1)
+            .map_err(failed(encoder))?;
         model.hidden = z.len();
         if model.hidden == 0 {
             return Err(ModelError::Load {
                 path: encoder.to_path_buf(),
                 message: "empty embedding".into(),
             });
+        }
+        // NaN or overflowing weights run in tract and make every probability NaN, which
+        // compares as "no regression": refuse them here, each file by its own probe.
+        let not_finite = |path: &Path, what: &str| ModelError::Load {
+            path: path.to_path_buf(),
+            message: format!("{what} of a finite probe is not finite (NaN or huge weights)"),
+        };
+        let probe = probe_sequences(1, 8, 0);
+        let z = model.tract_embed(&probe, 1, 8).map_err(failed(encoder))?;
+        if z.iter().any(|x| !x.is_finite()) {
+            return Err(not_finite(encoder, "the embedding"));
+        }
+        let z2: Vec<f32> = z.iter().map(|x| x + 0.5).collect();
+        let p = model.tract_softmax(&z, &z2, 1).map_err(failed(head))?;
+        if p.iter().any(|p| !p.is_finite()) {
+            return Err(not_finite(head, "the probability"));
         }
         let native = |model: &RegressModel| -> Result<Native, ModelError> {
             let err = |path: &Path| {

@@ -26,6 +26,8 @@
 //! Nothing here does I/O except reading the model file at construction.
 
 mod detector;
+#[cfg(test)]
+mod fuzz_tests;
 mod model;
 mod native;
 mod scale;

@@ -86,6 +86,9 @@ const MAX_PLANS: usize = 64;
 const MAX_BUCKET: usize = 1024;
 /// Largest difference between the native pass and tract the load-time probe accepts.
 const PROBE_TOLERANCE: f32 = 1e-4;
+/// Longest window a model may declare: the longest `groups[].window` a config accepts.
+/// The file's claim sizes the trial run and the probe, so it is checked first.
+pub(super) const MAX_WINDOW: usize = 10_000;
 /// Metric counts and batch sizes of the load-time probe.
 const PROBE_NS: [usize; 4] = [1, 3, 8, 38];
 const PROBE_BATCHES: [usize; 2] = [1, 5];
@@ -147,6 +150,7 @@ impl UniadModel {
         path: &Path,
         mode: PlanMode,
     ) -> Result<Self, ModelError> {
+        crate::detect::onnx_proto::check_for_tract(proto).map_err(|e| invalid(path, e))?;
         let inference = tract_onnx::onnx()
             .model_for_proto_model(proto)
             .map_err(|e| invalid(path, e))?;
@@ -179,11 +183,11 @@ impl UniadModel {
             ));
         };
         let w = match w {
-            TDim::Val(v) if *v > 0 => *v as usize,
+            TDim::Val(v) if *v > 0 && *v as u64 <= MAX_WINDOW as u64 => *v as usize,
             _ => {
                 return Err(signature(
                     path,
-                    format!("window length {w} is not a fixed positive size"),
+                    format!("window length {w} is not a fixed size from 1 to {MAX_WINDOW}"),
                 ))
             }
         };
@@ -231,10 +235,17 @@ impl UniadModel {
                 }
             }
         }
-        // A trial run catches models whose ops fail only at run time.
-        model
-            .infer(&vec![0.0; 2 * w], 1, 2)
-            .map_err(|e| invalid(path, e))?;
+        // A trial run catches models whose ops fail only at run time, and weights that
+        // are NaN or overflow (tract runs them; every score would be NaN). The input
+        // is a ramp in [-1, 1]: zeros would hide a weight that only a value multiplies.
+        let ramp: Vec<f32> = (0..2 * w).map(|i| (i % 9) as f32 / 4.0 - 1.0).collect();
+        let trial = model.infer(&ramp, 1, 2).map_err(|e| invalid(path, e))?;
+        if trial.iter().any(|x| !x.is_finite()) {
+            return Err(invalid(
+                path,
+                "its reconstruction of a finite trial input is not finite (NaN or huge weights)",
+            ));
+        }
         Ok(model)
     }
 
