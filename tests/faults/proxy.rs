@@ -22,13 +22,13 @@ const MAX_CONNECTIONS: usize = 64;
 pub(crate) enum Mode {
     /// Forward both ways untouched.
     Pass,
-    /// Hold the first byte of the answer for this long, then forward.
+    /// Hold the first byte of each answer for this long, then forward.
     Delay(Duration),
     /// Forward the answer at this many bytes per second.
     Throttle(u32),
     /// Take the request, then close the connection with a reset (RST), answering nothing.
     Reset,
-    /// Forward only the first this many bytes of the answer, then close.
+    /// Forward only the first this many bytes of an answer, then close.
     Truncate(usize),
 }
 
@@ -188,14 +188,19 @@ fn pump(shared: &Arc<Shared>, id: u64, mode: Mode, client: TcpStream, upstream: 
     });
     let (mut upstream_in, mut client_out) = (upstream, client);
     let mut buf = [0u8; 16 * 1024];
+    // Bytes of the current answer forwarded so far.
     let mut sent = 0usize;
     loop {
         let n = match upstream_in.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
+        // The first bytes after a request start a new answer: the faults below apply
+        // to each answer, however many a keep-alive connection carries.
         if let Some(conn) = shared.conns.lock().unwrap().get_mut(&id) {
-            conn.awaiting = false;
+            if std::mem::replace(&mut conn.awaiting, false) {
+                sent = 0;
+            }
         }
         let data = &buf[..n];
         let written = match mode {
