@@ -316,6 +316,7 @@ fn prometheus_scrapes_kpiwatch_over_https_with_basic_auth() {
     });
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap();
     assert!(log.contains("Web config reloaded."), "{log}");
+    assert!(log.contains("scores at https://127.0.0.1:"), "{log}");
     assert!(!log.contains("s3cret"), "a password in the log");
 }
 

@@ -888,8 +888,8 @@ def agent() -> dict:
             "adopted or rejected (the previous settings stay).",
             [
                 target(f"sum by (reason) (increase(kpiwatch_http_requests_refused_total{{{s}}}[{ri}]))", legend="refused: {{reason}}"),
-                target(f"sum(increase(kpiwatch_http_tls_handshakes_failed_total{{{s}}}[{ri}]))", legend="TLS handshakes failed"),
-                target(f"sum by (result) (increase(kpiwatch_web_config_reloads_total{{{s}}}[{ri}]))", legend="web config: {{result}}"),
+                target(f"sum(increase(kpiwatch_http_tls_handshakes_failed_total{{{s}}}[{ri}]))", legend="TLS handshakes failed", ref="B"),
+                target(f"sum by (result) (increase(kpiwatch_web_config_reloads_total{{{s}}}[{ri}]))", legend="web config: {{result}}", ref="C"),
             ],
         ),
         w=24,

@@ -198,12 +198,16 @@ fn start_admin(
 
 /// The start-up log lines: where the scores are, and each group's settings.
 fn announce(config: &Config, server: &AdminServer) {
+    let tls = config.web.as_ref().is_some_and(|w| w.tls.is_some());
+    let basic_auth = config.web.as_ref().is_some_and(|w| !w.users.is_empty());
     info!(
         listen = %server.local_addr(),
         prometheus = %config.prometheus.url,
         groups = config.groups.len(),
         state_dir = ?config.state_dir,
-        "kpiwatch started; scores at http://{}/metrics.", server.local_addr()
+        tls,
+        basic_auth,
+        "kpiwatch started; scores at {}://{}/metrics.", if tls { "https" } else { "http" }, server.local_addr()
     );
     for g in &config.groups {
         info!(group = %g.name, interval = %config::format_duration(g.interval), step = %config::format_duration(g.step), window = g.window, metrics = g.metrics.len(), "Group configured.");
