@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::warn;
 
 use super::{build_runner, Agent};
-use crate::config::{self, Config};
+use crate::config::{self, Config, GroupConfig};
 use crate::cycle::GroupRunner;
 use crate::reader::Client;
 use crate::regressions::Setup as RegressSetup;
@@ -49,9 +49,14 @@ impl Agent {
                 .map_err(|e| e.to_string())?,
         );
         // Build new runners before stopping anything, so that a model that fails to
-        // load leaves the old config running.
+        // load leaves the old config running. A group whose config is unchanged keeps
+        // its runner (see `apply`): building one would load its models for nothing,
+        // on every reload of a storm.
         let mut fresh = HashMap::new();
         for g in &config.groups {
+            if self.keeps_runner(g, &config) {
+                continue;
+            }
             let runner = build_runner(g, &config).map_err(|e| format!("{e:#}"))?;
             fresh.insert(g.name.clone(), runner);
         }
@@ -63,6 +68,12 @@ impl Agent {
             fresh,
             regressions,
         })
+    }
+
+    /// Whether `apply` keeps the running runner of `g` under `new`: same group config
+    /// and same shard.
+    fn keeps_runner(&self, g: &GroupConfig, new: &Config) -> bool {
+        new.shard == self.config.shard && self.config.groups.iter().any(|running| running == g)
     }
 
     /// Swaps in a prepared config; returns its source file.
@@ -89,11 +100,16 @@ impl Agent {
             let runner = match old.remove(&g.name) {
                 Some(prev) if same_shard && prev.config() == g => prev,
                 Some(prev) => {
-                    let mut r = fresh.remove(&g.name).expect("built above");
+                    let Some(mut r) = fresh_runner(&mut fresh, g, &new) else {
+                        continue;
+                    };
                     r.restore(&prev.snapshots());
                     r
                 }
-                None => fresh.remove(&g.name).expect("built above"),
+                None => match fresh_runner(&mut fresh, g, &new) {
+                    Some(r) => r,
+                    None => continue,
+                },
             };
             self.spawn(runner);
         }
@@ -107,6 +123,27 @@ impl Agent {
         self.config = new;
         self.ctx.telemetry.reload_applied(&self.config.source);
         self.config.source.clone()
+    }
+}
+
+/// The runner `prepare` built for `g`, or, for an unchanged group whose running loop
+/// did not stop within the grace period (so `prepare` built none), a new one: it built
+/// once with this config, so a failure now is logged and the group skipped until the
+/// next reload rather than aborting a reload half applied.
+fn fresh_runner(
+    fresh: &mut HashMap<String, GroupRunner>,
+    g: &GroupConfig,
+    config: &Config,
+) -> Option<GroupRunner> {
+    if let Some(r) = fresh.remove(&g.name) {
+        return Some(r);
+    }
+    match build_runner(g, config) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            warn!(group = %g.name, error = format!("{e:#}"), "Group not restarted after the reload; the next reload tries again.");
+            None
+        }
     }
 }
 

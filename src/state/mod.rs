@@ -10,10 +10,16 @@
 //!
 //! Window data and normaliser statistics are not saved: they are a function of the
 //! history, which is re-read from Prometheus on start.
+//!
+//! One agent per directory: [`StateDir`] holds an advisory lock on `<state_dir>/lock`
+//! (`lock.rs`). A save that fails leaves the previous file in place and removes its
+//! temp file; the failure is counted by [`Error::cause`].
 
+mod lock;
 mod policy;
 
-pub(crate) use policy::{restore_or_fresh, save_off_runtime};
+pub(crate) use lock::StateDir;
+pub(crate) use policy::{claim, restore_or_fresh, save_off_runtime};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -27,6 +33,8 @@ use crate::detect::Snapshot;
 pub(crate) const VERSION: u32 = 1;
 const FORMAT: &str = "kpiwatch-state";
 const FILE_NAME: &str = "state.json";
+/// The temp file a save writes before renaming it over [`FILE_NAME`].
+const TMP_NAME: &str = ".state.json.tmp";
 
 /// Errors reading or writing the state file.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +55,33 @@ pub(crate) enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Another process holds the directory's lock.
+    #[error(
+        "state_dir {dir} is locked by another kpiwatch{}: two agents must not share a state directory (give each its own state_dir)",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The holder's PID, when its lock file says.
+        holder: Option<u32>,
+    },
+}
+
+impl Error {
+    /// A bounded label for `kpiwatch_state_save_errors_total{cause}`.
+    pub(crate) fn cause(&self) -> &'static str {
+        match self {
+            Error::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::ReadOnlyFilesystem => "read_only",
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => "no_space",
+                std::io::ErrorKind::PermissionDenied => "permission",
+                _ => "io",
+            },
+            Error::Invalid { .. } => "invalid",
+            Error::Locked { .. } => "locked",
+        }
+    }
 }
 
 /// Everything learned, by group and detector.
@@ -97,17 +132,34 @@ pub(crate) fn save(dir: &Path, state: &State) -> Result<usize, Error> {
     bytes.extend_from_slice(&payload);
 
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(".{FILE_NAME}.tmp"));
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(&bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    let tmp = dir.join(TMP_NAME);
+    let written = write_and_rename(&tmp, &path, &bytes);
+    if written.is_err() {
+        // A partial temp file would hold space a full disk needs back; the previous
+        // state file was never touched.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     // The rename is durable only once the directory entry is.
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(bytes.len())
+}
+
+/// Writes `bytes` to `tmp`, makes them durable, then renames `tmp` over `path`.
+fn write_and_rename(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut f = std::fs::File::create(tmp).map_err(io(tmp))?;
+    f.write_all(bytes).map_err(io(tmp))?;
+    f.sync_all().map_err(io(tmp))?;
+    drop(f);
+    std::fs::rename(tmp, path).map_err(io(path))
+}
+
+/// Removes the temp file a save killed midway (SIGKILL, power loss) left in `dir`;
+/// whether there was one. Call only while holding the directory's lock.
+pub(crate) fn remove_partial_save(dir: &Path) -> bool {
+    std::fs::remove_file(dir.join(TMP_NAME)).is_ok()
 }
 
 /// Reads the state in `dir`; `Ok(None)` when there is no state file yet.
@@ -171,6 +223,43 @@ mod tests {
         save(dir.path(), &sample()).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(sample()));
         assert!(!dir.path().join(".state.json.tmp").exists());
+    }
+
+    #[test]
+    fn a_failed_save_removes_its_temp_file_and_a_leftover_one_does_not_affect_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &sample()).unwrap();
+        let before = std::fs::read(path_in(dir.path())).unwrap();
+        // The rename fails: no file can replace a non-empty directory named state.json.
+        let blocked = tempfile::tempdir().unwrap();
+        std::fs::create_dir(path_in(blocked.path())).unwrap();
+        std::fs::write(path_in(blocked.path()).join("x"), b"x").unwrap();
+        let err = save(blocked.path(), &sample()).unwrap_err();
+        assert_eq!(err.cause(), "io", "{err}");
+        assert!(!blocked.path().join(TMP_NAME).exists());
+        // A temp file left by a killed save is not the state: the state file loads,
+        // and the leftover is removed.
+        std::fs::write(dir.path().join(TMP_NAME), b"partial").unwrap();
+        assert_eq!(std::fs::read(path_in(dir.path())).unwrap(), before);
+        assert_eq!(load(dir.path()).unwrap(), Some(sample()));
+        assert!(remove_partial_save(dir.path()));
+        assert!(!remove_partial_save(dir.path()));
+    }
+
+    #[test]
+    fn io_errors_map_to_bounded_causes() {
+        let cause = |kind| {
+            Error::Io {
+                path: PathBuf::from("/s"),
+                source: std::io::Error::from(kind),
+            }
+            .cause()
+        };
+        use std::io::ErrorKind as K;
+        assert_eq!(cause(K::ReadOnlyFilesystem), "read_only");
+        assert_eq!(cause(K::StorageFull), "no_space");
+        assert_eq!(cause(K::PermissionDenied), "permission");
+        assert_eq!(cause(K::Other), "io");
     }
 
     #[test]

@@ -1,16 +1,34 @@
-//! How the agent restores and saves its learned state: a bad file at start is set aside,
-//! never fatal; a save runs on a blocking thread and is logged and counted. The app calls
-//! these at start, on the `state_save_interval` timer, after a catalog label edit and at
-//! shutdown. The file format is in the parent module.
+//! How the agent claims, restores and saves its learned state: a directory another agent
+//! holds is fatal at start; any other trouble with the directory is not (the agent keeps
+//! learning in memory, and every save that fails is logged and counted by cause); a bad
+//! file at start is set aside. A save runs on a blocking thread. The app calls these at
+//! start, on the `state_save_interval` timer, after a catalog label edit and at shutdown.
+//! The file format is in the parent module.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::info;
 
-use super::{path_in, State};
+use super::{path_in, Error, State, StateDir};
 use crate::clock::now_ms;
 use crate::telemetry::Telemetry;
+
+/// Claims `dir` for this agent (its lock) and removes a partial save a killed
+/// predecessor left. Fails only when another agent holds the directory; a directory
+/// that cannot be written (read-only, no permission) is logged at ERROR, and each save
+/// tries it again (claiming it first when it could not be locked).
+pub(crate) fn claim(dir: &Path, telemetry: &Telemetry) -> Result<Arc<StateDir>, Error> {
+    let (state_dir, trouble) = StateDir::claim(dir)?;
+    if let Some(e) = trouble {
+        telemetry.state_dir_unwritable(&dir.display(), e.cause(), &e);
+    }
+    if state_dir.is_locked() && super::remove_partial_save(dir) {
+        info!(state_dir = %dir.display(), "Removed the temp file of a save that did not finish; the state file is the last complete one.");
+    }
+    Ok(Arc::new(state_dir))
+}
 
 /// The state to start from: the saved file in `dir` when it loads, else a fresh state.
 /// An unusable file is moved aside (`*.corrupt-<unix seconds>`) and logged, never fatal:
@@ -37,26 +55,32 @@ pub(crate) fn restore_or_fresh(dir: Option<&Path>) -> State {
     }
 }
 
-/// Writes the state file on a blocking thread (it fsyncs); the error, also logged and
-/// counted, is returned for callers that answer someone (the label-edit API).
+/// Writes the state file on a blocking thread (it fsyncs), after making sure this
+/// agent still holds the directory; the error, also logged and counted by cause, is
+/// returned for callers that answer someone (the label-edit API).
 pub(crate) async fn save_off_runtime(
-    dir: &Path,
+    dir: &Arc<StateDir>,
     state: State,
     telemetry: &Telemetry,
 ) -> Result<(), String> {
-    let dir = dir.to_path_buf();
+    let dir = dir.clone();
     let started = Instant::now();
-    match tokio::task::spawn_blocking(move || super::save(&dir, &state)).await {
+    let saved = tokio::task::spawn_blocking(move || {
+        dir.ensure_locked()?;
+        super::save(dir.path(), &state)
+    })
+    .await;
+    match saved {
         Ok(Ok(bytes)) => {
             telemetry.state_saved(bytes, started.elapsed());
             Ok(())
         }
         Ok(Err(e)) => {
-            telemetry.state_save_failed(&e);
+            telemetry.state_save_failed(e.cause(), &e);
             Err(e.to_string())
         }
         Err(e) => {
-            telemetry.state_save_failed(&e);
+            telemetry.state_save_failed("panic", &e);
             Err(e.to_string())
         }
     }

@@ -232,13 +232,30 @@ impl Telemetry {
         debug!(bytes, took_ms = took.as_millis() as u64, "State saved.");
     }
 
-    /// State could not be saved: learned state will be lost on restart.
-    pub fn state_save_failed(&self, error: &dyn std::fmt::Display) {
+    /// State could not be saved: learned state will be lost on restart. `cause` is a
+    /// bounded label (`state::Error::cause`); the previous state file is kept.
+    pub fn state_save_failed(&self, cause: &'static str, error: &dyn std::fmt::Display) {
         self.metrics
             .state_saves
             .with_label_values(&["failure"])
             .inc();
-        error!(error = %error, "State save failed; learned state would be lost on restart. Check the state directory.");
+        self.metrics
+            .state_save_errors
+            .with_label_values(&[cause])
+            .inc();
+        error!(cause, error = %error, "State save failed; the previous state file is kept, and what was learned since would be lost on restart. Check the state directory.");
+    }
+
+    /// The state directory could not be claimed at start (read-only, no permission):
+    /// the agent runs and learns in memory, and each save tries again (failures are
+    /// counted in `kpiwatch_state_save_errors_total`).
+    pub fn state_dir_unwritable(
+        &self,
+        dir: &dyn std::fmt::Display,
+        cause: &'static str,
+        error: &dyn std::fmt::Display,
+    ) {
+        error!(state_dir = %dir, cause, error = %error, "State directory is not writable: learned state is kept in memory only and is not saved until it is (each save retries). Make state_dir writable.");
     }
 
     /// A new config was applied.

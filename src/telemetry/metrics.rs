@@ -51,6 +51,8 @@ pub struct SelfMetrics {
     pub seasonal_learned: IntCounterVec,
     /// State saves by result.
     pub state_saves: IntCounterVec,
+    /// Failed state saves by cause.
+    pub state_save_errors: IntCounterVec,
     /// Unix time of the last successful state save.
     pub state_last_save: Gauge,
     /// Config reloads by result.
@@ -172,6 +174,7 @@ impl SelfMetrics {
             seasonal_learned: counter_vec(r, "kpiwatch_seasonal_series_learned_total", "Series whose seasonal baseline was learned from Prometheus history at start, by group.", &["group"])?,
             series: gauge_vec(r, "kpiwatch_series", "Series (entity x metric) tracked, by group.", &["group"])?,
             state_saves: counter_vec(r, "kpiwatch_state_saves_total", "State saves by result (success, failure).", &["result"])?,
+            state_save_errors: counter_vec(r, "kpiwatch_state_save_errors_total", "Failed state saves by cause (read_only, no_space, permission, locked, io, invalid, panic).", &["cause"])?,
             state_last_save,
             config_reloads: counter_vec(r, "kpiwatch_config_reloads_total", "Config reloads by result (success, failure).", &["result"])?,
             config_last_reload_ok,
