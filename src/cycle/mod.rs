@@ -28,6 +28,12 @@ use crate::telemetry::{CycleCounts, Telemetry};
 
 /// Prometheus refuses ranges of more than 11,000 points per series; stay below.
 pub const MAX_POINTS_PER_QUERY: i64 = 10_000;
+/// Samples one answer of a group's range fetch holds at most, about 12 MB of JSON and
+/// 8 MB decoded: what bounds the agent's memory while it reads a long history at start.
+const SAMPLES_PER_ANSWER: i64 = 500_000;
+/// Fewest steps per chunk, so that a group of many entities does not cut its history
+/// into hundreds of tiny queries.
+const MIN_CHUNK_STEPS: i64 = 30;
 /// The seasonal history is fetched at about this many samples per phase bucket and
 /// period: enough for a robust median, a fraction of the fine step's load.
 const SAMPLES_PER_BUCKET: i64 = 4;
@@ -176,29 +182,7 @@ impl GroupRunner {
     pub async fn run_cycle(mut self, ctx: &CycleContext, now_ms: i64) -> (Self, CycleResult) {
         let started = Instant::now();
         self.fetch_seasonal_history(ctx, now_ms).await;
-        let answers = self.fetch(ctx, now_ms).await;
-        let (mut transient, mut faulty, mut answered) = (0, 0, 0);
-        for (metric, end_ms, result) in answers {
-            let name = &self.cfg.metrics[metric].name;
-            match result {
-                Ok(parts) => {
-                    answered += 1;
-                    self.ingest_answer(metric, end_ms, &parts, now_ms);
-                }
-                // Asking again cannot help (bad PromQL, an answer over the cap): the
-                // group is scored without this metric rather than never again.
-                Err(e) if e.is_query_fault() => {
-                    faulty += 1;
-                    ctx.telemetry
-                        .query_refused(&self.cfg.name, name, e.cause(), &e);
-                }
-                Err(e) => {
-                    transient += 1;
-                    ctx.telemetry
-                        .query_failed(&self.cfg.name, name, e.cause(), &e);
-                }
-            }
-        }
+        let (transient, faulty, answered) = self.fetch_and_ingest(ctx, now_ms).await;
         if transient > 0 || (faulty > 0 && answered == 0) {
             self.store.abandon_cycle();
             let entities = self.store.entity_count();
@@ -406,21 +390,68 @@ impl GroupRunner {
         }
     }
 
-    /// Fetches every metric's new range, all metrics at once: `(metric, end_ms, answer)`.
-    async fn fetch(&mut self, ctx: &CycleContext, now_ms: i64) -> Vec<MetricAnswer> {
-        let step = self.cfg.step;
-        let client = &ctx.client;
-        let jobs = self
-            .pending_ranges(now_ms)
-            .into_iter()
-            .map(|(i, start, end)| {
-                let promql = self.cfg.metrics[i].promql.clone();
-                async move {
-                    let answer = fetch_chunked(client, &promql, start, end, step).await;
-                    (i, end, answer)
+    /// Fetches every metric's new range and stores each answer as it arrives: all
+    /// metrics at once (within the client's concurrency), each metric's range in
+    /// chunks of about [`SAMPLES_PER_ANSWER`] samples, oldest first, so that a warm-up
+    /// holds a few chunks in memory, never the whole history of every series. The first
+    /// chunk of a group that has no entity yet is [`MIN_CHUNK_STEPS`] long; its answer
+    /// says how many series there are. A metric stops at its first failed chunk (the
+    /// chunks before it stay stored and fetched). Returns
+    /// how many metrics failed transiently, failed for good (their query is at fault)
+    /// and were answered in full.
+    async fn fetch_and_ingest(&mut self, ctx: &CycleContext, now_ms: i64) -> (usize, usize, usize) {
+        let (step, step_ms) = (self.cfg.step, self.store.config().step_ms);
+        let first_chunk = chunk_steps(self.store.entity_count());
+        let ranges = self.pending_ranges(now_ms);
+        let mut failed = vec![false; self.cfg.metrics.len()];
+        let (mut transient, mut faulty) = (0, 0);
+        // Capacity 1: a chunk waits to be stored before the next one is decoded.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<ChunkAnswer>(1);
+        let producers = futures_util::future::join_all(ranges.iter().map(|&(i, start, end)| {
+            let (promql, tx, client) =
+                (self.cfg.metrics[i].promql.clone(), tx.clone(), &ctx.client);
+            async move {
+                let (mut from, mut steps) = (start, first_chunk);
+                while from <= end {
+                    let to = (from + (steps - 1) * step_ms).min(end);
+                    let answer = client.query_range(&promql, from, to, step).await;
+                    let stop = answer.is_err();
+                    steps = chunk_steps(answer.as_ref().map_or(0, |a| a.series.len()));
+                    if tx.send((i, to, answer)).await.is_err() || stop {
+                        break;
+                    }
+                    from = to + step_ms;
                 }
-            });
-        futures_util::future::join_all(jobs).await
+            }
+        }));
+        drop(tx);
+        let consumer = async {
+            while let Some((metric, end_ms, answer)) = rx.recv().await {
+                let name = &self.cfg.metrics[metric].name;
+                match answer {
+                    Ok(part) => {
+                        self.ingest_answer(metric, end_ms, std::slice::from_ref(&part), now_ms)
+                    }
+                    // Asking again cannot help (bad PromQL, an answer over the cap): the
+                    // group is scored without this metric rather than never again.
+                    Err(e) if e.is_query_fault() => {
+                        failed[metric] = true;
+                        faulty += 1;
+                        ctx.telemetry
+                            .query_refused(&self.cfg.name, name, e.cause(), &e);
+                    }
+                    Err(e) => {
+                        failed[metric] = true;
+                        transient += 1;
+                        ctx.telemetry
+                            .query_failed(&self.cfg.name, name, e.cause(), &e);
+                    }
+                }
+            }
+        };
+        futures_util::future::join(producers, consumer).await;
+        let answered = ranges.iter().filter(|(i, _, _)| !failed[*i]).count();
+        (transient, faulty, answered)
     }
 
     /// Scores the fresh entities with every detector and publishes the results;
@@ -509,8 +540,19 @@ fn seasonal_range(
     (start, Duration::from_millis(coarse as u64))
 }
 
-/// One metric's answer to a cycle's range: `(metric index, end_ms asked, answer parts)`.
-type MetricAnswer = (usize, i64, Result<Vec<QueryResult>, reader::Error>);
+/// One chunk of a metric's range: `(metric index, end_ms asked, answer)`.
+type ChunkAnswer = (usize, i64, Result<QueryResult, reader::Error>);
+
+/// Steps per `query_range` for a metric of `series` series: about
+/// [`SAMPLES_PER_ANSWER`] samples, at least [`MIN_CHUNK_STEPS`] (also when the count is
+/// not known yet) and within Prometheus's limit. A steady cycle's one or two new steps
+/// are one chunk whatever the count.
+fn chunk_steps(series: usize) -> i64 {
+    match series {
+        0 => MIN_CHUNK_STEPS,
+        n => (SAMPLES_PER_ANSWER / n as i64).clamp(MIN_CHUNK_STEPS, MAX_POINTS_PER_QUERY),
+    }
+}
 
 /// `query_range` split into chunks Prometheus accepts.
 pub async fn fetch_chunked(
@@ -534,6 +576,15 @@ pub async fn fetch_chunked(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_fetch_holds_about_half_a_million_samples_per_answer() {
+        assert_eq!(chunk_steps(0), MIN_CHUNK_STEPS, "series count unknown");
+        assert_eq!(chunk_steps(1), MAX_POINTS_PER_QUERY);
+        assert_eq!(chunk_steps(1_000), 500);
+        assert_eq!(chunk_steps(10_000), 50);
+        assert_eq!(chunk_steps(1_000_000), MIN_CHUNK_STEPS);
+    }
 
     #[test]
     fn the_seasonal_history_fits_in_one_query_at_a_multiple_of_the_step() {

@@ -57,11 +57,24 @@ async fn after_warm_up_each_cycle_fetches_only_new_points() {
         assert_eq!(result, CycleResult::Ok);
     }
     let requests = fake.with(|s| s.requests.clone());
-    assert_eq!(requests.len(), 12, "one query per metric per cycle");
-    // First cycle: the whole history (10m / 15s = 40 points).
-    assert_eq!(requests[0].samples_per_series, 40);
+    // First cycle: the whole history (10m / 15s = 40 points) of each metric, in two
+    // consecutive chunks: 30 steps while the number of series is unknown, then the rest
+    // in one (two series are far below the samples an answer may hold).
+    let (first, later) = requests.split_at(4);
+    for query in ["cpu_query", "mem_query"] {
+        let chunks: Vec<_> = first.iter().filter(|r| r.query == query).collect();
+        assert_eq!(chunks.len(), 2, "{first:?}");
+        assert_eq!(chunks[0].samples_per_series, 30);
+        assert_eq!(chunks[1].samples_per_series, 10);
+        assert_eq!(
+            chunks[1].start_ms,
+            chunks[0].end_ms + STEP_MS,
+            "no gap, no overlap"
+        );
+    }
+    assert_eq!(later.len(), 10, "then one query per metric per cycle");
     // Later cycles: 30 s interval / 15 s step = 2 new points, never more than new + 1.
-    for r in &requests[2..] {
+    for r in later {
         assert!(r.samples_per_series <= 2 + 1, "{r:?}");
         assert_eq!(r.samples_per_series, 2);
         assert_eq!(r.step_ms, STEP_MS);
