@@ -8,6 +8,12 @@
 //! cycles: wall time, process CPU time, peak RSS, samples fetched, and the seasonal
 //! state per series; then the score board's `/metrics` exposition, plain and gzip
 //! (size and render time, as a scrape with and without `Accept-Encoding: gzip` gets it).
+//!
+//! `KPIWATCH_BENCH_PRESET=node` measures the node preset's settings instead (history 6 h
+//! at 15 s = 1,440 points per series, z-score + Uni-AD, no seasonality), for the
+//! sizing figures: `KPIWATCH_BENCH_PRESET=node KPIWATCH_BENCH_ENTITIES=10000 cargo bench
+//! --bench cycle`. It also prints RSS after the steady cycles (the steady footprint,
+//! beside the peak).
 
 mod support;
 
@@ -104,6 +110,43 @@ const VARIANTS: [(&str, &str); 2] = [
     ("seasonality [1d]", "    seasonality: [1d]\n"),
 ];
 
+/// Whether the node preset's settings are measured (`KPIWATCH_BENCH_PRESET=node`).
+fn node_preset() -> bool {
+    std::env::var("KPIWATCH_BENCH_PRESET").is_ok_and(|p| p == "node")
+}
+
+/// The variants this run measures: the node preset has no seasonality.
+fn variants() -> &'static [(&'static str, &'static str)] {
+    if node_preset() {
+        &VARIANTS[..1]
+    } else {
+        &VARIANTS
+    }
+}
+
+/// Group keys beyond the variant's: history and detectors.
+fn group_keys() -> String {
+    if node_preset() {
+        format!(
+            "    history: 6h\n    detectors: {{zscore: {{threshold: 4.0}}, uniad: {{model: '{}/models/uniad.onnx'}}}}\n",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    } else {
+        "    detectors: {zscore: {}}\n".to_string()
+    }
+}
+
+/// Resident set size now, bytes.
+fn rss_now() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
 /// Renders the score board as the agent's `/metrics` does (plain or gzip), five times:
 /// (body bytes, median milliseconds).
 fn scrape(scores: &ScoreBoard, gzip: bool) -> (usize, f64) {
@@ -131,7 +174,7 @@ fn main() {
     match std::env::var("KPIWATCH_BENCH_VARIANT") {
         Ok(v) => measure(v.parse().expect("variant index")),
         Err(_) => {
-            for (i, (name, _)) in VARIANTS.iter().enumerate() {
+            for (i, (name, _)) in variants().iter().enumerate() {
                 // The same arguments: `--bench` is what makes a run measure (support.rs).
                 let status = Command::new(std::env::current_exe().unwrap())
                     .args(std::env::args().skip(1))
@@ -163,7 +206,8 @@ fn measure(variant: usize) {
         .map(|i| format!("      m{i}: q{i}\n"))
         .collect();
     let yaml = format!(
-        "prometheus: {{url: 'http://127.0.0.1:{port}', timeout: 30s, max_concurrency: 8, max_response_bytes: 536870912}}\ngroups:\n  - name: bench\n    interval: 30s\n    step: 15s\n    window: 64\n    entity_labels: [instance]\n{extra_keys}    metrics:\n{metrics}    detectors: {{zscore: {{}}}}\n"
+        "prometheus: {{url: 'http://127.0.0.1:{port}', timeout: 60s, max_concurrency: 8, max_response_bytes: 536870912}}\ngroups:\n  - name: bench\n    interval: 30s\n    step: 15s\n    window: 64\n    entity_labels: [instance]\n{extra_keys}    metrics:\n{metrics}{}",
+        group_keys()
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("k.yaml");
@@ -196,18 +240,21 @@ fn measure(variant: usize) {
     runner = r;
     assert_eq!(result, CycleResult::Ok);
     let (cpu1, _) = usage();
-    let samples = || {
+    let counter = |prefix: &str| {
         prometheus::TextEncoder::new()
             .encode_to_string(&registry.gather())
             .ok()
             .and_then(|t| {
                 t.lines()
-                    .find(|l| l.starts_with("kpiwatch_samples_fetched_total "))
+                    .find(|l| l.starts_with(prefix))
                     .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             })
             .unwrap_or(0.0)
     };
-    let warm_samples = samples();
+    let samples = || counter("kpiwatch_samples_fetched_total ");
+    let queries = || counter("kpiwatch_queries_total{endpoint=\"query_range\"} ");
+    let (warm_samples, warm_queries) = (samples(), queries());
+    let warm_rss = rss_now();
     let seasonal_bytes: usize = runner
         .store()
         .seasonal_state()
@@ -216,10 +263,11 @@ fn measure(variant: usize) {
         .map(|b| b.state_bytes())
         .sum();
     println!(
-        "warm-up cycle (history {} points/series): wall {:.3} s, cpu {:.2} s, entities {}, series {}, samples fetched {warm_samples}, seasonal state {:.0} bytes/series",
+        "warm-up cycle (history {} points/series): wall {:.3} s, cpu {:.2} s, RSS after it {:.1} MB, entities {}, series {}, samples fetched {warm_samples} in {warm_queries} queries, seasonal state {:.0} bytes/series",
         g.history_points,
         start.elapsed().as_secs_f64(),
         cpu1 - cpu0,
+        warm_rss as f64 / 1e6,
         runner.store().entity_count(),
         runner.store().series_count(),
         seasonal_bytes as f64 / runner.store().series_count().max(1) as f64,
@@ -238,13 +286,16 @@ fn measure(variant: usize) {
     let mean = walls.iter().sum::<Duration>().as_secs_f64() / walls.len() as f64;
     let max = walls.iter().max().unwrap().as_secs_f64();
     let (_, peak_rss) = usage();
+    let steady_rss = rss_now();
     let (plain, plain_ms) = scrape(&ctx.scores, false);
     let (zipped, zipped_ms) = scrape(&ctx.scores, true);
     println!(
-        "steady cycle ({} entities x {METRICS} metrics, 2 new points/series): wall mean {mean:.3} s max {max:.3} s, cpu {cpu:.3} s/cycle, peak RSS {:.1} MB, samples fetched per cycle {:.0}",
+        "steady cycle ({} entities x {METRICS} metrics, 2 new points/series): wall mean {mean:.3} s max {max:.3} s, cpu {cpu:.3} s/cycle, peak RSS {:.1} MB, RSS after the steady cycles {:.1} MB, samples fetched per cycle {:.0} in {:.0} queries",
         entities(),
         peak_rss as f64 / 1e6,
+        steady_rss as f64 / 1e6,
         (samples() - warm_samples) / cycles() as f64,
+        (queries() - warm_queries) / cycles() as f64,
     );
     println!(
         "/metrics scores: {} KB rendered in {plain_ms:.1} ms; gzip {} KB ({:.1}x smaller) in {zipped_ms:.1} ms (render + compress, median of 5)",
