@@ -112,6 +112,21 @@ pub fn check_for_tract(model: &pb::ModelProto) -> Result<(), TensorError> {
     model.graph.as_ref().map_or(Ok(()), check_graph_for_tract)
 }
 
+/// Runs `f` (loading, optimising or probing a model with tract), turning a panic inside
+/// it into `Err(message)`. tract 0.23 panics on some malformed graphs instead of
+/// returning an error (the fuzz suites found a `Gather` whose constant index is out of
+/// range); a damaged model file must be refused, not take the agent down on a reload.
+pub fn contain_panics<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let detail = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        format!("tract panicked on this graph: {detail}")
+    })
+}
+
 /// The `value` tensor of a `Constant` node.
 pub fn constant_value(node: &pb::NodeProto) -> Option<&pb::TensorProto> {
     if node.op_type != "Constant" {

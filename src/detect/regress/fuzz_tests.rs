@@ -210,3 +210,52 @@ fn non_finite_weights_are_refused_at_load_naming_the_file() {
         }
     }
 }
+
+/// Found by `edited_graphs_give_weights_or_typed_errors` (long campaign): an LSTM
+/// `hidden_size` of 2^62 or more overflowed `4 × hidden` in the native reader (a panic
+/// in a debug build, a wrapped size in release). It is now an attribute error.
+#[test]
+fn a_huge_hidden_size_is_an_attribute_error() {
+    for h in [i64::MAX, 1 << 62, 1 << 17] {
+        let mut proto = decode(&shipped("regress_encoder.onnx"));
+        let g = proto.graph.as_mut().expect("a graph");
+        let lstm = g
+            .node
+            .iter_mut()
+            .find(|n| n.op_type == "LSTM")
+            .expect("an LSTM node");
+        let a = lstm
+            .attribute
+            .iter_mut()
+            .find(|a| a.name == "hidden_size")
+            .expect("hidden_size");
+        a.i = h;
+        let err = lstm::Encoder::from_proto(&proto).expect_err("refused");
+        assert!(matches!(err, lstm::GraphError::Attribute { .. }), "{err}");
+        assert!(err.to_string().contains("hidden_size"), "{err}");
+    }
+}
+
+/// Found by `damaged_files_load_or_are_refused_clearly` (long campaign): a bit-damaged
+/// `Gather` index constant (-1 became 27303072740933632) made tract panic with an index
+/// out of bounds while loading the encoder. tract panics while loading are now refused
+/// as load errors naming the files.
+#[test]
+fn a_tract_panic_while_loading_is_a_load_error() {
+    let mut enc = shipped("regress_encoder.onnx");
+    // The Gather index is the one int64 constant -1 (8 bytes of 0xff) in the file.
+    let at = enc
+        .windows(8)
+        .position(|w| w == [0xff; 8])
+        .expect("the -1 index constant");
+    enc[at..at + 8].copy_from_slice(&27_303_072_740_933_632i64.to_le_bytes());
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (enc_path, head_path) = (dir.path().join("enc.onnx"), dir.path().join("head.onnx"));
+    std::fs::write(&enc_path, &enc).expect("write");
+    std::fs::write(&head_path, shipped("regress_head.onnx")).expect("write");
+    let err =
+        RegressModel::load_files_with(&enc_path, &head_path, Engine::Tract).expect_err("refused");
+    let text = err.to_string();
+    assert!(matches!(err, ModelError::Load { .. }), "{text}");
+    assert!(text.contains("enc.onnx"), "{text}");
+}

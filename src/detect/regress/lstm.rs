@@ -131,6 +131,9 @@ struct Layer {
     bias: Vec<f32>,
 }
 
+/// Largest `hidden_size` of an LSTM node the native reader accepts.
+const MAX_HIDDEN: usize = 1 << 16;
+
 impl Layer {
     /// Reads and checks one ONNX `LSTM` node whose input has `input` features.
     fn from_node(
@@ -175,10 +178,18 @@ impl Layer {
         let hidden = hidden
             .ok_or_else(|| attribute_err(node, "hidden_size", "missing"))
             .and_then(|h| {
+                // Bounded so that the gate count (4 × hidden) and the weight shapes
+                // computed from it cannot overflow; the shipped model has 32.
                 usize::try_from(h)
                     .ok()
-                    .filter(|&h| h > 0)
-                    .ok_or_else(|| attribute_err(node, "hidden_size", format!("{h}")))
+                    .filter(|&h| (1..=MAX_HIDDEN).contains(&h))
+                    .ok_or_else(|| {
+                        attribute_err(
+                            node,
+                            "hidden_size",
+                            format!("{h} (expected 1 to {MAX_HIDDEN})"),
+                        )
+                    })
             })?;
         for (i, what) in [(4, "sequence_lens"), (7, "P (peepholes)")] {
             if input(node, i).is_some() {

@@ -219,6 +219,15 @@ impl RegressModel {
         head: &Path,
         engine: Engine,
     ) -> Result<Self, ModelError> {
+        crate::detect::onnx_proto::contain_panics(|| Self::load_checked(encoder, head, engine))
+            .map_err(|e| ModelError::Load {
+                path: encoder.to_path_buf(),
+                message: format!("{e} (with the head {})", head.display()),
+            })?
+    }
+
+    /// [`RegressModel::load_files_with`] without the panic guard.
+    fn load_checked(encoder: &Path, head: &Path, engine: Engine) -> Result<Self, ModelError> {
         let encoder_plan = load_plan(encoder)?;
         let head_plan = load_plan(head)?;
         let mut model = RegressModel {

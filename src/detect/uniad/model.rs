@@ -150,6 +150,16 @@ impl UniadModel {
         path: &Path,
         mode: PlanMode,
     ) -> Result<Self, ModelError> {
+        crate::detect::onnx_proto::contain_panics(|| Self::load_checked(proto, path, mode))
+            .map_err(|e| invalid(path, e))?
+    }
+
+    /// [`UniadModel::from_proto`] without the panic guard.
+    fn load_checked(
+        proto: &pb::ModelProto,
+        path: &Path,
+        mode: PlanMode,
+    ) -> Result<Self, ModelError> {
         crate::detect::onnx_proto::check_for_tract(proto).map_err(|e| invalid(path, e))?;
         let inference = tract_onnx::onnx()
             .model_for_proto_model(proto)

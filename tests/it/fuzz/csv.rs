@@ -178,3 +178,23 @@ proptest! {
         assert_clean_exit(&out, &[0, 1, 2, 3, 4])?;
     }
 }
+
+/// Found by `detect_zscore_exits_cleanly_on_edited_input`: a CSV with a header and no
+/// rows made `kpiwatch detect zscore` exit 1 without saying why.
+#[test]
+fn detect_zscore_says_why_a_header_alone_fails() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, "timestamp,value\n").expect("write");
+    let out = Command::new(BIN)
+        .args(["detect", "zscore", "--input"])
+        .arg(&input)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("in.csv") && stderr.contains("no data rows"),
+        "{stderr}"
+    );
+}

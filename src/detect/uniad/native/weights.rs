@@ -108,7 +108,8 @@ impl<'a> Graph<'a> {
             .ok_or_else(|| graph_err("the head shape is not a Concat of 4 values"))?;
         let heads = self.int(&shape.input[2])?;
         let hd = self.int(&shape.input[3])?;
-        if heads <= 0 || hd <= 0 || (heads * hd) as usize != d {
+        // Checked: both come from the file, and i64::MAX heads would overflow.
+        if heads <= 0 || hd <= 0 || heads.checked_mul(hd) != i64::try_from(d).ok() {
             return Err(graph_err(&format!("{heads} heads of {hd} do not make {d}")));
         }
         if !(hd as usize).is_multiple_of(LANES) {
