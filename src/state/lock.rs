@@ -126,7 +126,11 @@ fn acquire(dir: &Path) -> Result<(Held, Option<Error>), Error> {
                 holder: holder_pid(&mut file),
             })
         }
-        Err(TryLockError::Error(e)) => return Err(Error::Io { path, source: e }),
+        // Some file systems cannot lock (NFS without a lock manager, some FUSE ones):
+        // saving unlocked beats never saving.
+        Err(TryLockError::Error(e)) => {
+            tracing::warn!(state_dir = %dir.display(), error = %e, "The state directory cannot be locked on this file system; saving without the lock. Make sure no other kpiwatch uses it.");
+        }
     }
     // The PID is a courtesy for the next agent's message; a read-only file keeps the
     // lock without it.
