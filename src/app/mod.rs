@@ -59,6 +59,15 @@ pub fn build_detectors(cfg: &DetectorsConfig) -> anyhow::Result<Vec<Box<dyn Dete
     Ok(out)
 }
 
+/// How [`Agent::stop_groups`] treats a group still in a cycle after the grace period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopWait {
+    /// Leave it (shutdown: the process is about to end anyway).
+    Grace,
+    /// Wait for its cycle to end (reload: its runner carries what it learned).
+    UntilDone,
+}
+
 /// A running group loop and the handles to talk to it.
 struct RunningGroup {
     name: String,
@@ -293,17 +302,33 @@ impl Agent {
         });
     }
 
-    /// Stops every group loop (after its current cycle) and returns the runners.
-    async fn stop_groups(&mut self) -> Vec<GroupRunner> {
-        let mut runners = Vec::new();
-        for g in self.groups.drain(..) {
+    /// Stops every group loop (after its current cycle) and returns the runners. All
+    /// groups are told at once and share one grace period; a group still busy after it
+    /// is waited for (`StopWait::UntilDone`, reloads: dropping its runner would lose
+    /// what it learned) or left behind (`StopWait::Grace`, shutdown).
+    async fn stop_groups(&mut self, wait: StopWait) -> Vec<GroupRunner> {
+        let groups: Vec<RunningGroup> = self.groups.drain(..).collect();
+        for g in &groups {
             let _ = g.stop.send(true);
-            match tokio::time::timeout(SHUTDOWN_GRACE, g.task).await {
-                Ok(Ok(r)) => runners.push(r),
-                Ok(Err(e)) => warn!(group = %g.name, error = %e, "Group loop ended abnormally."),
-                Err(_) => {
-                    warn!(group = %g.name, grace_s = SHUTDOWN_GRACE.as_secs(), "Group still busy after the grace period; its latest state is not saved.")
+        }
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let mut runners = Vec::new();
+        for mut g in groups {
+            let ended = match tokio::time::timeout_at(deadline, &mut g.task).await {
+                Ok(ended) => Some(ended),
+                Err(_) if wait == StopWait::UntilDone => {
+                    warn!(group = %g.name, grace_s = SHUTDOWN_GRACE.as_secs(), "Group still busy in a cycle after the grace period; the reload waits for it, so that nothing it learned is lost.");
+                    Some(g.task.await)
                 }
+                Err(_) => {
+                    warn!(group = %g.name, grace_s = SHUTDOWN_GRACE.as_secs(), "Group still busy after the grace period; what it learned since the last save is not saved.");
+                    None
+                }
+            };
+            match ended {
+                Some(Ok(r)) => runners.push(r),
+                Some(Err(e)) => warn!(group = %g.name, error = %e, "Group loop ended abnormally."),
+                None => {}
             }
         }
         runners
@@ -354,7 +379,8 @@ impl Agent {
     }
 
     async fn shutdown(&mut self) {
-        let runners = self.stop_groups().await;
+        let names: Vec<String> = self.groups.iter().map(|g| g.name.clone()).collect();
+        let runners = self.stop_groups(StopWait::Grace).await;
         let Some(dir) = &self.state_dir else {
             return;
         };
@@ -362,6 +388,7 @@ impl Agent {
         for r in &runners {
             state.groups.insert(r.config().name.clone(), r.snapshots());
         }
+        state::keep_saved_groups(dir, &mut state, &names).await;
         let _ = state::save_off_runtime(dir, state, &self.ctx.telemetry).await;
     }
 }

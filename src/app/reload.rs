@@ -1,5 +1,7 @@
 //! Reload (SIGHUP or `POST /-/reload`): build the new config's parts, then swap them in;
-//! a config that fails anywhere is rejected as a whole and the running one stays.
+//! a config that fails anywhere is rejected as a whole and the running one stays. A
+//! group busy in a cycle (a slow Prometheus) is waited for, however long the cycle
+//! takes: its runner carries what it learned.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::{build_runner, Agent};
+use super::{build_runner, Agent, StopWait};
 use crate::config::{self, Config, GroupConfig};
 use crate::cycle::GroupRunner;
 use crate::reader::Client;
@@ -89,7 +91,7 @@ impl Agent {
         }
         let same_shard = new.shard == self.config.shard;
         let old: HashMap<String, GroupRunner> = self
-            .stop_groups()
+            .stop_groups(StopWait::UntilDone)
             .await
             .into_iter()
             .map(|r| (r.config().name.clone(), r))
@@ -126,8 +128,8 @@ impl Agent {
     }
 }
 
-/// The runner `prepare` built for `g`, or, for an unchanged group whose running loop
-/// did not stop within the grace period (so `prepare` built none), a new one: it built
+/// The runner `prepare` built for `g`, or, for an unchanged group whose loop ended
+/// abnormally (a panic: `prepare` built none, expecting to keep it), a new one: it built
 /// once with this config, so a failure now is logged and the group skipped until the
 /// next reload rather than aborting a reload half applied.
 fn fresh_runner(

@@ -19,7 +19,7 @@ mod lock;
 mod policy;
 
 pub(crate) use lock::StateDir;
-pub(crate) use policy::{claim, restore_or_fresh, save_off_runtime};
+pub(crate) use policy::{claim, keep_saved_groups, restore_or_fresh, save_off_runtime};
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -55,6 +55,29 @@ pub(crate) fn restore_or_fresh(dir: Option<&Path>) -> State {
     }
 }
 
+/// Adds to `state`, from the file in `dir`, the groups of `names` it lacks (groups
+/// still busy in a cycle at shutdown): a save without them would drop everything they
+/// learned, and the file holds their last saved state.
+pub(crate) async fn keep_saved_groups(dir: &Arc<StateDir>, state: &mut State, names: &[String]) {
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !state.groups.contains_key(*n))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let path = dir.path().to_path_buf();
+    let Ok(Ok(Some(saved))) = tokio::task::spawn_blocking(move || super::load(&path)).await else {
+        return;
+    };
+    for name in missing {
+        if let Some(s) = saved.groups.get(name) {
+            info!(group = %name, "Group busy at shutdown; the state file keeps what the last save holds for it.");
+            state.groups.insert(name.clone(), s.clone());
+        }
+    }
+}
+
 /// Writes the state file on a blocking thread (it fsyncs), after making sure this
 /// agent still holds the directory; the error, also logged and counted by cause, is
 /// returned for callers that answer someone (the label-edit API).
@@ -83,5 +106,35 @@ pub(crate) async fn save_off_runtime(
             telemetry.state_save_failed("panic", &e);
             Err(e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_group_missing_at_shutdown_keeps_its_saved_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state_dir, _) = StateDir::claim(dir.path()).unwrap();
+        let state_dir = Arc::new(state_dir);
+        let snap = |v: u64| {
+            std::collections::BTreeMap::from([("uniad".to_string(), serde_json::json!(v))])
+        };
+        let mut saved = State::default();
+        saved.groups.insert("busy".into(), snap(1));
+        saved.groups.insert("idle".into(), snap(1));
+        saved.groups.insert("removed".into(), snap(1));
+        super::super::save(dir.path(), &saved).unwrap();
+
+        // "idle" stopped in time with newer state; "busy" did not stop; "removed" is
+        // no longer configured.
+        let mut now = State::default();
+        now.groups.insert("idle".into(), snap(2));
+        let names = ["busy".to_string(), "idle".to_string()];
+        keep_saved_groups(&state_dir, &mut now, &names).await;
+        assert_eq!(now.groups.get("busy"), Some(&snap(1)));
+        assert_eq!(now.groups.get("idle"), Some(&snap(2)));
+        assert!(!now.groups.contains_key("removed"));
     }
 }

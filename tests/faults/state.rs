@@ -1041,3 +1041,114 @@ fn a_reload_storm_and_an_invalid_config_lose_nothing() {
     assert!(sigterm_and_wait(&mut agent).success());
     assert_eq!(seeded_keys(&load_state(&state).expect("valid state")), 50);
 }
+
+/// A loopback server that accepts connections and never answers, so that every query
+/// runs into the agent's timeout, until `release` is set: then it closes them all, and
+/// every later one at once. At most 64 connections are held.
+fn black_hole() -> (u16, std::sync::Arc<BlackHole>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hole = std::sync::Arc::new(BlackHole::default());
+    let h = hole.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut held = h.held.lock().unwrap_or_else(|p| p.into_inner());
+            if !h.released.load(std::sync::atomic::Ordering::SeqCst) && held.len() < 64 {
+                held.push(stream);
+            }
+        }
+    });
+    (port, hole)
+}
+
+/// The connections a [`black_hole`] holds.
+#[derive(Default)]
+struct BlackHole {
+    released: std::sync::atomic::AtomicBool,
+    held: Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl BlackHole {
+    fn release(&self) {
+        self.released
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for s in held.drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+#[test]
+fn a_reload_during_a_cycle_longer_than_the_grace_period_keeps_the_learned_state() {
+    // A query timeout of 11 s against a server that never answers: each cycle takes
+    // 11 s, longer than the 10 s grace period of a group's stop. No timer save (1h):
+    // the state is written at shutdown, from the group's runner.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    seed_state(&state, 50, 8);
+    let (prometheus, hole) = black_hole();
+    let cfg = AgentConfig {
+        prometheus,
+        listen: free_port(),
+        state_dir: state.clone(),
+        save_interval: "1h",
+    };
+    let port = cfg.listen;
+    let yaml = cfg.yaml().replace("timeout: 2s", "timeout: 11s");
+    let cfg_path = dir.path().join("k.yaml");
+    std::fs::write(&cfg_path, &yaml).expect("config");
+    let log = dir.path().join("agent.log");
+    let mut agent = start_agent(&cfg_path, &log);
+    wait_agent(
+        &mut agent,
+        &log,
+        "/-/healthy",
+        Duration::from_secs(30),
+        || http_get(port, "/-/healthy").is_some_and(|(s, _)| s == 200),
+    );
+    // The group's first cycle began at start and waits for its answers. One reload
+    // keeps the group's config, the next changes it (a new min_points). By SIGHUP: a
+    // reload that waits for the group outlasts the test client's timeout.
+    let hup = |agent: &Proc| {
+        let ok = Command::new("kill")
+            .args(["-HUP", &agent.0.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -HUP");
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    hup(&agent);
+    wait_agent(
+        &mut agent,
+        &log,
+        "the first reload",
+        Duration::from_secs(30),
+        || reloads(&scrape(port), "success") >= 1.0,
+    );
+    replace_file(&cfg_path, &yaml.replace("min_points: 8", "min_points: 9"));
+    hup(&agent);
+    wait_agent(
+        &mut agent,
+        &log,
+        "the second reload",
+        Duration::from_secs(30),
+        || reloads(&scrape(port), "success") >= 2.0,
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("Group still busy"),
+        "no reload met a busy group, so this test proves nothing:\n{text}"
+    );
+    // Queries fail at once from now on: the group stops within the grace period at
+    // shutdown, and its runner's state is saved.
+    hole.release();
+    assert!(sigterm_and_wait(&mut agent).success());
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("Group busy at shutdown"), "{text}");
+    assert_eq!(
+        seeded_keys(&load_state(&state).expect("valid state")),
+        50,
+        "the reload dropped the busy group's learned state\n{text}"
+    );
+}
