@@ -94,6 +94,14 @@ pub(super) fn run(args: &Args) -> ExitCode {
         }
     }
     print!("{out}");
+    if scores.is_empty() {
+        // Found by tests/it/fuzz/csv.rs: a header without rows exited 1 without a word.
+        eprintln!(
+            "kpiwatch: {}: no data rows after the header, nothing to score",
+            args.input.display()
+        );
+        return ExitCode::from(EXIT_FAILURE);
+    }
     if let Some(labels) = labels {
         let flags: Vec<bool> = scores
             .iter()
@@ -105,14 +113,6 @@ pub(super) fn run(args: &Args) -> ExitCode {
         eprintln!(
             "precision {p:.3} recall {r:.3} f1 {f:.3}, {noise:.1} false flags per 1,000 normal rows"
         );
-    }
-    if scores.is_empty() {
-        // Found by tests/it/fuzz/csv.rs: a header without rows exited 1 without a word.
-        eprintln!(
-            "kpiwatch: {}: no data rows after the header, nothing to score",
-            args.input.display()
-        );
-        return ExitCode::from(EXIT_FAILURE);
     }
     ExitCode::SUCCESS
 }

@@ -82,7 +82,35 @@ fn check_tensor(t: &pb::TensorProto) -> Result<(), TensorError> {
     Ok(())
 }
 
+/// Largest `axis` (or entry of `axes` / `perm`) a node may name: ONNX tensors have a
+/// handful of dimensions, and tract's shape inference loops up to the value it is given
+/// (a LayerNormalization with axis 2^40 never finished: found by the fuzz suites).
+const MAX_AXIS: i64 = 64;
+
+fn check_node(n: &pb::NodeProto) -> Result<(), TensorError> {
+    for a in &n.attribute {
+        let values: &[i64] = match a.name.as_str() {
+            "axis" => std::slice::from_ref(&a.i),
+            "axes" | "perm" => &a.ints,
+            _ => continue,
+        };
+        if let Some(v) = values.iter().find(|v| !(-MAX_AXIS..=MAX_AXIS).contains(v)) {
+            return Err(TensorError {
+                name: n.name.clone(),
+                detail: format!(
+                    "{} node: attribute {} = {v} is not an axis (expected -{MAX_AXIS} to {MAX_AXIS})",
+                    n.op_type, a.name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn check_graph_for_tract(g: &pb::GraphProto) -> Result<(), TensorError> {
+    for n in &g.node {
+        check_node(n)?;
+    }
     for t in &g.initializer {
         check_tensor(t)?;
     }
@@ -104,10 +132,11 @@ fn check_graph_for_tract(g: &pb::GraphProto) -> Result<(), TensorError> {
     Ok(())
 }
 
-/// Refuses, in any tensor of the model (initializers, `Constant` values, attributes,
-/// subgraphs), what tract would panic on rather than report (raw data of a type it
-/// cannot load) and what it would run without a word (a NaN or infinite float32, after
-/// which every output is NaN). Call before handing a decoded file to tract.
+/// Refuses, in any node or tensor of the model (initializers, `Constant` values,
+/// attributes, subgraphs), what tract would panic on rather than report (raw data of a
+/// type it cannot load), loop on (an axis beyond any rank) or run without a word (a NaN
+/// or infinite float32, after which every output is NaN). Call before handing a decoded
+/// file to tract.
 pub fn check_for_tract(model: &pb::ModelProto) -> Result<(), TensorError> {
     model.graph.as_ref().map_or(Ok(()), check_graph_for_tract)
 }

@@ -231,3 +231,32 @@ fn raw_tensors_of_unloadable_types_are_refused_before_tract() {
         assert!(err.to_string().contains("cannot be loaded"), "{err}");
     }
 }
+
+/// Found by the long campaign of `edited_graphs_load_or_are_refused_clearly`: a
+/// LayerNormalization whose `axis` attribute was set to 2^40 kept tract's shape
+/// inference looping for minutes (up to the axis). Axes beyond any rank are refused
+/// before tract sees the model.
+#[test]
+fn an_axis_beyond_any_rank_is_refused_before_tract() {
+    for axis in [1 << 40, i64::MAX, -(1 << 40)] {
+        let mut proto = decode(&shipped_bytes());
+        let g = proto.graph.as_mut().expect("a graph");
+        let norm = g
+            .node
+            .iter_mut()
+            .find(|n| n.op_type == "LayerNormalization")
+            .expect("a LayerNormalization");
+        match norm.attribute.iter_mut().find(|a| a.name == "axis") {
+            Some(a) => a.i = axis,
+            None => norm.attribute.push(pb::AttributeProto {
+                name: "axis".into(),
+                i: axis,
+                r#type: pb::attribute_proto::AttributeType::Int as i32,
+                ..Default::default()
+            }),
+        }
+        let err = UniadModel::from_proto(&proto, Path::new(NAME), PlanMode::Symbolic)
+            .expect_err("refused");
+        assert!(err.to_string().contains("is not an axis"), "{err}");
+    }
+}

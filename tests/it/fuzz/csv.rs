@@ -131,7 +131,7 @@ fn assert_clean_exit(out: &std::process::Output, allowed: &[i32]) -> Result<(), 
     );
     if matches!(code, Some(1 | 2)) {
         prop_assert!(
-            stderr.starts_with("kpiwatch"),
+            stderr.lines().any(|l| l.starts_with("kpiwatch")),
             "no error message: {stderr:?}"
         );
     }
@@ -180,12 +180,13 @@ proptest! {
 }
 
 /// Found by `detect_zscore_exits_cleanly_on_edited_input`: a CSV with a header and no
-/// rows made `kpiwatch detect zscore` exit 1 without saying why.
+/// rows made `kpiwatch detect zscore` exit 1 without saying why (with a label column,
+/// after accuracy figures over zero rows).
 #[test]
 fn detect_zscore_says_why_a_header_alone_fails() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let input = dir.path().join("in.csv");
-    std::fs::write(&input, "timestamp,value\n").expect("write");
+    std::fs::write(&input, "timestamp,value,label\n").expect("write");
     let out = Command::new(BIN)
         .args(["detect", "zscore", "--input"])
         .arg(&input)
@@ -193,6 +194,8 @@ fn detect_zscore_says_why_a_header_alone_fails() {
         .expect("runs");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // The reason, and no accuracy figures over zero rows before it.
+    assert!(stderr.starts_with("kpiwatch: "), "{stderr}");
     assert!(
         stderr.contains("in.csv") && stderr.contains("no data rows"),
         "{stderr}"
