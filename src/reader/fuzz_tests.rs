@@ -49,7 +49,7 @@ fn assert_bounded(body: &[u8], r: &super::QueryResult) -> Result<(), TestCaseErr
 }
 
 proptest! {
-    #![proptest_config(mutate::config(1024))]
+    #![proptest_config(mutate::config(2000))]
 
     /// Edited answers decode (bounded) or fail as `decode` / `prometheus_error`, the
     /// decode errors naming the endpoint.

@@ -130,7 +130,7 @@ fn hostile_weight() -> impl Strategy<Value = f32> {
 }
 
 proptest! {
-    #![proptest_config(mutate::config(24))]
+    #![proptest_config(mutate::config(32))]
 
     /// A weight of the encoder or the head overwritten in the file with NaN, infinity
     /// or a huge value: refused at load, or a model whose answers are probabilities.

@@ -71,7 +71,7 @@ fn assert_runs(m: &UniadModel, values_edited: bool) -> Result<(), TestCaseError>
 }
 
 proptest! {
-    #![proptest_config(mutate::config(24))]
+    #![proptest_config(mutate::config(32))]
 
     /// Byte-level damage to the file: a model that runs, or an error naming the file.
     #[test]

@@ -206,7 +206,7 @@ fn label_ok(l: &str) -> bool {
 }
 
 proptest! {
-    #![proptest_config(mutate::config(512))]
+    #![proptest_config(mutate::config(1000))]
 
     /// Any method, path, query and body: a status and a reason, JSON on the API.
     #[test]

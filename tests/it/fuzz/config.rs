@@ -127,7 +127,7 @@ fn the_seeds_are_valid() {
 }
 
 proptest! {
-    #![proptest_config(mutate::config(256))]
+    #![proptest_config(mutate::config(1000))]
 
     /// Edited configs load or are refused with errors naming the file, one line each.
     #[test]

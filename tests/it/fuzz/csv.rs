@@ -49,7 +49,7 @@ fn lines_of(text: &str) -> usize {
 }
 
 proptest! {
-    #![proptest_config(mutate::config(256))]
+    #![proptest_config(mutate::config(1000))]
 
     /// An edited CSV is a rectangular table or an error naming the file (and the line,
     /// within the file, for a bad row).
@@ -140,7 +140,7 @@ fn assert_clean_exit(out: &std::process::Output, allowed: &[i32]) -> Result<(), 
 
 proptest! {
     // Each case starts the binary: fewer cases than the in-process suites.
-    #![proptest_config(mutate::config(24))]
+    #![proptest_config(mutate::config(64))]
 
     /// `kpiwatch detect zscore` on an edited CSV exits 0, 1 or 2.
     #[test]
