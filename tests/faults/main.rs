@@ -10,9 +10,9 @@
 #[path = "../common/mod.rs"]
 mod common;
 
-/// The state directory: read-only, full, deleted, two agents on one directory, SIGKILL
-/// during saves; reload storms and a config replaced by an invalid one.
-mod state;
 /// Prometheus stopped, frozen (SIGSTOP), slowed, reset and truncated by a proxy, bad
 /// PromQL, query timeouts and oversized answers.
 mod prometheus;
+/// The state directory: read-only, full, deleted, two agents on one directory, SIGKILL
+/// during saves; reload storms and a config replaced by an invalid one.
+mod state;
