@@ -62,21 +62,30 @@ pub fn parse_str(text: &str, path: &Path, env: &dyn EnvLookup) -> Result<Config,
                 .collect(),
         )
     })?;
-    nesting::check(&expanded).map_err(|(line, msg)| {
-        ConfigErrors::one(ConfigError::new(&file, &format!("line {line}"), msg))
+    let raw: raw::RawConfig = deserialize_yaml(&expanded, &file)?;
+    let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
+    validate::validate(raw, &file, base_dir)
+}
+
+/// Deserialises YAML `text` of `file` into its serde mirror: nesting bounded first, then
+/// the first error with its key path (`groups[1].detectors.zscore.threshold`).
+fn deserialize_yaml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ConfigErrors> {
+    nesting::check(text).map_err(|(line, msg)| {
+        ConfigErrors::one(ConfigError::new(file, &format!("line {line}"), msg))
     })?;
-    let de = serde_yaml::Deserializer::from_str(&expanded);
-    let raw: raw::RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { String::new() } else { key };
         ConfigErrors::one(ConfigError::new(
-            &file,
+            file,
             &key,
             strip_yaml_path(&e.into_inner().to_string()),
         ))
-    })?;
-    let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
-    validate::validate(raw, &file, base_dir)
+    })
 }
 
 /// serde_yaml prefixes its messages with its own (less precise) key path, e.g.

@@ -137,16 +137,7 @@ pub fn load_web_config(path: &Path, write_token: bool) -> Result<WebConfig, Conf
             format!("cannot read the web config file: {e}"),
         ))
     })?;
-    let de = serde_yaml::Deserializer::from_str(&text);
-    let raw: Option<RawWeb> = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." { String::new() } else { key };
-        ConfigErrors::one(ConfigError::new(
-            &file,
-            &key,
-            super::strip_yaml_path(&e.into_inner().to_string()),
-        ))
-    })?;
+    let raw: Option<RawWeb> = super::deserialize_yaml(&text, &file)?;
     // An empty file is a valid web config that changes nothing, as in exporter-toolkit.
     let raw = raw.unwrap_or_default();
     let base = path.parent().unwrap_or_else(|| Path::new("."));
