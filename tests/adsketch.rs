@@ -13,10 +13,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, http_as, http_get, metric, start_prometheus, wait_for, Proc, BIN};
+use common::{free_port, http_as, http_get, metric, start_prometheus, wait_for, Proc};
 use serde_json::Value;
 
 /// Subsequence length in the agent's config.
@@ -147,15 +146,9 @@ groups:
     }
 
     fn start_agent(&self, log: &str) -> Proc {
-        Proc(
-            Command::new(BIN)
-                .arg("run")
-                .arg("--config")
-                .arg(self.dir.path().join("kpiwatch.yaml"))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(self.dir.path().join(log)).unwrap())
-                .spawn()
-                .unwrap(),
+        common::start_agent(
+            &self.dir.path().join("kpiwatch.yaml"),
+            &self.dir.path().join(log),
         )
     }
 

@@ -269,15 +269,9 @@ fn prometheus_scrapes_kpiwatch_over_https_with_basic_auth() {
     )
     .unwrap();
     let _prometheus = start_prometheus(dir.path(), prom);
-    let _agent = Proc(
-        Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(dir.path().join("kpiwatch.yaml"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let _agent = common::start_agent(
+        &dir.path().join("kpiwatch.yaml"),
+        &dir.path().join("agent.log"),
     );
     let kpiwatch_up = |want: &str| {
         query(prom, "up{job=\"kpiwatch\"}")

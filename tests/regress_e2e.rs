@@ -29,11 +29,10 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, http, query, start_prometheus, wait_for, Proc, BIN};
+use common::{free_port, http, query, start_prometheus, wait_for};
 use kpiwatch::lab::load::{LoadGen, LoadSettings, Mode, Profile};
 use kpiwatch::lab::service::{Faults, Service};
 
@@ -223,15 +222,7 @@ regressions:
     )
     .unwrap();
     let log = dir.path().join("kpiwatch.log");
-    let _agent = Proc(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _agent = common::start_agent(&config, &log);
     let started = Instant::now();
     wait_for("the agent ready", Duration::from_secs(60), || {
         http(agent, "GET", "/-/ready", None).is_some_and(|(s, _)| s == 200)
@@ -421,15 +412,7 @@ regressions:
         ),
     )
     .unwrap();
-    let _sharded = Proc(
-        Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("sharded.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _sharded = common::start_agent(&config, &dir.join("sharded.log"));
     wait_for("the sharded agent ready", Duration::from_secs(60), || {
         http(agent, "GET", "/-/ready", None).is_some_and(|(s, _)| s == 200)
     });

@@ -18,12 +18,11 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{free_port, http_get, metric, query, start_prometheus, wait_for, Proc, BIN};
+use common::{free_port, http_get, metric, query, start_prometheus, wait_for};
 
 /// The period of the rhythm, seconds.
 const PERIOD: i64 = 120;
@@ -157,15 +156,9 @@ fn recurring_peaks_flag_only_without_seasonality_and_an_off_phase_spike_flags_wi
         ),
     )
     .unwrap();
-    let _agent = Proc(
-        Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(dir.path().join("kpiwatch.yaml"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("agent.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let _agent = common::start_agent(
+        &dir.path().join("kpiwatch.yaml"),
+        &dir.path().join("agent.log"),
     );
     let log = || std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
     wait_for("both groups scored", Duration::from_secs(60), || {

@@ -39,6 +39,8 @@ use reload::RestartOnly;
 
 /// How long shutdown waits for running cycles before saving state anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longest a periodic save waits for the snapshots of groups busy in a cycle.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(2);
 
 /// Builds the detectors a group enables. Fails when a model cannot be loaded.
 pub fn build_detectors(cfg: &DetectorsConfig) -> anyhow::Result<Vec<Box<dyn Detector>>> {
@@ -258,6 +260,9 @@ impl Agent {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
+                // Shutdown first: a save timer that is always due (saves slower than
+                // their interval) must not keep winning the draw against SIGTERM.
+                biased;
                 sig = &mut shutdown => {
                     info!(signal = sig, "Shutting down.");
                     return Ok(());
@@ -275,7 +280,7 @@ impl Agent {
                     let _ = req.reply.send(result);
                 }
                 _ = save_timer.tick() => {
-                    let _ = self.save_state().await;
+                    let _ = self.save_state(Some(SNAPSHOT_WAIT)).await;
                 }
             }
         }
@@ -334,25 +339,40 @@ impl Agent {
         runners
     }
 
-    async fn collect_state(&self) -> State {
+    /// Every group's snapshot, waiting for busy groups until `deadline` (`None`: until
+    /// they answer). A group answers between cycles, so one in a long cycle (a slow or
+    /// frozen Prometheus) answers late; the groups missing at the deadline are left out.
+    async fn collect_state(&self, deadline: Option<tokio::time::Instant>) -> State {
         let mut state = State::default();
         for g in &self.groups {
             let (tx, rx) = oneshot::channel();
-            if g.snapshot.send(tx).await.is_ok() {
-                if let Ok(s) = rx.await {
-                    state.groups.insert(g.name.clone(), s);
-                }
+            let snapshot = async {
+                g.snapshot.send(tx).await.ok()?;
+                rx.await.ok()
+            };
+            let answer = match deadline {
+                Some(d) => tokio::time::timeout_at(d, snapshot).await.ok().flatten(),
+                None => snapshot.await,
+            };
+            if let Some(s) = answer {
+                state.groups.insert(g.name.clone(), s);
             }
         }
         state
     }
 
-    /// Saves every group's state; `Ok(false)` without a `state_dir`.
-    async fn save_state(&self) -> Result<bool, String> {
+    /// Saves every group's state; `Ok(false)` without a `state_dir`. With `wait`, a group
+    /// still in a cycle after it keeps what the file holds for it from the last save, so
+    /// that the serve loop (which also answers SIGTERM and reloads) is never held up by a
+    /// slow Prometheus for longer.
+    async fn save_state(&self, wait: Option<Duration>) -> Result<bool, String> {
         let Some(dir) = &self.state_dir else {
             return Ok(false);
         };
-        let state = self.collect_state().await;
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        let mut state = self.collect_state(deadline).await;
+        let names: Vec<String> = self.groups.iter().map(|g| g.name.clone()).collect();
+        state::keep_saved_groups(dir, &mut state, &names).await;
         state::save_off_runtime(dir, state, &self.ctx.telemetry).await?;
         Ok(true)
     }
@@ -374,7 +394,9 @@ impl Agent {
         let mut outcome = rx
             .await
             .map_err(|_| EditError::Unavailable("group stopping"))??;
-        outcome.persisted = self.save_state().await.map_err(EditError::NotSaved)?;
+        // Waits for every group: the 200 promises the new labels are on disk, and the
+        // edited group just answered, so it is between cycles.
+        outcome.persisted = self.save_state(None).await.map_err(EditError::NotSaved)?;
         Ok(outcome)
     }
 

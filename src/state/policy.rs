@@ -56,8 +56,8 @@ pub(crate) fn restore_or_fresh(dir: Option<&Path>) -> State {
 }
 
 /// Adds to `state`, from the file in `dir`, the groups of `names` it lacks (groups
-/// still busy in a cycle at shutdown): a save without them would drop everything they
-/// learned, and the file holds their last saved state.
+/// still busy in a cycle at shutdown or at a periodic save): a save without them would
+/// drop everything they learned, and the file holds their last saved state.
 pub(crate) async fn keep_saved_groups(dir: &Arc<StateDir>, state: &mut State, names: &[String]) {
     let missing: Vec<&String> = names
         .iter()
@@ -72,7 +72,7 @@ pub(crate) async fn keep_saved_groups(dir: &Arc<StateDir>, state: &mut State, na
     };
     for name in missing {
         if let Some(s) = saved.groups.get(name) {
-            info!(group = %name, "Group busy at shutdown; the state file keeps what the last save holds for it.");
+            info!(group = %name, "Group busy in a cycle; the state file keeps what the last save holds for it.");
             state.groups.insert(name.clone(), s.clone());
         }
     }

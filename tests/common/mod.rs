@@ -256,6 +256,20 @@ pub fn start_prometheus(dir: &Path, port: u16) -> Proc {
     )
 }
 
+/// `kpiwatch run --config CONFIG`, its log (stderr) written to `log`.
+pub fn start_agent(config: &Path, log: &Path) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 /// The value of the first exposition line starting with `prefix`.
 pub fn metric(text: &str, prefix: &str) -> Option<f64> {
     text.lines()

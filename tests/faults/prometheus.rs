@@ -506,3 +506,101 @@ fn refused_oversized_and_timed_out_queries_are_counted_and_spare_the_other_metri
         0.0
     );
 }
+
+/// A SIGTERM that arrives while a cycle waits on a Prometheus that answers after a
+/// minute: the agent's periodic saves must not hold up the signal (a save waits at most
+/// a couple of seconds for a busy group and keeps its last saved state instead), so the
+/// agent exits within its shutdown grace, well before the kubelet's SIGKILL, and the
+/// state file still holds the busy group.
+#[test]
+fn sigterm_during_a_cycle_stuck_on_prometheus_exits_within_the_grace_with_the_state_kept() {
+    if !tools_or_skip(&["prometheus"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (exporter, prom_port, agent_port) = (start_exporter(), free_port(), free_port());
+    write_prometheus_config(dir.path(), exporter, prom_port);
+    let _prometheus = start_prometheus(dir.path(), prom_port);
+    let proxy = Proxy::start(prom_port);
+    let state = dir.path().join("state");
+    let config = dir.path().join("stuck.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "prometheus:\n  url: http://127.0.0.1:{}\n  timeout: 120s\n  retries: 0\nserver:\n  listen: 127.0.0.1:{agent_port}\nstate_dir: {}\nstate_save_interval: 1s\ngroups:\n{}",
+            proxy.port,
+            state.display(),
+            group("kpi", "1s", &[("kpi_a", "fault_kpi_a")])
+        ),
+    )
+    .expect("write agent config");
+    let log = dir.path().join("stuck.log");
+    let mut agent = super::common::start_agent(&config, &log);
+    wait_listening(&mut agent, agent_port, dir.path(), "stuck");
+    let saved = |text: &str| value(text, r#"kpiwatch_state_saves_total{result="success"}"#);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !(scores_exported_for(&scrape(agent_port, dir.path(), "stuck"), "kpi")
+        && saved(&scrape(agent_port, dir.path(), "stuck")) >= 2.0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no scores and saves\n{}",
+            log_tail(dir.path(), "stuck", 40)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    // Every answer now comes after 90 s: the next cycle waits on it, and periodic
+    // saves come due meanwhile.
+    proxy.set_mode(Mode::Delay(Duration::from_secs(90)));
+    let ok = |text: &str| value(text, r#"kpiwatch_cycles_total{group="kpi",result="ok"}"#);
+    std::thread::sleep(Duration::from_secs(2));
+    let stuck_at = ok(&scrape(agent_port, dir.path(), "stuck"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        ok(&scrape(agent_port, dir.path(), "stuck")),
+        stuck_at,
+        "the group's cycle is not stuck on the delayed answer"
+    );
+    let term = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &agent.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let exited = loop {
+        if let Ok(Some(status)) = agent.0.try_wait() {
+            break status;
+        }
+        assert!(
+            term.elapsed() < Duration::from_secs(25),
+            "still running 25 s after SIGTERM\n{}",
+            log_tail(dir.path(), "stuck", 40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "exited {:.1} s after SIGTERM ({exited})",
+        term.elapsed().as_secs_f64()
+    );
+    assert!(exited.success(), "{}", log_tail(dir.path(), "stuck", 40));
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        text.contains(
+            "Group busy in a cycle; the state file keeps what the last save holds for it."
+        ),
+        "{text}"
+    );
+    let file = std::fs::read_to_string(state.join("state.json")).expect("state file");
+    assert!(
+        file.contains("\"kpi\""),
+        "the busy group left the state file"
+    );
+}
+
+/// Whether `text` exports a z-score for some entity of `group`.
+fn scores_exported_for(text: &str, group: &str) -> bool {
+    text.lines().any(|l| {
+        l.starts_with("kpiwatch_anomaly_score{") && l.contains(&format!("group=\"{group}\""))
+    })
+}
