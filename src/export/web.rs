@@ -34,10 +34,6 @@ use crate::secret::same_secret;
 /// How often the files are looked at again, at most.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// A bcrypt hash no password matches, checked for unknown users so that a wrong user
-/// name takes as long as a wrong password (cost 10, the common htpasswd cost).
-const DUMMY_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
-
 /// The admin server's TLS, basic auth and headers. `Default` has no web config: plain
 /// HTTP, open reads (unit tests, configs without `server.web_config_file`).
 #[derive(Debug)]
@@ -232,10 +228,13 @@ impl WebGuard {
             return true;
         }
         let hash = config.users.get(user);
-        let (given, checked) = (
-            password.to_string(),
-            hash.map_or(DUMMY_HASH, String::as_str).to_string(),
-        );
+        // An unknown user is checked against a configured user's hash all the same (and
+        // refused whatever the outcome), so that a wrong user name takes as long as a
+        // wrong password.
+        let Some(checked) = hash.or_else(|| config.users.values().next()) else {
+            return false;
+        };
+        let (given, checked) = (password.to_string(), checked.clone());
         let Ok(_slot) = self.bcrypt_slots.acquire().await else {
             return false;
         };
