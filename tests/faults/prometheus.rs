@@ -462,6 +462,9 @@ fn refused_oversized_and_timed_out_queries_are_counted_and_spare_the_other_metri
             &format!("kpiwatch_cycles_total{{group=\"{group}\",result=\"ok\"}}"),
         )
     };
+    let fresh = |m: &str, group: &str| {
+        value(m, &format!("kpiwatch_entities_stale{{group=\"{group}\"}}")) == 0.0
+    };
     let start = Instant::now();
     let text = loop {
         let m = scrape(agent_port, dir.path(), "refusals");
@@ -471,7 +474,9 @@ fn refused_oversized_and_timed_out_queries_are_counted_and_spare_the_other_metri
             && ok(&m, "refused") >= 2.0
             && ok(&m, "oversized") >= 2.0
             && scores_exported(&m, "refused")
-            && scores_exported(&m, "oversized");
+            && scores_exported(&m, "oversized")
+            && fresh(&m, "refused")
+            && fresh(&m, "oversized");
         if done {
             eprintln!(
                 "refusals counted, other metrics scored: after {:.1}s",
@@ -486,15 +491,10 @@ fn refused_oversized_and_timed_out_queries_are_counted_and_spare_the_other_metri
         );
         std::thread::sleep(Duration::from_millis(250));
     };
-    // The refused metric left the others fresh; the query Prometheus timed out on fails
-    // its group's cycle (a timeout may pass), which stays stale.
-    for g in ["refused", "oversized"] {
-        assert_eq!(
-            value(&text, &format!("kpiwatch_entities_stale{{group=\"{g}\"}}")),
-            0.0,
-            "{g}"
-        );
-    }
+    // The refused metric left the others fresh (waited for above: on a loaded machine
+    // Prometheus's 500 ms --query.timeout can fail one of their cycles now and then,
+    // which is a passing failure, not a refusal); the query Prometheus timed out on
+    // fails its group's cycle (a timeout may pass), which stays stale.
     assert!(
         value(
             &text,
