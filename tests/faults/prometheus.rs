@@ -539,9 +539,10 @@ fn sigterm_during_a_cycle_stuck_on_prometheus_exits_within_the_grace_with_the_st
     wait_listening(&mut agent, agent_port, dir.path(), "stuck");
     let saved = |text: &str| value(text, r#"kpiwatch_state_saves_total{result="success"}"#);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !(scores_exported_for(&scrape(agent_port, dir.path(), "stuck"), "kpi")
-        && saved(&scrape(agent_port, dir.path(), "stuck")) >= 2.0)
-    {
+    while !{
+        let text = scrape(agent_port, dir.path(), "stuck");
+        scores_exported(&text, "kpi") && saved(&text) >= 2.0
+    } {
         assert!(
             Instant::now() < deadline,
             "no scores and saves\n{}",
@@ -596,11 +597,4 @@ fn sigterm_during_a_cycle_stuck_on_prometheus_exits_within_the_grace_with_the_st
         file.contains("\"kpi\""),
         "the busy group left the state file"
     );
-}
-
-/// Whether `text` exports a z-score for some entity of `group`.
-fn scores_exported_for(text: &str, group: &str) -> bool {
-    text.lines().any(|l| {
-        l.starts_with("kpiwatch_anomaly_score{") && l.contains(&format!("group=\"{group}\""))
-    })
 }
