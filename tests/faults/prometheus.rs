@@ -432,19 +432,26 @@ fn refused_oversized_and_timed_out_queries_are_counted_and_spare_the_other_metri
     let (exporter, prom_port, agent_port) = (start_exporter(), free_port(), free_port());
     write_prometheus_config(dir.path(), exporter, prom_port);
     let _prometheus = start_prometheus(dir.path(), prom_port);
-    // 16 KiB: a minute of the three entities fits (about 5 KB); every series of
-    // Prometheus's own metrics does not. The agent's timeout is longer than
-    // Prometheus's --query.timeout, so that Prometheus's error is the one seen.
+    // 16 KiB: a minute of the three entities fits (about 5 KB); the same three series
+    // carrying a 6,000-character label do not, from their first sample on (a query
+    // whose size grows with Prometheus's uptime, such as every series it has, may fit
+    // in the first cycle and create entities that are never refreshed again). The
+    // agent's timeout is longer than Prometheus's --query.timeout, so that
+    // Prometheus's error is the one seen.
     let settings = format!(
         "  url: http://127.0.0.1:{prom_port}\n  timeout: 5s\n  retries: 0\n  max_response_bytes: 16384\n"
     );
     let good = ("kpi_a", "fault_kpi_a");
+    let padded = format!(
+        "label_replace(fault_kpi_a, \"pad\", \"{}\", \"\", \"\")",
+        "x".repeat(6000)
+    );
     let groups = [
         group("refused", "1s", &[good, ("kpi_b", "sum(fault_kpi_b")]),
         group(
             "oversized",
             "1s",
-            &[good, ("everything", "{__name__=~\".+\"}")],
+            &[good, ("padded", padded.as_str())],
         ),
         // A subquery of 3.6 million steps: about 2 s of evaluation, past the 500 ms.
         group(
