@@ -28,7 +28,11 @@ Usage (scripts/check-deploy.sh runs all of it inside .venv-deploy):
   equals the rule file, and the DaemonSet keeps its promises (non-root, read-only root,
   no capabilities, probes, NODE_NAME, resources); rendered once more with writeTokenSecret set, the config's
   server.write_token_file must be that Secret's `token` key, mounted read-only as a
-  directory (not subPath, so that a rotated token reaches the agent);
+  directory (not subPath, so that a rotated token reaches the agent); with webConfigSecret
+  set (ci/web-config-values.yaml and a PodMonitor case), server.web_config_file must
+  likewise be that Secret's `web.yml` key, the probes must be tcpSocket (an httpGet gets
+  401 under basic auth) and the monitors must scrape with scheme https when
+  webConfigTLS is true (and without it when false);
 * every values file in helm/kpiwatch/tests/bad-values/ is rejected by Helm's schema
   validation and by `jsonschema`, and Helm's lint is clean.
 
@@ -479,7 +483,8 @@ def check_copies(problems: Problems) -> None:
 # --- manifests --------------------------------------------------------------------------
 
 
-def check_daemonset(where: str, ds: dict, problems: Problems) -> None:
+def check_daemonset(where: str, ds: dict, problems: Problems, web_config: bool = False) -> None:
+    """``web_config``: the agent's config sets server.web_config_file."""
     spec = ds["spec"]["template"]["spec"]
     psc = spec.get("securityContext", {})
     if psc.get("runAsNonRoot") is not True or psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
@@ -499,8 +504,13 @@ def check_daemonset(where: str, ds: dict, problems: Problems) -> None:
         "livenessProbe": "/-/healthy",
         "readinessProbe": "/-/ready",
     }
+    ports = {p.get("name") for p in agent.get("ports", [])} | {p.get("containerPort") for p in agent.get("ports", [])}
     for probe, path in probes.items():
-        if agent.get(probe, {}).get("httpGet", {}).get("path") != path:
+        if web_config:
+            # Basic auth may guard every path, and kubelet probes cannot send it.
+            if agent.get(probe, {}).get("tcpSocket", {}).get("port") not in ports or "httpGet" in agent.get(probe, {}):
+                problems.add(where, f"{probe} must be a tcpSocket probe of the agent's port with server.web_config_file (an httpGet gets 401 under basic auth)")
+        elif agent.get(probe, {}).get("httpGet", {}).get("path") != path:
             problems.add(where, f"{probe} must GET {path}")
     res = agent.get("resources", {})
     for kind in ("requests", "limits"):
@@ -541,9 +551,10 @@ def check_manifests(docs: list[dict], src: str, problems: Problems, configs_out:
     for kind in ("ConfigMap", "DaemonSet", "ServiceAccount"):
         if kind not in by_kind:
             problems.add(src, f"no {kind}")
-    for ds in by_kind.get("DaemonSet", []):
-        check_daemonset(f"{src}: DaemonSet/{ds['metadata']['name']}", ds, problems)
     configs = [c for c in by_kind.get("ConfigMap", []) if "kpiwatch.yaml" in c.get("data", {})]
+    web_config = any((yaml.safe_load(c["data"]["kpiwatch.yaml"]).get("server") or {}).get("web_config_file") for c in configs)
+    for ds in by_kind.get("DaemonSet", []):
+        check_daemonset(f"{src}: DaemonSet/{ds['metadata']['name']}", ds, problems, web_config)
     if len(configs) != 1:
         problems.add(src, "expected exactly one ConfigMap with a kpiwatch.yaml key")
     for cm in configs:
@@ -601,15 +612,25 @@ def check_monitor(
 
 
 WRITE_TOKEN_SECRET = "kpiwatch-write-token"
+WEB_CONFIG_SECRET = "kpiwatch-web"
+# Values naming a Secret whose file the agent's config points at: (config key under
+# server, the Secret's key). The file exists only in the pod, so `kpiwatch check-config`
+# cannot run on such a config here.
+SECRET_FILES = {
+    "writeTokenSecret": ("write_token_file", "token"),
+    "webConfigSecret": ("web_config_file", "web.yml"),
+}
 
 
-def check_write_token(docs: list[dict], src: str, secret: str, problems: Problems) -> None:
-    """With writeTokenSecret, server.write_token_file must be the Secret's `token` key,
-    mounted read-only as a directory (a subPath mount never sees a rotated token)."""
+def check_secret_file(docs: list[dict], src: str, value: str, secret: str, problems: Problems) -> None:
+    """With writeTokenSecret (webConfigSecret), server.write_token_file (web_config_file)
+    must be the Secret's `token` (`web.yml`) key, mounted read-only as a directory (a
+    subPath mount never sees a rotated token or certificate)."""
+    config_key, secret_key = SECRET_FILES[value]
     for cm in (d for d in docs if d["kind"] == "ConfigMap" and "kpiwatch.yaml" in d.get("data", {})):
-        path = (yaml.safe_load(cm["data"]["kpiwatch.yaml"]).get("server") or {}).get("write_token_file")
+        path = (yaml.safe_load(cm["data"]["kpiwatch.yaml"]).get("server") or {}).get(config_key)
         if not path:
-            problems.add(src, "writeTokenSecret is set but the config has no server.write_token_file")
+            problems.add(src, f"{value} is set but the config has no server.{config_key}")
             continue
         for ds in (d for d in docs if d["kind"] == "DaemonSet"):
             where = f"{src}: DaemonSet/{ds['metadata']['name']}"
@@ -622,17 +643,27 @@ def check_write_token(docs: list[dict], src: str, secret: str, problems: Problem
                 if sec.get("secretName") != secret:
                     continue
                 if m.get("subPath"):
-                    problems.add(where, "the write token Secret is mounted with subPath: a rotated token never reaches the agent")
+                    problems.add(where, f"the Secret {secret} is mounted with subPath: an updated Secret never reaches the agent")
                 if m.get("readOnly") is not True:
-                    problems.add(where, "the write token Secret must be mounted read-only")
+                    problems.add(where, f"the Secret {secret} must be mounted read-only")
                 try:
                     rel = str(PurePosixPath(path).relative_to(m["mountPath"]))
                 except ValueError:
                     continue
                 items = {i["path"]: i["key"] for i in sec.get("items", [])}
-                found |= items.get(rel, rel if not items else None) == "token"
+                found |= items.get(rel, rel if not items else None) == secret_key
             if not found:
-                problems.add(where, f"server.write_token_file {path} is not the `token` key of the mounted Secret {secret}")
+                problems.add(where, f"server.{config_key} {path} is not the `{secret_key}` key of the mounted Secret {secret}")
+
+
+def check_monitor_scheme(docs: list[dict], src: str, https: bool, problems: Problems) -> None:
+    """With a web config that has TLS the agent serves HTTPS only: every monitor
+    endpoint must say scheme https; without TLS, plain HTTP."""
+    for d in docs:
+        endpoints = {"ServiceMonitor": "endpoints", "PodMonitor": "podMetricsEndpoints"}.get(d["kind"])
+        for ep in d["spec"][endpoints] if endpoints else []:
+            if (ep.get("scheme", "http").lower() == "https") != https:
+                problems.add(f"{src}: {d['kind']}/{d['metadata']['name']}", f"scheme must be {'https: the web config has TLS' if https else 'http: the agent serves no TLS'} (webConfigSecret, webConfigTLS)")
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -656,9 +687,13 @@ def check_helm(problems: Problems, configs_out: Path | None, bad_out: Path | Non
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     cases = [("default", {})] + [(p.stem, yaml.safe_load(p.read_text())) for p in sorted((CHART / "ci").glob("*.yaml"))]
-    # Rendered and validated, but its config is not written out: check-config would need
-    # the token file, which exists only in the pod.
+    # Rendered and validated, but their configs are not written out (SECRET_FILES).
     cases.append(("writeTokenSecret", {"writeTokenSecret": WRITE_TOKEN_SECRET}))
+    # ci/web-config-values.yaml covers the ServiceMonitor; this the PodMonitor.
+    cases.append((
+        "webConfigSecret-podMonitor",
+        {"webConfigSecret": WEB_CONFIG_SECRET, "service": {"enabled": False}, "podMonitor": {"enabled": True}},
+    ))
     kinds_seen: set[str] = set()
     for name, values in cases:
         src = f"helm template ({name} values)"
@@ -676,11 +711,12 @@ def check_helm(problems: Problems, configs_out: Path | None, bad_out: Path | Non
             except yaml.YAMLError as e:
                 problems.add(f"{src}: {tpl}", f"renders invalid YAML: {e}")
         kinds_seen |= {d["kind"] for d in docs}
-        if "writeTokenSecret" in values:
-            check_manifests(docs, src, problems, None, f"helm-{name}")
-            check_write_token(docs, src, values["writeTokenSecret"], problems)
-        else:
-            check_manifests(docs, src, problems, configs_out, f"helm-{name}")
+        secret_files = [v for v in SECRET_FILES if values.get(v)]
+        check_manifests(docs, src, problems, None if secret_files else configs_out, f"helm-{name}")
+        for value in secret_files:
+            check_secret_file(docs, src, value, values[value], problems)
+        merged = deep_merge(defaults, values)
+        check_monitor_scheme(docs, src, bool(merged.get("webConfigSecret") and merged.get("webConfigTLS")), problems)
     for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
         if kind not in kinds_seen:
             problems.add("helm/kpiwatch/ci", f"no values file renders a {kind}")
@@ -765,6 +801,10 @@ MUTATIONS = [
     ("helm/kpiwatch/values.yaml", "  honorLabels: true", "  honorLabels: false", "honorLabels must be true"),
     ("helm/kpiwatch/values.schema.json", '"enum": [\n        "text",', '"enum": [\n        "xml",\n        "text",', "log-format.yaml: Helm's schema validation accepts it"),
     ("helm/kpiwatch/templates/_helpers.tpl", '(include "kpiwatch.writeTokenFile" .)', '"/etc/kpiwatch/token"', "is not the `token` key of the mounted Secret"),
+    ("helm/kpiwatch/templates/_helpers.tpl", '(include "kpiwatch.webConfigFile" .)', '"/etc/kpiwatch/web.yml"', "is not the `web.yml` key of the mounted Secret"),
+    ("helm/kpiwatch/templates/daemonset.yaml", "          livenessProbe:\n            tcpSocket:\n", "          livenessProbe:\n            httpGet:\n              path: /-/healthy\n", "livenessProbe must be a tcpSocket probe"),
+    ("helm/kpiwatch/templates/_helpers.tpl", "{{- if and .Values.webConfigSecret .Values.webConfigTLS -}}https", "{{- if false -}}https", "ServiceMonitor/kpiwatch: scheme must be https"),
+    ("helm/kpiwatch/templates/podmonitor.yaml", "      scheme: https", "      scheme: http", "PodMonitor/kpiwatch: scheme must be https"),
     ("helm/kpiwatch/values.schema.json", '"minimum": 1024', '"minimum": 1', "max-response-bytes.yaml: Helm's schema validation accepts it"),
     ("helm/kpiwatch/templates/servicemonitor.yaml", "    - port: metrics", "    - port: web", "'web' is not a port of the selected Services"),
     ("helm/kpiwatch/templates/podmonitor.yaml", "    - port: metrics", "    - port: http", "'http' is not a port of the selected agent pods"),

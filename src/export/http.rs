@@ -68,8 +68,17 @@ pub async fn serve_http<H, F>(
                 None => serve_connection(stream, handler).await,
                 Some((web, tls)) => {
                     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, handler).await,
+                    let handshake = async {
+                        // A connection closed before its first byte (a kubelet
+                        // tcpSocket probe, a port check) never tried TLS: not a failure.
+                        if stream.peek(&mut [0u8; 1]).await? == 0 {
+                            return Ok(None);
+                        }
+                        acceptor.accept(stream).await.map(Some)
+                    };
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, handshake).await {
+                        Ok(Ok(Some(tls_stream))) => serve_connection(tls_stream, handler).await,
+                        Ok(Ok(None)) => {}
                         Ok(Err(e)) => web.handshake_failed(&e),
                         Err(_) => web.handshake_failed(&"no handshake within the header timeout"),
                     }

@@ -448,11 +448,7 @@ fn refused_oversized_and_timed_out_queries_are_counted_and_spare_the_other_metri
     );
     let groups = [
         group("refused", "1s", &[good, ("kpi_b", "sum(fault_kpi_b")]),
-        group(
-            "oversized",
-            "1s",
-            &[good, ("padded", padded.as_str())],
-        ),
+        group("oversized", "1s", &[good, ("padded", padded.as_str())]),
         // A subquery of 3.6 million steps: about 2 s of evaluation, past the 500 ms.
         group(
             "slow",

@@ -107,6 +107,18 @@ async fn tls_with_basic_auth_serves_only_trusting_clients_with_a_password() {
         .unwrap();
     assert_eq!(wrong.status(), 401);
 
+    // A connection closed before its first byte (a kubelet tcpSocket probe) is not a
+    // failed handshake: probes must not raise the counter.
+    for _ in 0..3 {
+        drop(
+            tokio::net::TcpStream::connect(server.local_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(handshakes_failed(&registry), 0.0, "TCP probes were counted");
+
     // Plain HTTP on the TLS port, and a client that does not trust the CA, get nothing.
     let plain = format!("http://127.0.0.1:{}/metrics", server.local_addr().port());
     assert!(reqwest::Client::new().get(&plain).send().await.is_err());

@@ -50,16 +50,29 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- define "kpiwatch.writeTokenDir" -}}/etc/kpiwatch-write-token{{- end -}}
 {{- define "kpiwatch.writeTokenFile" -}}{{ include "kpiwatch.writeTokenDir" . }}/token{{- end -}}
 
+{{/* Where the webConfigSecret is mounted, and the web config file in it. */}}
+{{- define "kpiwatch.webConfigDir" -}}/etc/kpiwatch-web{{- end -}}
+{{- define "kpiwatch.webConfigFile" -}}{{ include "kpiwatch.webConfigDir" . }}/web.yml{{- end -}}
+
+{{/* What the agent serves: https only with a web config that has TLS. */}}
+{{- define "kpiwatch.scheme" -}}
+{{- if and .Values.webConfigSecret .Values.webConfigTLS -}}https{{- else -}}http{{- end -}}
+{{- end -}}
+
 {{/*
 The agent's config: .Values.config with server.listen forced to .Values.port, so that
-the container port, the probes and the Service always agree with the agent, and, when
-.Values.writeTokenSecret is set, server.write_token_file forced to the mounted token.
+the container port, the probes and the Service always agree with the agent, and
+server.write_token_file and server.web_config_file forced to the mounted files when
+.Values.writeTokenSecret and .Values.webConfigSecret are set.
 */}}
 {{- define "kpiwatch.config" -}}
 {{- $cfg := deepCopy .Values.config -}}
 {{- $server := dict "listen" (printf "0.0.0.0:%v" .Values.port) -}}
 {{- if .Values.writeTokenSecret -}}
 {{- $_ := set $server "write_token_file" (include "kpiwatch.writeTokenFile" .) -}}
+{{- end -}}
+{{- if .Values.webConfigSecret -}}
+{{- $_ := set $server "web_config_file" (include "kpiwatch.webConfigFile" .) -}}
 {{- end -}}
 {{- $_ := set $cfg "server" (mergeOverwrite (default dict $cfg.server) $server) -}}
 {{- toYaml $cfg -}}
