@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use kpiwatch::detect::uniad::{PlanMode, UniadDetector, UniadModel, UniadOptions};
-use kpiwatch::detect::{Detector, EntityView, RobustStats};
+use kpiwatch::detect::{Detector, EntityView, RobustStats, Sample};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
 // `KPIWATCH_UNIAD_PORTABLE` is read once, at load, and this bench is single-threaded
@@ -86,12 +86,15 @@ fn bench_detector(c: &mut Criterion) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/uniad.onnx");
     let mut rng = SmallRng::seed_from_u64(7);
     // Per entity and metric, SPAN + HISTORY points of a noisy sine.
-    let rows: Vec<Vec<Vec<f64>>> = (0..entities)
+    let rows: Vec<Vec<Vec<Sample>>> = (0..entities)
         .map(|_| {
             (0..N)
                 .map(|m| {
                     (0..SPAN + HISTORY)
-                        .map(|t| (t as f64 / 30.0 + m as f64).sin() + rng.gen_range(-0.3..0.3))
+                        .map(|t| {
+                            ((t as f64 / 30.0 + m as f64).sin() + rng.gen_range(-0.3..0.3))
+                                as Sample
+                        })
                         .collect()
                 })
                 .collect()
@@ -127,7 +130,7 @@ fn bench_detector(c: &mut Criterion) {
                 // The data repeats every SPAN cycles; time only moves forward.
                 let at = cycle % SPAN;
                 cycle += 1;
-                let slices: Vec<Vec<&[f64]>> = rows
+                let slices: Vec<Vec<&[Sample]>> = rows
                     .iter()
                     .map(|e| e.iter().map(|r| &r[at..at + HISTORY]).collect())
                     .collect();

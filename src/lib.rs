@@ -25,6 +25,7 @@
 //! | [`store`] | per-entity ring buffers aligned to the step, entity lifecycle, sharding |
 //! | [`normalize`] | the shared robust z-score |
 //! | [`ring`] | the bounded contiguous buffer behind every kept row |
+//! | [`memory`] | handing the heap freed after large reads back to the OS |
 //! | [`seasonal`] | the seasonal baseline: per-phase profiles, expected values, level shifts |
 //! | [`detect`] | the [`detect::Detector`] trait, the detectors and the regression judge |
 //! | [`export`] | the admin/metrics HTTP server and score series |
@@ -53,6 +54,7 @@ pub(crate) mod eval;
 pub mod export;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod memory;
 pub mod normalize;
 pub mod reader;
 pub(crate) mod regressions;

@@ -78,9 +78,9 @@ impl RobustStats {
 
     /// Fits on the finite values of `values`; `None` when there is none.
     /// `scratch` is reused between calls to avoid allocating on the hot path.
-    pub fn fit(values: &[f64], scratch: &mut Vec<f64>) -> Option<RobustStats> {
+    pub fn fit<T: Copy + Into<f64>>(values: &[T], scratch: &mut Vec<f64>) -> Option<RobustStats> {
         scratch.clear();
-        scratch.extend(values.iter().copied().filter(|v| v.is_finite()));
+        scratch.extend(values.iter().map(|&v| v.into()).filter(|v| v.is_finite()));
         let count = scratch.len();
         if count == 0 {
             return None;
@@ -190,7 +190,12 @@ impl Normalizer {
 
     /// Records that `new_points` points were appended to `history` (the whole series,
     /// oldest first) and refits when enough of it is new.
-    pub fn update(&mut self, history: &[f64], new_points: usize, scratch: &mut Vec<f64>) {
+    pub fn update<T: Copy + Into<f64>>(
+        &mut self,
+        history: &[T],
+        new_points: usize,
+        scratch: &mut Vec<f64>,
+    ) {
         self.pending += new_points;
         let due = match self.stats {
             None => true,

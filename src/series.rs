@@ -9,6 +9,7 @@
 
 use crate::config::Gate;
 use crate::normalize::RobustStats;
+pub use crate::ring::Sample;
 pub(crate) use crate::seasonal::Expectation;
 
 /// One series of a result: its labels (sorted by name) and its samples
@@ -52,7 +53,7 @@ pub struct EntityView<'a> {
     /// positions, not identities: entities of one group may have different subsets.
     pub metric_names: &'a [&'a str],
     /// History of each metric, oldest first, all of equal length.
-    pub rows: &'a [&'a [f64]],
+    pub rows: &'a [&'a [Sample]],
     /// Robust statistics of each metric.
     pub stats: &'a [RobustStats],
     /// Timestamp of the last point, milliseconds since the Unix epoch.
@@ -113,7 +114,7 @@ impl<'a> EntityView<'a> {
     pub fn deviation(&self, i: usize) -> (f64, f64) {
         let e = self.expectation(i);
         let s = self.stats[i];
-        let last = self.rows[i].last().copied().unwrap_or(f64::NAN);
+        let last = self.last(i);
         (e.value + e.spread * s.median, e.spread * (last - s.median))
     }
 
@@ -124,13 +125,24 @@ impl<'a> EntityView<'a> {
     }
 
     /// The whole row of metric `i`, oldest first.
-    pub fn row(&self, i: usize) -> &'a [f64] {
+    pub fn row(&self, i: usize) -> &'a [Sample] {
         self.rows[i]
     }
 
+    /// The last point of metric `i` (NaN when the row is empty).
+    pub fn last(&self, i: usize) -> f64 {
+        self.rows[i].last().map_or(f64::NAN, |&x| f64::from(x))
+    }
+
     /// The last `w` points of metric `i` (fewer if the row is shorter).
-    pub fn tail(&self, i: usize, w: usize) -> &'a [f64] {
+    pub fn tail(&self, i: usize, w: usize) -> &'a [Sample] {
         let row = self.rows[i];
         &row[row.len().saturating_sub(w)..]
     }
+}
+
+/// `values` at the store's precision (tests build views from f64 literals).
+#[cfg(test)]
+pub(crate) fn samples(values: &[f64]) -> Vec<Sample> {
+    values.iter().map(|&v| v as Sample).collect()
 }

@@ -2,7 +2,7 @@
 //! detector the way the agent would see them, one row at a time.
 
 use crate::config::{parse_duration, Direction, Gate};
-use crate::detect::{Detector, EntityView, Scores};
+use crate::detect::{Detector, EntityView, Sample, Scores};
 use crate::normalize::Normalizer;
 use crate::seasonal::{Expectation, SeasonalRow, SeasonalSeries};
 
@@ -123,6 +123,11 @@ pub(super) fn replay(
     history: usize,
     baseline: &Baseline,
 ) -> Vec<Option<Scores>> {
+    // Kept at the store's precision, so that a replay scores what the agent would.
+    let columns: Vec<Vec<Sample>> = columns
+        .iter()
+        .map(|c| c.iter().map(|&v| v as Sample).collect())
+        .collect();
     let mut normalizers = vec![Normalizer::new(); columns.len()];
     let mut seasonal: Vec<Option<SeasonalRow>> = columns
         .iter()
@@ -167,7 +172,7 @@ pub(super) fn replay(
                 None => expectations.push(Expectation::IDENTITY),
             }
         }
-        let slices: Vec<&[f64]> = columns
+        let slices: Vec<&[Sample]> = columns
             .iter()
             .zip(&seasonal)
             .map(|(c, s)| match s {

@@ -23,17 +23,23 @@ use crate::detect::{DetectError, Detector, Snapshot};
 use crate::export::catalog::{EditError, EditOutcome, LabelEdit, SeriesPatterns};
 use crate::export::{PatternCatalog, ScoreBoard, ScoreSink, SeriesLabels};
 use crate::reader::{self, Client, QueryResult};
+use crate::series::{Sample, Series};
 use crate::store::{GroupStore, ShardFilter, StoreConfig};
 use crate::telemetry::{CycleCounts, Telemetry};
 
 /// Prometheus refuses ranges of more than 11,000 points per series; stay below.
 pub const MAX_POINTS_PER_QUERY: i64 = 10_000;
-/// Samples one answer of a group's range fetch holds at most, about 12 MB of JSON and
-/// 8 MB decoded: what bounds the agent's memory while it reads a long history at start.
-const SAMPLES_PER_ANSWER: i64 = 500_000;
-/// Fewest steps per chunk, so that a group of many entities does not cut its history
-/// into hundreds of tiny queries.
-const MIN_CHUNK_STEPS: i64 = 30;
+/// Samples one answer of a group's range fetch holds at most, about 6 MB of JSON and
+/// 4 MB decoded: with one answer in flight per metric, what bounds the agent's memory
+/// beyond its rows while it reads a long history at start. Smaller answers cost more
+/// CPU: each repeats the labels of every series.
+const SAMPLES_PER_ANSWER: i64 = 250_000;
+/// Samples fetched between two hand-backs of freed memory while a long history is read
+/// (each costs tens of milliseconds on a heap of hundreds of megabytes).
+const RELEASE_EVERY_SAMPLES: usize = 16 * SAMPLES_PER_ANSWER as usize;
+/// Fewest steps per chunk, so that a group of very many entities does not cut a long
+/// history into thousands of tiny queries (144 per metric at most for 6 h at 15 s).
+const MIN_CHUNK_STEPS: i64 = 10;
 /// The seasonal history is fetched at about this many samples per phase bucket and
 /// period: enough for a robust median, a fraction of the fine step's load.
 const SAMPLES_PER_BUCKET: i64 = 4;
@@ -366,15 +372,23 @@ impl GroupRunner {
             .filter(|(i, _)| self.seasonal_pending[*i])
             .map(|(i, m)| (i, m.promql.clone()))
             .collect();
-        // One metric at a time: these answers are the largest the agent ever asks for,
-        // and only one of them is held in memory at once.
+        // One metric at a time: this is the longest range the agent ever asks for, and
+        // only one metric's rows are held at once.
         for (i, promql) in jobs {
             let started = Instant::now();
-            let result = ctx.client.query_range(&promql, start, end, step).await;
+            let result = fetch_on_grid(&ctx.client, &promql, start, end, step).await;
             let metric = &self.cfg.metrics[i].name;
             match result {
-                Ok(answer) => {
-                    let learned = self.store.learn_seasonal(i, &answer.series, now_ms);
+                Ok(grid) => {
+                    let learned: usize = grid
+                        .series()
+                        .map(|s| {
+                            self.store
+                                .learn_seasonal(i, std::slice::from_ref(&s), now_ms)
+                        })
+                        .sum();
+                    drop(grid);
+                    crate::memory::release_free_memory();
                     self.seasonal_pending[i] = false;
                     ctx.telemetry.seasonal_learned(
                         &self.cfg.name,
@@ -404,7 +418,7 @@ impl GroupRunner {
         let first_chunk = chunk_steps(self.store.entity_count());
         let ranges = self.pending_ranges(now_ms);
         let mut failed = vec![false; self.cfg.metrics.len()];
-        let (mut transient, mut faulty) = (0, 0);
+        let (mut transient, mut faulty, mut fetched) = (0, 0, 0);
         // Capacity 1: a chunk waits to be stored before the next one is decoded.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<ChunkAnswer>(1);
         let producers = futures_util::future::join_all(ranges.iter().map(|&(i, start, end)| {
@@ -430,7 +444,15 @@ impl GroupRunner {
                 let name = &self.cfg.metrics[metric].name;
                 match answer {
                     Ok(part) => {
-                        self.ingest_answer(metric, end_ms, std::slice::from_ref(&part), now_ms)
+                        let before = fetched;
+                        fetched += part.sample_count();
+                        self.ingest_answer(metric, end_ms, std::slice::from_ref(&part), now_ms);
+                        // Answers freed while the rows grow leave holes the allocator
+                        // keeps: hand them back every few million samples.
+                        if before / RELEASE_EVERY_SAMPLES != fetched / RELEASE_EVERY_SAMPLES {
+                            drop(part);
+                            crate::memory::release_free_memory();
+                        }
                     }
                     // Asking again cannot help (bad PromQL, an answer over the cap): the
                     // group is scored without this metric rather than never again.
@@ -450,6 +472,10 @@ impl GroupRunner {
             }
         };
         futures_util::future::join(producers, consumer).await;
+        if fetched >= SAMPLES_PER_ANSWER as usize {
+            // A warm-up or catch-up read: its answers are all freed now.
+            crate::memory::release_free_memory();
+        }
         let answered = ranges.iter().filter(|(i, _, _)| !failed[*i]).count();
         (transient, faulty, answered)
     }
@@ -554,6 +580,69 @@ fn chunk_steps(series: usize) -> i64 {
     }
 }
 
+/// A metric's range as one row per series on the query's step grid, NaN where the
+/// series had no sample.
+#[derive(Debug, Default)]
+struct GridRows {
+    start_ms: i64,
+    step_ms: i64,
+    rows: HashMap<Vec<(String, String)>, Vec<Sample>>,
+}
+
+impl GridRows {
+    /// The rows as series, built one at a time.
+    fn series(&self) -> impl Iterator<Item = Series> + '_ {
+        self.rows.iter().map(|(labels, row)| Series {
+            labels: labels.clone(),
+            samples: row
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(k, &v)| (self.start_ms + k as i64 * self.step_ms, f64::from(v)))
+                .collect(),
+        })
+    }
+}
+
+/// `query_range` from `start` to `end` in chunks of about [`SAMPLES_PER_ANSWER`]
+/// samples, each chunk stored into f32 rows before the next is asked for: a long range
+/// of many series costs 4 bytes per point instead of its JSON answer and 16-byte pairs.
+async fn fetch_on_grid(
+    client: &Client,
+    promql: &str,
+    start: i64,
+    end: i64,
+    step: Duration,
+) -> Result<GridRows, reader::Error> {
+    let step_ms = (step.as_millis() as i64).max(1);
+    let points = ((end - start) / step_ms + 1).max(0) as usize;
+    let mut grid = GridRows {
+        start_ms: start,
+        step_ms,
+        rows: HashMap::new(),
+    };
+    let (mut from, mut steps) = (start, MIN_CHUNK_STEPS);
+    while from <= end {
+        let to = (from + (steps - 1) * step_ms).min(end);
+        let answer = client.query_range(promql, from, to, step).await?;
+        steps = chunk_steps(answer.series.len());
+        for s in answer.series {
+            let row = grid
+                .rows
+                .entry(s.labels)
+                .or_insert_with(|| vec![Sample::NAN; points]);
+            for (ts, v) in s.samples {
+                let k = (ts - start) / step_ms;
+                if let Some(slot) = usize::try_from(k).ok().and_then(|k| row.get_mut(k)) {
+                    *slot = v as Sample;
+                }
+            }
+        }
+        from = to + step_ms;
+    }
+    Ok(grid)
+}
+
 /// `query_range` split into chunks Prometheus accepts.
 pub async fn fetch_chunked(
     client: &Client,
@@ -578,12 +667,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_range_fetch_holds_about_half_a_million_samples_per_answer() {
+    fn a_range_fetch_holds_about_250_000_samples_per_answer() {
         assert_eq!(chunk_steps(0), MIN_CHUNK_STEPS, "series count unknown");
         assert_eq!(chunk_steps(1), MAX_POINTS_PER_QUERY);
-        assert_eq!(chunk_steps(1_000), 500);
-        assert_eq!(chunk_steps(10_000), 50);
+        assert_eq!(chunk_steps(1_000), 250);
+        assert_eq!(chunk_steps(10_000), 25);
         assert_eq!(chunk_steps(1_000_000), MIN_CHUNK_STEPS);
+    }
+
+    #[test]
+    fn grid_rows_give_back_each_series_on_its_timestamps_without_the_gaps() {
+        let labels = vec![("instance".to_string(), "a".to_string())];
+        let grid = GridRows {
+            start_ms: 60_000,
+            step_ms: 15_000,
+            rows: HashMap::from([(labels.clone(), vec![1.5, Sample::NAN, 3.0])]),
+        };
+        let series: Vec<Series> = grid.series().collect();
+        assert_eq!(series.len(), 1);
+        assert_eq!(series[0].labels, labels);
+        assert_eq!(series[0].samples, vec![(60_000, 1.5), (90_000, 3.0)]);
     }
 
     #[test]

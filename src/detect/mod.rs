@@ -35,7 +35,7 @@ use smallvec::SmallVec;
 /// Robust statistics of one series (see [`crate::normalize`]): `z = (x - median) / scale`.
 pub use crate::normalize::RobustStats;
 /// One entity's recent history (see [`crate::series`]).
-pub use crate::series::EntityView;
+pub use crate::series::{EntityView, Sample};
 
 /// A pattern an interpretable detector (ADSketch) matched a metric against.
 #[derive(Debug, Clone, PartialEq)]

@@ -118,7 +118,7 @@ impl ZscoreDetector {
         let older = row.len() - row.len() / RECENT_DIVISOR;
         self.scratch.clear();
         self.scratch
-            .extend(row[..older].iter().map(|&x| stats.z(x).abs()));
+            .extend(row[..older].iter().map(|&x| stats.z(f64::from(x)).abs()));
         robust_tail_threshold(&mut self.scratch, FIT_LEVEL, risk, MIN_FIT_POINTS)
     }
 
@@ -143,7 +143,7 @@ impl ZscoreDetector {
         let (mut score, mut raw, mut threshold) = (f64::NAN, f64::NAN, self.options.threshold);
         let mut metrics = SmallVec::with_capacity(view.metric_count());
         for (i, stats) in view.stats.iter().enumerate() {
-            let last = view.row(i).last().copied().unwrap_or(f64::NAN);
+            let last = view.last(i);
             let z = if stats.count >= self.options.min_points {
                 stats.z(last).abs()
             } else {
@@ -216,10 +216,11 @@ impl Detector for ZscoreDetector {
 mod tests {
     use super::*;
     use crate::normalize::RobustStats;
+    use crate::series::{samples, Sample};
 
     fn view<'a>(
         names: &'a [&'a str],
-        rows: &'a [&'a [f64]],
+        rows: &'a [&'a [Sample]],
         stats: &'a [RobustStats],
     ) -> EntityView<'a> {
         EntityView {
@@ -236,24 +237,33 @@ mod tests {
         }
     }
 
-    fn fit(row: &[f64]) -> RobustStats {
+    fn fit<T: Copy + Into<f64>>(row: &[T]) -> RobustStats {
         RobustStats::fit(row, &mut Vec::new()).unwrap()
     }
 
     #[test]
     fn score_is_one_exactly_at_the_threshold() {
         // History 0..=100 has median 50 and MAD 25 → scale 1.4826 * 25.
-        let mut row: Vec<f64> = (0..=100).map(f64::from).collect();
-        let stats = fit(&row);
-        let at_threshold = stats.median + 4.0 * stats.scale;
-        row.push(at_threshold);
+        let history: Vec<f64> = (0..=100).map(f64::from).collect();
+        let stats = fit(&history);
+        // The store keeps f32: the last sample at or below the threshold scores 1 (to
+        // f32's precision) and is not anomalous; the next one above it is.
+        let threshold = stats.median + 4.0 * stats.scale;
+        let mut below = threshold as Sample;
+        if f64::from(below) > threshold {
+            below = below.next_down();
+        }
         let names = ["m"];
-        let rows = [row.as_slice()];
         let stats = [stats];
         let mut d = ZscoreDetector::new(ZscoreOptions::default());
-        let s = d.score(&[view(&names, &rows, &stats)]).remove(0).unwrap();
-        assert!((s.anomaly_score - 1.0).abs() < 1e-12);
-        assert!(!s.is_anomalous());
+        for (last, anomalous) in [(below, false), (below.next_up(), true)] {
+            let mut row = samples(&history);
+            row.push(last);
+            let rows = [row.as_slice()];
+            let s = d.score(&[view(&names, &rows, &stats)]).remove(0).unwrap();
+            assert!((s.anomaly_score - 1.0).abs() < 1e-6, "{}", s.anomaly_score);
+            assert_eq!(s.is_anomalous(), anomalous, "{}", s.anomaly_score);
+        }
     }
 
     #[test]
@@ -263,6 +273,7 @@ mod tests {
         let stats = fit(&row);
         row.push(50.0);
         let names = ["m"];
+        let row = samples(&row);
         let rows = [row.as_slice()];
         let stats = [stats];
         let fixed = ZscoreOptions {
@@ -302,6 +313,7 @@ mod tests {
         let score = |last: f64| {
             let mut row = calm.clone();
             row.push(last);
+            let row = samples(&row);
             let rows = [row.as_slice()];
             let mut v = view(&names, &rows, &stats);
             v.gates = &gates;
@@ -331,6 +343,7 @@ mod tests {
         let mut calm_now = calm.clone();
         calm_now.push(2.0);
         let names = ["a", "b"];
+        let (calm_now, spiky) = (samples(&calm_now), samples(&spiky));
         let rows = [calm_now.as_slice(), spiky.as_slice()];
         let s = ZscoreDetector::new(ZscoreOptions::default())
             .score(&[view(&names, &rows, &stats)])
@@ -345,6 +358,7 @@ mod tests {
     fn warms_up_and_reports_missing_data() {
         let short = [1.0, 2.0, 3.0];
         let names = ["a"];
+        let short = samples(&short);
         let rows = [&short[..]];
         let stats = [fit(&short)];
         let mut d = ZscoreDetector::new(ZscoreOptions::default());
@@ -353,6 +367,7 @@ mod tests {
             Err(DetectError::WarmingUp { have: 3, need: 16 })
         ));
         let row: Vec<f64> = (0..20).map(f64::from).chain([f64::NAN]).collect();
+        let row = samples(&row);
         let rows = [row.as_slice()];
         let stats = [fit(&row)];
         assert_eq!(
@@ -367,6 +382,7 @@ mod tests {
         let mut row = history.to_vec();
         row.push(last);
         let names = ["m"];
+        let row = samples(&row);
         let rows = [row.as_slice()];
         ZscoreDetector::new(options)
             .score(&[view(&names, &rows, &stats)])
@@ -427,6 +443,7 @@ mod tests {
     fn a_calibrated_entity_waits_for_enough_history_to_fit_unless_it_can_never_have_it() {
         let row: Vec<f64> = (0..60).map(|i| ((i * 37) % 11) as f64).collect();
         let names = ["m"];
+        let row = samples(&row);
         let rows = [row.as_slice()];
         let stats = [fit(&row)];
         let mut v = view(&names, &rows, &stats);
@@ -458,7 +475,8 @@ mod tests {
             let window = &series[t + 1 - HISTORY..=t];
             let stats = [fit(&window[..HISTORY - 1])];
             let names = ["m"];
-            let rows = [window];
+            let window = samples(window);
+            let rows = [window.as_slice()];
             let mut v = view(&names, &rows, &stats);
             v.end_ms = t as i64 * 1000;
             if let Ok(s) = d.score(&[v]).remove(0) {

@@ -1,5 +1,5 @@
 use crate::normalize::RobustStats;
-use crate::ring::Ring;
+use crate::ring::{Ring, Sample};
 
 use super::{Expectation, SeasonalSeries};
 
@@ -35,7 +35,7 @@ impl SeasonalRow {
     }
 
     /// The residuals, oldest first.
-    pub fn residuals(&self) -> &[f64] {
+    pub fn residuals(&self) -> &[Sample] {
         self.residuals.as_slice()
     }
 
@@ -49,7 +49,7 @@ impl SeasonalRow {
     /// is the normaliser of the residuals before these points.
     pub fn extend(
         &mut self,
-        raw: &[f64],
+        raw: &[Sample],
         end_ms: i64,
         step_ms: i64,
         new_points: usize,
@@ -61,7 +61,7 @@ impl SeasonalRow {
         let aligned = (self.residuals.len() + k).min(self.residuals.capacity()) == n;
         let was_mature = self.baseline.is_mature();
         let mut out = Extended::default();
-        for (j, &x) in raw.iter().enumerate().skip(n - k) {
+        for (j, x) in raw.iter().map(|&x| f64::from(x)).enumerate().skip(n - k) {
             let t = end_ms - (n - 1 - j) as i64 * step_ms;
             let u = self.baseline.expectation(t).residual(x);
             let observed = self.baseline.observe(t, x, stats.z(u), adapt_after_points);
@@ -81,10 +81,10 @@ impl SeasonalRow {
     }
 
     /// Recomputes every residual of `raw` with the current baseline.
-    pub fn recompute(&mut self, raw: &[f64], end_ms: i64, step_ms: i64) {
+    pub fn recompute(&mut self, raw: &[Sample], end_ms: i64, step_ms: i64) {
         let n = raw.len();
         self.residuals = Ring::new(self.residuals.capacity());
-        for (j, &x) in raw.iter().enumerate() {
+        for (j, x) in raw.iter().map(|&x| f64::from(x)).enumerate() {
             let t = end_ms - (n - 1 - j) as i64 * step_ms;
             self.residuals
                 .push(self.baseline.expectation(t).residual(x));

@@ -118,20 +118,11 @@ impl Entity {
             // NaN and ±Inf are gaps: a detector cannot compare them, and the fill
             // policy says what the user wants in their place.
             match fill {
-                Fill::Previous if back + 1 < row.len() => {
-                    let before = row.as_slice()[row.len() - 2 - back];
-                    before
-                }
+                Fill::Previous => row.from_end(back + 1).unwrap_or(f64::NAN),
                 Fill::Zero => 0.0,
-                _ => f64::NAN,
+                Fill::None => f64::NAN,
             }
         };
-        match row.from_end_mut(back) {
-            Some(slot) => {
-                *slot = value;
-                true
-            }
-            None => false,
-        }
+        row.set_from_end(back, value)
     }
 }

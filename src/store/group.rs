@@ -3,8 +3,8 @@ use std::collections::{BTreeMap, HashMap};
 use crate::config::{Fill, Gate, GroupConfig};
 use crate::normalize::{Normalizer, RobustStats};
 use crate::seasonal::{Expectation, SeasonalRow, SeasonalSeries};
-use crate::series::EntityView;
 use crate::series::Series;
+use crate::series::{EntityView, Sample};
 
 use super::{Entity, ShardFilter};
 
@@ -443,7 +443,7 @@ impl GroupStore {
 #[derive(Debug, Default)]
 pub struct ViewBatch<'a> {
     names: Vec<&'a str>,
-    rows: Vec<&'a [f64]>,
+    rows: Vec<&'a [Sample]>,
     stats: Vec<RobustStats>,
     expectations: Vec<Expectation>,
     gates: Vec<Gate>,

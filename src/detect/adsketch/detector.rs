@@ -51,7 +51,7 @@ use super::offline::{discover, OfflineParams};
 use super::pattern::{Kind, LabelError, LabelOp, Pattern, PatternSet};
 use super::AdsketchError;
 use crate::detect::{
-    DetectError, Detector, EntityView, MetricScore, PatternMatch, Scores, Snapshot,
+    DetectError, Detector, EntityView, MetricScore, PatternMatch, Sample, Scores, Snapshot,
 };
 
 /// Version of the detector snapshot.
@@ -244,7 +244,7 @@ fn last_ms(s: &Series) -> Option<i64> {
 }
 
 /// The points of `row` newer than `last_ms` (all of them the first time).
-fn new_points(row: &[f64], end_ms: i64, step_ms: i64, last_ms: Option<i64>) -> &[f64] {
+fn new_points(row: &[Sample], end_ms: i64, step_ms: i64, last_ms: Option<i64>) -> &[Sample] {
     let Some(last) = last_ms else { return row };
     if step_ms <= 0 || end_ms <= last {
         return &row[row.len()..];
@@ -254,7 +254,7 @@ fn new_points(row: &[f64], end_ms: i64, step_ms: i64, last_ms: Option<i64>) -> &
 }
 
 /// Consumes fresh points: learning, then matching.
-fn advance(state: &mut Series, fresh: &[f64], end_ms: i64, step_ms: i64, o: &AdsketchOptions) {
+fn advance(state: &mut Series, fresh: &[Sample], end_ms: i64, step_ms: i64, o: &AdsketchOptions) {
     if fresh.is_empty() {
         return;
     }
@@ -264,7 +264,7 @@ fn advance(state: &mut Series, fresh: &[f64], end_ms: i64, step_ms: i64, o: &Ads
     let mut k = 0;
     if let Series::Learning { buffer, last_ms } = state {
         while k < fresh.len() && buffer.len() < need {
-            let v = fresh[k];
+            let v = f64::from(fresh[k]);
             if v.is_finite() {
                 buffer.push(v);
             } else if let Some(&prev) = buffer.last() {
@@ -314,7 +314,7 @@ fn advance(state: &mut Series, fresh: &[f64], end_ms: i64, step_ms: i64, o: &Ads
     {
         for (j, &v) in fresh.iter().enumerate().skip(k) {
             tail.remove(0);
-            tail.push(set.scaler.apply(v));
+            tail.push(set.scaler.apply(f64::from(v)));
             *last_ms = Some(stamp(j));
             if tail.iter().any(|x| !x.is_finite()) {
                 *latest = None;
@@ -402,6 +402,7 @@ impl Detector for AdsketchDetector {
 mod tests {
     use super::*;
     use crate::detect::RobustStats;
+    use crate::series::samples;
 
     const STEP: i64 = 60_000;
 
@@ -428,7 +429,8 @@ mod tests {
     ) -> Result<Scores, DetectError> {
         let names = ["cpu", "mem"];
         let from = (upto + 1).saturating_sub(history);
-        let slices: Vec<&[f64]> = rows.iter().map(|r| &r[from..=upto]).collect();
+        let owned: Vec<Vec<Sample>> = rows.iter().map(|r| samples(&r[from..=upto])).collect();
+        let slices: Vec<&[Sample]> = owned.iter().map(Vec::as_slice).collect();
         let stats = vec![RobustStats::IDENTITY; rows.len()];
         let view = EntityView {
             key: "pod-a",

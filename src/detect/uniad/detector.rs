@@ -11,7 +11,7 @@ use super::scale::{fit_window_ends, ErrorScales};
 use super::spot::{Spot, SpotOptions};
 pub use crate::config::detectors::UniadOptions;
 use crate::detect::{
-    DetectError, Detector, EntityView, MetricScore, RobustStats, Scores, Snapshot,
+    DetectError, Detector, EntityView, MetricScore, RobustStats, Sample, Scores, Snapshot,
 };
 
 /// Normalised inputs are clipped to this magnitude: a value 1000 robust sigmas away is
@@ -336,16 +336,16 @@ fn metric_stats(view: &EntityView<'_>, i: usize) -> RobustStats {
 
 /// Appends the normalised values of one metric's window: gaps carry the last value
 /// forward, leading gaps take the first value (the median when there is none).
-fn push_window(window: &[f64], stats: &RobustStats, out: &mut Vec<f32>) {
+fn push_window(window: &[Sample], stats: &RobustStats, out: &mut Vec<f32>) {
     let first = window
         .iter()
-        .copied()
+        .map(|&v| f64::from(v))
         .find(|v| v.is_finite())
         .unwrap_or(stats.median);
     let mut last = first;
     for &v in window {
         if v.is_finite() {
-            last = v;
+            last = f64::from(v);
         }
         let z = stats.z(last) as f32;
         out.push(z.clamp(-Z_CLIP, Z_CLIP));

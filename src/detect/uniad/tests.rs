@@ -13,7 +13,8 @@ use serde::Deserialize;
 use super::native::NativeModel;
 use super::*;
 use crate::detect::onnx_graph::GraphError;
-use crate::detect::{max_abs_diff, DetectError, Detector, EntityView, RobustStats, Scores};
+use crate::detect::{max_abs_diff, DetectError, Detector, EntityView, RobustStats, Sample, Scores};
+use crate::series::samples;
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -434,7 +435,8 @@ impl Entity {
 
     fn with<R>(&self, f: impl FnOnce(EntityView<'_>) -> R) -> R {
         let names: Vec<&str> = self.names.iter().map(String::as_str).collect();
-        let rows: Vec<&[f64]> = self.rows.iter().map(Vec::as_slice).collect();
+        let owned: Vec<Vec<Sample>> = self.rows.iter().map(|r| samples(r)).collect();
+        let rows: Vec<&[Sample]> = owned.iter().map(Vec::as_slice).collect();
         f(EntityView {
             key: &self.key,
             metric_names: &names,
@@ -564,9 +566,13 @@ fn new_entities_of_any_metric_count_score_in_one_batch_once_they_have_a_window()
         .iter()
         .map(|e| e.names.iter().map(String::as_str).collect())
         .collect();
-    let rows: Vec<Vec<&[f64]>> = entities
+    let owned: Vec<Vec<Vec<Sample>>> = entities
         .iter()
-        .map(|e| e.rows.iter().map(Vec::as_slice).collect())
+        .map(|e| e.rows.iter().map(|r| samples(r)).collect())
+        .collect();
+    let rows: Vec<Vec<&[Sample]>> = owned
+        .iter()
+        .map(|e| e.iter().map(Vec::as_slice).collect())
         .collect();
     let views: Vec<EntityView<'_>> = entities
         .iter()

@@ -33,7 +33,9 @@ fn row(store: &GroupStore, key: &str, metric: usize) -> Vec<f64> {
         .as_ref()
         .unwrap()
         .as_slice()
-        .to_vec()
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect()
 }
 
 #[test]
