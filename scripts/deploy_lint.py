@@ -116,6 +116,7 @@ EXPORTED = {
     "kpiwatch_http_requests_refused_total",
     "kpiwatch_http_tls_handshakes_failed_total",
     "kpiwatch_web_config_reloads_total",
+    "kpiwatch_web_config_last_reload_successful",
     "kpiwatch_scores_total",
     "kpiwatch_flags_total",
     "kpiwatch_level_shifts_total",

@@ -638,8 +638,13 @@ def agent() -> dict:
     lay.add(
         stat(
             "Config reload OK",
-            "kpiwatch_config_last_reload_successful (0 = the last reload was rejected).",
-            [target(f"min(kpiwatch_config_last_reload_successful{{{s}}})", legend="last reload")],
+            "kpiwatch_config_last_reload_successful (0 = the last reload was rejected) and "
+            "kpiwatch_web_config_last_reload_successful (0 = a change to the web config or "
+            "its certificates was rejected).",
+            [
+                target(f"min(kpiwatch_config_last_reload_successful{{{s}}})", legend="config"),
+                target(f"min(kpiwatch_web_config_last_reload_successful{{{s}}})", legend="web config", ref="B"),
+            ],
         ),
         w=5,
         h=5,

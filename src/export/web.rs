@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::Engine;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
-use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use super::auth::Refusals;
 use super::http::{text, Body};
@@ -69,6 +69,7 @@ struct Watched {
 #[derive(Debug, Clone)]
 struct WebMetrics {
     reloads: IntCounterVec,
+    last_reload_ok: IntGauge,
     handshakes_failed: IntCounter,
     refusals: Refusals,
 }
@@ -91,12 +92,21 @@ impl WebGuard {
             ),
             &["result"],
         )?;
+        // A rejected change stays rejected until the file is fixed: the alert rule
+        // needs a state, not a count that ages out of its window.
+        let last_reload_ok = IntGauge::new(
+            "kpiwatch_web_config_last_reload_successful",
+            "1 when the web config in force is the one on disk, 0 while a change to \
+             server.web_config_file or its files is rejected (the previous settings stay).",
+        )?;
+        last_reload_ok.set(1);
         let handshakes_failed = IntCounter::new(
             "kpiwatch_http_tls_handshakes_failed_total",
             "Connections to the admin server closed because their TLS handshake failed \
              or timed out.",
         )?;
         registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(last_reload_ok.clone()))?;
         registry.register(Box::new(handshakes_failed.clone()))?;
         Ok(WebGuard {
             verified: Mutex::default(),
@@ -109,6 +119,7 @@ impl WebGuard {
             })),
             metrics: Some(WebMetrics {
                 reloads,
+                last_reload_ok,
                 handshakes_failed,
                 refusals,
             }),
@@ -168,6 +179,7 @@ impl WebGuard {
         };
         if let Some(m) = &self.metrics {
             m.reloads.with_label_values(&[outcome]).inc();
+            m.last_reload_ok.set(i64::from(outcome == "success"));
         }
         outcome == "success"
     }

@@ -63,6 +63,56 @@ fn handshakes_failed(registry: &Registry) -> f64 {
         .unwrap_or(0.0)
 }
 
+fn last_reload_successful(registry: &Registry) -> f64 {
+    registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == "kpiwatch_web_config_last_reload_successful")
+        .map(|f| f.get_metric()[0].get_gauge().get_value())
+        .unwrap_or(f64::NAN)
+}
+
+#[tokio::test]
+async fn a_broken_change_keeps_the_previous_users_until_it_is_fixed_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = |user: &str, password: &str| {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        format!("basic_auth_users:\n  {user}: '{hash}'\n")
+    };
+    let config = web_config(dir.path(), &users("prometheus", "old"));
+    let (server, registry) = serve(config);
+    let url = format!("http://{}/-/healthy", server.local_addr());
+    let status = |user: &'static str, password: &'static str| {
+        let url = url.clone();
+        async move {
+            reqwest::Client::new()
+                .get(&url)
+                .basic_auth(user, Some(password))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status("prometheus", "old").await, 200);
+    assert_eq!(last_reload_successful(&registry), 1.0);
+
+    // A half-written file: refused, the previous users stay, the gauge says so.
+    std::fs::write(dir.path().join("web.yml"), "basic_auth_users: [unclosed\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(status("prometheus", "old").await, 200);
+    assert_eq!(last_reload_successful(&registry), 0.0);
+
+    // Fixed with a new password: adopted, the old one no longer opens.
+    std::fs::write(dir.path().join("web.yml"), users("prometheus", "new")).unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let _ = status("prometheus", "new").await; // the request that notices the change
+    assert_eq!(status("prometheus", "new").await, 200);
+    assert_eq!(status("prometheus", "old").await, 401);
+    assert_eq!(last_reload_successful(&registry), 1.0);
+    server.stop();
+}
+
 #[tokio::test]
 async fn tls_with_basic_auth_serves_only_trusting_clients_with_a_password() {
     let dir = tempfile::tempdir().unwrap();
