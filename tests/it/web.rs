@@ -54,22 +54,23 @@ fn client(ca: &Path, identity: Option<(&Path, &Path)>) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// The value of the unlabelled counter or gauge `name` (NaN when not registered).
+fn metric(registry: &Registry, name: &str) -> f64 {
+    let families = registry.gather();
+    let Some(m) = families.iter().find(|f| f.name() == name) else {
+        return f64::NAN;
+    };
+    let m = &m.get_metric()[0];
+    // One of the two is set; the other reads 0.
+    m.get_counter().get_value() + m.get_gauge().get_value()
+}
+
 fn handshakes_failed(registry: &Registry) -> f64 {
-    registry
-        .gather()
-        .iter()
-        .find(|f| f.name() == "kpiwatch_http_tls_handshakes_failed_total")
-        .map(|f| f.get_metric()[0].get_counter().get_value())
-        .unwrap_or(0.0)
+    metric(registry, "kpiwatch_http_tls_handshakes_failed_total")
 }
 
 fn last_reload_successful(registry: &Registry) -> f64 {
-    registry
-        .gather()
-        .iter()
-        .find(|f| f.name() == "kpiwatch_web_config_last_reload_successful")
-        .map(|f| f.get_metric()[0].get_gauge().get_value())
-        .unwrap_or(f64::NAN)
+    metric(registry, "kpiwatch_web_config_last_reload_successful")
 }
 
 #[tokio::test]
