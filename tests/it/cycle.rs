@@ -58,14 +58,14 @@ async fn after_warm_up_each_cycle_fetches_only_new_points() {
     }
     let requests = fake.with(|s| s.requests.clone());
     // First cycle: the whole history (10m / 15s = 40 points) of each metric, in two
-    // consecutive chunks: 30 steps while the number of series is unknown, then the rest
+    // consecutive chunks: 10 steps while the number of series is unknown, then the rest
     // in one (two series are far below the samples an answer may hold).
     let (first, later) = requests.split_at(4);
     for query in ["cpu_query", "mem_query"] {
         let chunks: Vec<_> = first.iter().filter(|r| r.query == query).collect();
         assert_eq!(chunks.len(), 2, "{first:?}");
-        assert_eq!(chunks[0].samples_per_series, 30);
-        assert_eq!(chunks[1].samples_per_series, 10);
+        assert_eq!(chunks[0].samples_per_series, 10);
+        assert_eq!(chunks[1].samples_per_series, 30);
         assert_eq!(
             chunks[1].start_ms,
             chunks[0].end_ms + STEP_MS,
