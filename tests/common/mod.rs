@@ -237,6 +237,17 @@ impl Drop for Procs {
 
 /// Starts Debian's `prometheus` with `dir/prometheus.yml`, data and log in `dir`.
 pub fn start_prometheus(dir: &Path, port: u16) -> Proc {
+    start_prometheus_with(dir, port, &[])
+}
+
+/// [`start_prometheus`] with `extra` command-line flags. The log is appended to, so
+/// that a restarted Prometheus in the same directory keeps the earlier lines.
+pub fn start_prometheus_with(dir: &Path, port: u16, extra: &[&str]) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("prometheus.log"))
+        .expect("prometheus log");
     Proc(
         Command::new("prometheus")
             .arg(format!(
@@ -249,10 +260,11 @@ pub fn start_prometheus(dir: &Path, port: u16) -> Proc {
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-lifecycle")
+            .args(extra)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .stderr(log)
             .spawn()
-            .unwrap(),
+            .expect("start prometheus"),
     )
 }
 

@@ -19,7 +19,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::common::{free_port, http_get, metric, serve_exposition, tools_or_skip, Proc, BIN};
+use super::common::{
+    free_port, http_get, metric, serve_exposition, start_prometheus_with, tools_or_skip, Proc, BIN,
+};
 use proxy::{Mode, Proxy};
 
 /// The synthetic exporter's entities; each has both metrics.
@@ -55,28 +57,7 @@ fn start_exporter() -> u16 {
 /// Prometheus on `port` with `dir/prometheus.yml` and `dir/data` (so that a restart
 /// finds its data), `--query.timeout=500ms`; its log is appended to `dir/prometheus.log`.
 fn start_prometheus(dir: &Path, port: u16) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("prometheus.log"))
-        .expect("prometheus log");
-    Proc(
-        Command::new("prometheus")
-            .arg(format!(
-                "--config.file={}",
-                dir.join("prometheus.yml").display()
-            ))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--query.timeout=500ms")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus"),
-    )
+    start_prometheus_with(dir, port, &["--query.timeout=500ms"])
 }
 
 /// Writes a Prometheus config scraping the exporter (and Prometheus itself) every second.
