@@ -6,9 +6,9 @@
 //! trim the agent's RSS stays near its warm-up high for good (measured in BENCHMARKS.md,
 //! "10,000 entities with the node preset's settings").
 
-/// Returns every free heap page to the operating system. A few milliseconds for a heap
-/// of hundreds of megabytes: call it after large frees, not on every cycle. A no-op
-/// where the C library has no `malloc_trim`.
+/// Returns every free heap page to the operating system. Tens of milliseconds for a
+/// heap of hundreds of megabytes, blocking: call it after large frees, not on every
+/// cycle, and off the async runtime. A no-op where the C library has no `malloc_trim`.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -388,7 +388,7 @@ impl GroupRunner {
                         })
                         .sum();
                     drop(grid);
-                    crate::memory::release_free_memory();
+                    tokio::task::spawn_blocking(crate::memory::release_free_memory);
                     self.seasonal_pending[i] = false;
                     ctx.telemetry.seasonal_learned(
                         &self.cfg.name,
@@ -451,7 +451,7 @@ impl GroupRunner {
                         // keeps: hand them back every few million samples.
                         if before / RELEASE_EVERY_SAMPLES != fetched / RELEASE_EVERY_SAMPLES {
                             drop(part);
-                            crate::memory::release_free_memory();
+                            tokio::task::spawn_blocking(crate::memory::release_free_memory);
                         }
                     }
                     // Asking again cannot help (bad PromQL, an answer over the cap): the
@@ -474,7 +474,7 @@ impl GroupRunner {
         futures_util::future::join(producers, consumer).await;
         if fetched >= SAMPLES_PER_ANSWER as usize {
             // A warm-up or catch-up read: its answers are all freed now.
-            crate::memory::release_free_memory();
+            tokio::task::spawn_blocking(crate::memory::release_free_memory);
         }
         let answered = ranges.iter().filter(|(i, _, _)| !failed[*i]).count();
         (transient, faulty, answered)
@@ -581,12 +581,13 @@ fn chunk_steps(series: usize) -> i64 {
 }
 
 /// A metric's range as one row per series on the query's step grid, NaN where the
-/// series had no sample.
+/// series had no sample; ordered by labels, as Prometheus orders its answers (so that
+/// which entities fit under `max_entities` does not depend on a hash).
 #[derive(Debug, Default)]
 struct GridRows {
     start_ms: i64,
     step_ms: i64,
-    rows: HashMap<Vec<(String, String)>, Vec<Sample>>,
+    rows: BTreeMap<Vec<(String, String)>, Vec<Sample>>,
 }
 
 impl GridRows {
@@ -619,7 +620,7 @@ async fn fetch_on_grid(
     let mut grid = GridRows {
         start_ms: start,
         step_ms,
-        rows: HashMap::new(),
+        rows: BTreeMap::new(),
     };
     let (mut from, mut steps) = (start, MIN_CHUNK_STEPS);
     while from <= end {
@@ -681,7 +682,7 @@ mod tests {
         let grid = GridRows {
             start_ms: 60_000,
             step_ms: 15_000,
-            rows: HashMap::from([(labels.clone(), vec![1.5, Sample::NAN, 3.0])]),
+            rows: BTreeMap::from([(labels.clone(), vec![1.5, Sample::NAN, 3.0])]),
         };
         let series: Vec<Series> = grid.series().collect();
         assert_eq!(series.len(), 1);
