@@ -60,6 +60,13 @@ fn start_prometheus(dir: &Path, port: u16) -> Proc {
     start_prometheus_with(dir, port, &["--query.timeout=500ms"])
 }
 
+/// A fresh exporter, and Prometheus in `dir` scraping it: the Prometheus and its port.
+fn prometheus_scraping_an_exporter(dir: &Path) -> (Proc, u16) {
+    let (exporter, port) = (start_exporter(), free_port());
+    write_prometheus_config(dir, exporter, port);
+    (start_prometheus(dir, port), port)
+}
+
 /// Writes a Prometheus config scraping the exporter (and Prometheus itself) every second.
 fn write_prometheus_config(dir: &Path, exporter: u16, prom: u16) {
     std::fs::write(
@@ -314,9 +321,8 @@ fn network_faults_and_a_stopped_prometheus_are_survived_and_caught_up_without_ga
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let (exporter, prom_port, agent_port) = (start_exporter(), free_port(), free_port());
-    write_prometheus_config(dir.path(), exporter, prom_port);
-    let prometheus = start_prometheus(dir.path(), prom_port);
+    let (prometheus, prom_port) = prometheus_scraping_an_exporter(dir.path());
+    let agent_port = free_port();
     let proxy = Proxy::start(prom_port);
     // A short timeout and one quick retry, so that a failed cycle takes about 2 s.
     let settings = format!(
@@ -410,9 +416,8 @@ fn refused_oversized_and_timed_out_queries_are_counted_and_spare_the_other_metri
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let (exporter, prom_port, agent_port) = (start_exporter(), free_port(), free_port());
-    write_prometheus_config(dir.path(), exporter, prom_port);
-    let _prometheus = start_prometheus(dir.path(), prom_port);
+    let (_prometheus, prom_port) = prometheus_scraping_an_exporter(dir.path());
+    let agent_port = free_port();
     // 16 KiB: a minute of the three entities fits (about 5 KB); the same three series
     // carrying a 6,000-character label do not, from their first sample on (a query
     // whose size grows with Prometheus's uptime, such as every series it has, may fit
@@ -502,9 +507,8 @@ fn sigterm_during_a_cycle_stuck_on_prometheus_exits_within_the_grace_with_the_st
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let (exporter, prom_port, agent_port) = (start_exporter(), free_port(), free_port());
-    write_prometheus_config(dir.path(), exporter, prom_port);
-    let _prometheus = start_prometheus(dir.path(), prom_port);
+    let (_prometheus, prom_port) = prometheus_scraping_an_exporter(dir.path());
+    let agent_port = free_port();
     let proxy = Proxy::start(prom_port);
     let state = dir.path().join("state");
     let config = dir.path().join("stuck.yaml");
