@@ -33,25 +33,71 @@ struct Envelope {
 }
 
 #[derive(Deserialize)]
-#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
-enum Data {
-    Matrix(Vec<RawSeries>),
-    Vector(Vec<RawSample>),
-    Scalar(RawPoint),
-    String(RawPoint),
+struct Data {
+    #[serde(rename = "resultType")]
+    result_type: String,
+    result: Vec<ResultItem>,
+}
+
+/// One element of `result`. Decoded by its JSON shape rather than by `resultType`, so
+/// that an answer whose keys come in another order (`result` before `resultType`, as a
+/// proxy that re-serialises JSON may write it) streams the same way: serde's adjacently
+/// tagged enums buffer the content into a generic tree when the tag comes second, one
+/// allocation per sample.
+enum ResultItem {
+    /// A series of a matrix (`values`) or a vector (`value`).
+    Series(RawSeries),
+    /// The timestamp of a scalar or string result.
+    Number(f64),
+    /// The value of a scalar or string result.
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for ResultItem {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ResultItem;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a series object, a timestamp or a value")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ResultItem, A::Error> {
+                RawSeries::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ResultItem::Series)
+            }
+
+            fn visit_f64<E>(self, v: f64) -> Result<ResultItem, E> {
+                Ok(ResultItem::Number(v))
+            }
+
+            fn visit_u64<E>(self, v: u64) -> Result<ResultItem, E> {
+                Ok(ResultItem::Number(v as f64))
+            }
+
+            fn visit_i64<E>(self, v: i64) -> Result<ResultItem, E> {
+                Ok(ResultItem::Number(v as f64))
+            }
+
+            fn visit_str<E>(self, v: &str) -> Result<ResultItem, E> {
+                Ok(ResultItem::Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
 struct RawSeries {
     metric: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    values: Vec<RawPoint>,
-}
-
-#[derive(Deserialize)]
-struct RawSample {
-    metric: std::collections::BTreeMap<String, String>,
-    value: RawPoint,
+    /// A matrix series' points.
+    values: Option<Vec<RawPoint>>,
+    /// A vector sample's point.
+    value: Option<RawPoint>,
 }
 
 /// `[1435781451.781, "1"]`: seconds and the value as Prometheus writes it, a string.
@@ -149,40 +195,62 @@ pub(super) fn decode(body: &[u8], path: &str) -> Result<QueryResult, Error> {
         path: path.to_string(),
         message: "status success without data".into(),
     })?;
-    let series = match data {
-        Data::Matrix(list) => list
-            .into_iter()
-            .map(|s| {
-                // Same size and alignment: the points' buffer is reused in place.
-                let samples = s
-                    .values
-                    .into_iter()
-                    .map(|p| point(p, path))
-                    .collect::<Result<_, _>>()?;
-                Ok(Series {
-                    labels: s.metric.into_iter().collect(),
-                    samples,
-                })
-            })
-            .collect::<Result<_, Error>>()?,
-        Data::Vector(list) => list
-            .into_iter()
-            .map(|s| {
-                Ok(Series {
-                    labels: s.metric.into_iter().collect(),
-                    samples: vec![point(s.value, path)?],
-                })
-            })
-            .collect::<Result<_, Error>>()?,
-        Data::Scalar(p) | Data::String(p) => vec![Series {
-            labels: Vec::new(),
-            samples: vec![point(p, path)?],
-        }],
-    };
+    let series = series_of(data, path)?;
     Ok(QueryResult {
         series,
         warnings: env.warnings,
     })
+}
+
+/// The series of a decoded `data`, checked against its `resultType`.
+fn series_of(data: Data, path: &str) -> Result<Vec<Series>, Error> {
+    let shape_error = |what: &str| Error::Decode {
+        path: path.to_string(),
+        message: format!("{} result {what}", data.result_type),
+    };
+    match data.result_type.as_str() {
+        "matrix" | "vector" => {
+            let matrix = data.result_type == "matrix";
+            let mut series = Vec::with_capacity(data.result.len());
+            for item in data.result {
+                let ResultItem::Series(s) = item else {
+                    return Err(shape_error("holds something other than series"));
+                };
+                let samples = match (matrix, s.values, s.value) {
+                    // Same size and alignment: the points' buffer is reused in place.
+                    (true, Some(values), _) => values
+                        .into_iter()
+                        .map(|p| point(p, path))
+                        .collect::<Result<_, _>>()?,
+                    (true, None, _) => Vec::new(),
+                    (false, _, Some(p)) => vec![point(p, path)?],
+                    (false, _, None) => return Err(shape_error("has a series without `value`")),
+                };
+                series.push(Series {
+                    labels: s.metric.into_iter().collect(),
+                    samples,
+                });
+            }
+            Ok(series)
+        }
+        "scalar" | "string" => match data.result.as_slice() {
+            [ResultItem::Number(ts), ResultItem::Text(v)] => {
+                let value = v.parse().map_err(|_| Error::Decode {
+                    path: path.to_string(),
+                    message: format!("sample value {v:?} is not a number"),
+                })?;
+                Ok(vec![Series {
+                    labels: Vec::new(),
+                    samples: vec![point(RawPoint(*ts, value), path)?],
+                }])
+            }
+            _ => Err(shape_error("is not a [timestamp, \"value\"] pair")),
+        },
+        other => Err(Error::Decode {
+            path: path.to_string(),
+            message: format!("unknown resultType {other:?}"),
+        }),
+    }
 }
 
 /// Extracts Prometheus' error message from an error answer, or the start of the body.
@@ -228,6 +296,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.series[0].samples, vec![(10_000, 3.0)]);
+    }
+
+    #[test]
+    fn key_order_does_not_change_the_result() {
+        let tag_first = br#"{"status":"success","data":{"resultType":"matrix","result":[
+            {"metric":{"job":"a"},"values":[[1,"1"],[2,"2.5"]]},{"values":[[3,"NaN"]],"metric":{}}]}}"#;
+        let tag_last = br#"{"data":{"result":[
+            {"metric":{"job":"a"},"values":[[1,"1"],[2,"2.5"]]},{"values":[[3,"NaN"]],"metric":{}}],"resultType":"matrix"},"status":"success"}"#;
+        let (a, b) = (
+            decode(tag_first, "/q").unwrap(),
+            decode(tag_last, "/q").unwrap(),
+        );
+        assert_eq!(a.series.len(), 2);
+        assert_eq!(a.series[0], b.series[0]);
+        assert_eq!(a.series[0].samples, vec![(1000, 1.0), (2000, 2.5)]);
+        assert!(b.series[1].samples[0].1.is_nan());
+        let scalar = decode(
+            br#"{"status":"success","data":{"result":[10,"3"],"resultType":"scalar"}}"#,
+            "/q",
+        )
+        .unwrap();
+        assert_eq!(scalar.series[0].samples, vec![(10_000, 3.0)]);
+    }
+
+    #[test]
+    fn rejects_results_whose_shape_contradicts_their_type() {
+        for body in [
+            &br#"{"status":"success","data":{"resultType":"matrix","result":[10,"3"]}}"#[..],
+            br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{}}]}}"#,
+            br#"{"status":"success","data":{"resultType":"scalar","result":[{"metric":{}}]}}"#,
+            br#"{"status":"success","data":{"resultType":"string","result":[1,"hello"]}}"#,
+            br#"{"status":"success","data":{"resultType":"histogram","result":[]}}"#,
+            br#"{"status":"success","data":{"resultType":"matrix","result":[true]}}"#,
+        ] {
+            let e = decode(body, "/q").unwrap_err();
+            assert_eq!(e.cause(), "decode", "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
