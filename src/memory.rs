@@ -4,11 +4,13 @@
 //! as soon as it is stored. glibc's allocator keeps most of those pages: they are spread
 //! over per-thread arenas and pinned by the rows allocated between them, so without a
 //! trim the agent's RSS stays near its warm-up high for good (measured in BENCHMARKS.md,
-//! "10,000 entities with the node preset's settings").
+//! "10,000 entities with the node preset's settings"). Steady cycles do the same on a
+//! smaller scale: each frees its answers and scoring buffers among long-lived state.
 
-/// Returns every free heap page to the operating system. Tens of milliseconds for a
-/// heap of hundreds of megabytes, blocking: call it after large frees, not on every
-/// cycle, and off the async runtime. A no-op where the C library has no `malloc_trim`.
+/// Returns every free heap page to the operating system. Blocking, so off the async
+/// runtime; cheap enough to call once per cycle (the 10,000-entity bench's steady cycle
+/// CPU, trim included, is in BENCHMARKS.md), too slow to call per answer during a
+/// warm-up. A no-op where the C library has no `malloc_trim`.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -207,6 +207,10 @@ impl GroupRunner {
         let runner = tokio::task::spawn_blocking(move || {
             let counts = self.complete_cycle(now_ms, &mut &*scores, &telemetry);
             self.publish_patterns(&catalog, Instant::now());
+            // The cycle's answers and scoring buffers are freed now, spread among pages
+            // that long-lived state also uses: without a trim each cycle leaves some
+            // behind (40 MB over 20 cycles at 10,000 entities).
+            crate::memory::release_free_memory();
             (self, counts)
         })
         .await;
@@ -496,43 +500,65 @@ impl GroupRunner {
                 }
             }
         }
-        let batch = self.store.views(fresh);
-        let views = batch.views();
-        let mut anomalous = std::collections::HashSet::new();
-        for d in &mut self.detectors {
-            let started = Instant::now();
-            let results = d.score(&views);
-            let (mut warming, mut no_data, mut failed) = (0, 0, 0);
-            for (view, result) in views.iter().zip(results) {
-                match result {
-                    Ok(s) => {
-                        if s.is_anomalous() {
-                            anomalous.insert(view.key);
+        let mut runs = vec![DetectorRun::default(); self.detectors.len()];
+        let mut anomalous = 0;
+        for keys in fresh.chunks(SCORE_CHUNK) {
+            let batch = self.store.views(keys);
+            let views = batch.views();
+            let mut flagged = std::collections::HashSet::new();
+            for (d, run) in self.detectors.iter_mut().zip(&mut runs) {
+                let started = Instant::now();
+                let results = d.score(&views);
+                for (view, result) in views.iter().zip(results) {
+                    match result {
+                        Ok(s) => {
+                            if s.is_anomalous() {
+                                flagged.insert(view.key);
+                            }
+                            if let Some(labels) = self.labels.get(view.key) {
+                                sink.publish(&self.cfg.name, view, labels, d.name(), &s);
+                            }
                         }
-                        if let Some(labels) = self.labels.get(view.key) {
-                            sink.publish(&self.cfg.name, view, labels, d.name(), &s);
+                        Err(DetectError::WarmingUp { .. }) => run.warming += 1,
+                        Err(DetectError::NoData) => run.no_data += 1,
+                        Err(DetectError::Inference(e)) => {
+                            run.failed += 1;
+                            tracing::warn!(detector = d.name(), entity = view.key, error = %e, "Detector failed on an entity.");
                         }
-                    }
-                    Err(DetectError::WarmingUp { .. }) => warming += 1,
-                    Err(DetectError::NoData) => no_data += 1,
-                    Err(DetectError::Inference(e)) => {
-                        failed += 1;
-                        tracing::warn!(detector = d.name(), entity = view.key, error = %e, "Detector failed on an entity.");
                     }
                 }
+                run.took += started.elapsed();
             }
+            anomalous += flagged.len();
+        }
+        for (d, run) in self.detectors.iter().zip(runs) {
             telemetry.detector_ran(
                 d.name(),
-                started.elapsed(),
+                run.took,
                 &[
-                    ("warming_up", warming),
-                    ("no_data", no_data),
-                    ("inference", failed),
+                    ("warming_up", run.warming),
+                    ("no_data", run.no_data),
+                    ("inference", run.failed),
                 ],
             );
         }
-        anomalous.len()
+        anomalous
     }
+}
+
+/// Entities scored at a time: a chunk's views and each detector's results are freed
+/// before the next chunk, so the memory a cycle's scoring takes does not grow with the
+/// group (scored at once, 10,000 entities of 8 metrics held about 20 MB of views and
+/// results). Larger than Uni-AD's default batch, so its batches stay full.
+const SCORE_CHUNK: usize = 1024;
+
+/// One detector's time and skipped entities over a cycle's chunks.
+#[derive(Debug, Default, Clone)]
+struct DetectorRun {
+    took: std::time::Duration,
+    warming: usize,
+    no_data: usize,
+    failed: usize,
 }
 
 /// Entities whose last point is recent enough to count as fresh.

@@ -140,19 +140,25 @@ pub fn json<T: serde::Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp
 /// The Prometheus text exposition of `registry`, followed by what `more` appends (series
 /// rendered by hand, such as the score board); 500 if the registry cannot be encoded.
 pub fn metrics(registry: &prometheus::Registry, more: impl FnOnce(&mut String)) -> Response<Body> {
-    exposition(registry, more, false)
+    exposition(registry, |out, _| more(out), false)
 }
+
+/// Text is compressed in pieces of about this size while an exposition is written.
+const GZIP_PIECE_BYTES: usize = 256 * 1024;
 
 /// [`metrics`], gzip-compressed when `gzip` (the scraper sent `Accept-Encoding: gzip`,
 /// as Prometheus does): the 1,000-entity bench exposition shrinks 15–19 times for about
 /// 1–5 ms more (BENCHMARKS.md). The fastest level, because scrapes are frequent; higher
-/// levels were not measured.
+/// levels were not measured. `more` gets the text and a `drain` to call between series:
+/// when compressing, `drain` compresses what is written once it passes
+/// [`GZIP_PIECE_BYTES`] and clears it, so a large exposition is never whole in memory.
 pub fn exposition(
     registry: &prometheus::Registry,
-    more: impl FnOnce(&mut String),
+    more: impl FnOnce(&mut String, &mut dyn FnMut(&mut String)),
     gzip: bool,
 ) -> Response<Body> {
     use prometheus::Encoder;
+    use std::io::Write as _;
     let mut buf = Vec::with_capacity(64 * 1024);
     if let Err(e) = prometheus::TextEncoder::new().encode(&registry.gather(), &mut buf) {
         return text(
@@ -161,17 +167,25 @@ pub fn exposition(
         );
     }
     let mut out = String::from_utf8(buf).unwrap_or_default();
-    more(&mut out);
     const TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
     if !gzip {
+        more(&mut out, &mut |_| {});
         return with_type(StatusCode::OK, out, TYPE);
     }
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(out.len() / 8),
-        flate2::Compression::fast(),
-    );
-    let compressed =
-        std::io::Write::write_all(&mut encoder, out.as_bytes()).and_then(|()| encoder.finish());
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut failed = None;
+    more(&mut out, &mut |text: &mut String| {
+        if text.len() >= GZIP_PIECE_BYTES && failed.is_none() {
+            failed = encoder.write_all(text.as_bytes()).err();
+            text.clear();
+        }
+    });
+    let compressed = match failed {
+        Some(e) => Err(e),
+        None => encoder
+            .write_all(out.as_bytes())
+            .and_then(|()| encoder.finish()),
+    };
     match compressed {
         Ok(body) => {
             let mut r = with_type(StatusCode::OK, body, TYPE);
@@ -186,8 +200,11 @@ pub fn exposition(
             );
             r
         }
-        // Compressing into memory cannot fail short of allocation; send it plain anyway.
-        Err(_) => with_type(StatusCode::OK, out, TYPE),
+        // Compressing into memory cannot fail short of allocation.
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("compressing the exposition failed: {e}\n"),
+        ),
     }
 }
 

@@ -133,8 +133,8 @@ async fn route(req: &ApiRequest, admin: &Admin) -> Response<Body> {
 fn metrics(admin: &Admin, gzip: bool) -> Response<Body> {
     super::http::exposition(
         &admin.registry,
-        |out| {
-            admin.scores.render(out);
+        |out, drain| {
+            admin.scores.render_chunked(out, drain);
             if let Some(c) = &admin.catalog {
                 c.patterns.render_counts(out);
             }
@@ -371,6 +371,56 @@ mod tests {
         std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut text)
             .unwrap();
         assert_eq!(text, plain);
+    }
+
+    #[tokio::test]
+    async fn a_large_exposition_is_compressed_in_pieces_into_the_same_text() {
+        use crate::detect::{Band, MetricScore, Scores};
+        use crate::export::SeriesLabels;
+        let a = admin();
+        let metric = MetricScore {
+            contribution: 1.25,
+            band: Some(Band {
+                expected: 50.0,
+                lower: 40.0,
+                upper: 60.5,
+            }),
+            ..Default::default()
+        };
+        let scores = Scores {
+            anomaly_score: 0.5,
+            raw: 2.0,
+            threshold: 4.0,
+            metrics: smallvec::smallvec![metric.clone(), metric],
+        };
+        for i in 0..1_000 {
+            let key = format!("10.0.{}.{}:9100", i / 256, i % 256);
+            let labels = SeriesLabels::new("node", &[("instance".into(), key.clone())]);
+            a.scores
+                .publish("node", &key, &labels, "zscore", &["cpu", "mem"], &scores);
+        }
+        let plain = body(get(&a, Method::GET, "/metrics").await).await;
+        assert!(
+            plain.len() > 3 * 256 * 1024,
+            "several compressed pieces: {} bytes",
+            plain.len()
+        );
+        let mut req = ApiRequest::new(Method::GET, "/metrics");
+        req.accepts_gzip = true;
+        let zipped = handle(&req, &a)
+            .await
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut text)
+            .unwrap();
+        assert!(
+            text == plain,
+            "the decompressed exposition differs from the plain one"
+        );
     }
 
     #[test]

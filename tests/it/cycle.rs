@@ -120,6 +120,34 @@ async fn a_group_at_max_entities_tracks_no_more_and_counts_the_rest_each_cycle()
 }
 
 #[tokio::test]
+async fn every_entity_of_a_group_scored_in_several_chunks_is_published_once_per_cycle() {
+    // More entities than the cycle scores at a time (1,024), and not a multiple of it.
+    let names: Vec<String> = (0..2_500).map(|i| format!("n{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let fake = FakePrometheus::start(&refs).await;
+    let cfg = load(&fake.url(), "");
+    let (mut runner, ctx) = setup(&cfg);
+    let t0 = 1_700_000_000_000i64;
+    for cycle in 0..2i64 {
+        let (r, result) = runner.run_cycle(&ctx, t0 + cycle * 30_000).await;
+        runner = r;
+        assert_eq!(result, CycleResult::Ok);
+    }
+    let text = rendered(&ctx);
+    let counts: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("kpiwatch_scores_total{"))
+        .collect();
+    assert_eq!(counts.len(), names.len(), "one counter per entity");
+    for name in &names {
+        let line = format!(
+            r#"kpiwatch_scores_total{{group="node",instance="{name}",detector="zscore"}} 2"#
+        );
+        assert!(counts.contains(&line.as_str()), "{line} missing");
+    }
+}
+
+#[tokio::test]
 async fn entities_appear_and_expire_with_their_series() {
     let fake = FakePrometheus::start(&["a", "b"]).await;
     let cfg = load(&fake.url(), "");

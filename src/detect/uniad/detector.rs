@@ -208,14 +208,9 @@ impl UniadDetector {
         }
         Ok(out)
     }
-}
 
-impl Detector for UniadDetector {
-    fn name(&self) -> &'static str {
-        "uniad"
-    }
-
-    fn score(&mut self, batch: &[EntityView<'_>]) -> Vec<Result<Scores, DetectError>> {
+    /// Scores at most `max_batch` entities (see [`Detector::score`]).
+    fn score_chunk(&mut self, batch: &[EntityView<'_>]) -> Vec<Result<Scores, DetectError>> {
         let mut results: Vec<Result<Scores, DetectError>> =
             (0..batch.len()).map(|_| Err(DetectError::NoData)).collect();
         let mut by_n: HashMap<usize, Vec<Prepared>> = HashMap::new();
@@ -277,6 +272,22 @@ impl Detector for UniadDetector {
                 crate::detect::gate_additive(&mut scores, view);
                 results[p.index] = Ok(scores);
             }
+        }
+        results
+    }
+}
+
+impl Detector for UniadDetector {
+    fn name(&self) -> &'static str {
+        "uniad"
+    }
+
+    fn score(&mut self, batch: &[EntityView<'_>]) -> Vec<Result<Scores, DetectError>> {
+        // `max_batch` entities at a time: preparing every entity at once would hold all
+        // their input windows (20 MB at 10,000 entities of 8 metrics).
+        let mut results = Vec::with_capacity(batch.len());
+        for chunk in batch.chunks(self.options.max_batch.max(1)) {
+            results.extend(self.score_chunk(chunk));
         }
         results
     }
