@@ -13,7 +13,7 @@
 //! at 15 s = 1,440 points per series, z-score + Uni-AD, no seasonality), for the
 //! sizing figures: `KPIWATCH_BENCH_PRESET=node KPIWATCH_BENCH_ENTITIES=10000 cargo bench
 //! --bench cycle`. It also prints RSS after the steady cycles (the steady footprint,
-//! beside the peak).
+//! beside the peak). `KPIWATCH_BENCH_CYCLES=N` runs N steady cycles instead of 20.
 
 mod support;
 
@@ -45,11 +45,13 @@ fn entities() -> usize {
 }
 
 /// Steady cycles measured after the warm-up.
+/// Steady cycles measured: 20, or `KPIWATCH_BENCH_CYCLES` (150 measures past Uni-AD's
+/// threshold calibration, 128 scores, when its peak buffers are made).
 fn cycles() -> i64 {
-    if support::measuring() {
-        20
-    } else {
-        2
+    match std::env::var("KPIWATCH_BENCH_CYCLES") {
+        Ok(n) => n.parse().expect("KPIWATCH_BENCH_CYCLES is a count"),
+        Err(_) if support::measuring() => 20,
+        Err(_) => 2,
     }
 }
 

@@ -63,8 +63,10 @@ pub enum Spot {
         t: f64,
         /// Scores observed since calibration began (SPOT's `n`).
         n: u64,
-        /// Excesses over `t`, oldest first.
-        peaks: VecDeque<f64>,
+        /// Excesses over `t`, oldest first. f32, and room for `max_peaks` of them made
+        /// once: at 10,000 entities the peaks are the detector's largest state (20 MB
+        /// when full, where f64 in a doubling buffer would take up to 66 MB).
+        peaks: VecDeque<f32>,
         /// Alarm threshold `z_q`.
         zq: f64,
         /// Flags minus normal scores since the last time it was 0 (never below 0): grows
@@ -135,15 +137,18 @@ impl Spot {
                 }
                 *n += 1;
                 if x > *t {
-                    peaks.push_back(x - *t);
                     let cap = opts.max_peaks.max(1);
+                    if peaks.len() == peaks.capacity() {
+                        peaks.reserve_exact((cap + 1).saturating_sub(peaks.len()));
+                    }
+                    peaks.push_back((x - *t) as f32);
                     while peaks.len() > cap {
                         // Forget the oldest peak and the share of `n` it stood for,
                         // so the tail rate `N_t / n` stays unbiased.
                         peaks.pop_front();
                         *n = (*n as f64 * cap as f64 / (cap as f64 + 1.0)).round() as u64;
                     }
-                    *zq = gpd_quantile(*t, peaks.iter().copied(), *n, opts.risk);
+                    *zq = gpd_quantile(*t, peaks.iter().map(|&p| f64::from(p)), *n, opts.risk);
                 }
             }
         }
@@ -186,9 +191,10 @@ fn calibrate(values: &[f64], opts: &SpotOptions) -> Spot {
     sorted.sort_by(f64::total_cmp);
     let idx = ((sorted.len() as f64 - 1.0) * opts.level.clamp(0.0, 1.0)).round() as usize;
     let t = sorted[idx.min(sorted.len() - 1)];
-    let peaks: VecDeque<f64> = values.iter().filter(|&&v| v > t).map(|v| v - t).collect();
+    let mut peaks = VecDeque::with_capacity(opts.max_peaks.max(1) + 1);
+    peaks.extend(values.iter().filter(|&&v| v > t).map(|v| (v - t) as f32));
     let n = values.len() as u64;
-    let zq = gpd_quantile(t, peaks.iter().copied(), n, opts.risk);
+    let zq = gpd_quantile(t, peaks.iter().map(|&p| f64::from(p)), n, opts.risk);
     Spot::Running {
         t,
         n,
@@ -282,6 +288,27 @@ mod tests {
         }
         assert!(!s.warming_up());
         (s, rng)
+    }
+
+    #[test]
+    fn the_peaks_are_bounded_by_max_peaks_in_memory_too() {
+        let o = SpotOptions {
+            max_peaks: 100,
+            ..opts()
+        };
+        let (mut s, mut rng) = running_on_uniform(&o, 9);
+        // A restored state holds its peaks without room to spare: it grows to the cap once.
+        let mut restored: Spot = serde_json::from_value(serde_json::to_value(&s).unwrap()).unwrap();
+        for spot in [&mut s, &mut restored] {
+            for _ in 0..20_000 {
+                spot.observe(rng.gen_range(0.0..1.0), &o);
+            }
+            let Spot::Running { peaks, .. } = spot else {
+                panic!("calibrated");
+            };
+            assert_eq!(peaks.len(), 100);
+            assert!(peaks.capacity() <= 128, "capacity {}", peaks.capacity());
+        }
     }
 
     #[test]
