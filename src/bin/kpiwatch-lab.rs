@@ -4,7 +4,9 @@
 //! * `kpiwatch-lab check <scenario.yaml>…`: validate scenarios (exit 2 on problems);
 //! * `kpiwatch-lab run <scenario.yaml>… --out tests/data/lab`: play and record;
 //! * `kpiwatch-lab serve --listen 127.0.0.1:8080`: the test service alone (the runner
-//!   starts it this way as a child process).
+//!   starts it this way as a child process);
+//! * `kpiwatch-lab serve --service NAME --mesh mesh.json`: one service of the service
+//!   mesh, on the address the mesh file gives it.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,11 +50,18 @@ enum Command {
         #[arg(long)]
         seed: Option<u64>,
     },
-    /// Serve the lab's test service.
+    /// Serve the lab's test service, or with --service one service of the mesh.
     Serve {
-        /// Listen address.
+        /// Listen address (of the test service; a mesh service listens on its address in
+        /// the mesh file).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Serve this service of the mesh instead of the test service (needs --mesh).
+        #[arg(long, requires = "mesh")]
+        service: Option<String>,
+        /// The mesh file (JSON: `topology`, `addresses` by service, `seed`).
+        #[arg(long, requires = "service")]
+        mesh: Option<PathBuf>,
         /// Initial version label.
         #[arg(long, default_value = "v1")]
         version: String,
@@ -119,9 +128,15 @@ fn main() -> ExitCode {
             })
         }
         Command::Serve {
+            service: Some(name),
+            mesh: Some(mesh),
+            ..
+        } => block_on(serve_mesh(name, mesh)),
+        Command::Serve {
             listen,
             version,
             seed,
+            ..
         } => block_on(async move {
             let svc = service::Service::new(&version, seed)?;
             let listener = tokio::net::TcpListener::bind(&listen)
@@ -161,6 +176,43 @@ fn check(paths: &[PathBuf]) -> ExitCode {
     } else {
         ExitCode::from(2)
     }
+}
+
+/// Serves one mesh service on its address in the mesh file until Ctrl-C.
+async fn serve_mesh(name: String, path: PathBuf) -> Result<(), LabError> {
+    use kpiwatch::lab::mesh;
+    let io = |source| LabError::Io {
+        path: path.clone(),
+        source,
+    };
+    let text = std::fs::read_to_string(&path).map_err(io)?;
+    let file: mesh::MeshFile = serde_json::from_str(&text).map_err(|e| LabError::Scenario {
+        file: path.clone(),
+        problems: vec![e.to_string()],
+    })?;
+    let problems = file.topology.problems();
+    if !problems.is_empty() {
+        return Err(LabError::Scenario {
+            file: path.clone(),
+            problems,
+        });
+    }
+    let listen = file
+        .addresses
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| LabError::Scenario {
+            file: path.clone(),
+            problems: vec![format!("addresses: no address for service {name:?}")],
+        })?;
+    let service = mesh::MeshService::new(&name, &file.topology, &file.addresses, file.seed)?;
+    let listener = tokio::net::TcpListener::bind(&listen).await.map_err(io)?;
+    tracing::info!(service = %name, %listen, "Mesh service listening.");
+    mesh::run(listener, service, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
+    Ok(())
 }
 
 fn block_on(fut: impl std::future::Future<Output = Result<(), LabError>>) -> ExitCode {

@@ -5,6 +5,10 @@
 //! This module owns:
 //! * [`service`]: the test service (hyper) with its metrics and the admin endpoint that
 //!   switches fault modes and the deployed version at run time;
+//! * [`topology`]: the service mesh's topology (services, calls, client settings) and
+//!   its validation;
+//! * [`mesh`]: one service of the mesh, calling its callees over HTTP, with its RED and
+//!   service-graph metrics and its faults;
 //! * [`load`]: the load generator (closed-loop virtual users or open-loop rate) and its
 //!   load profiles;
 //! * [`scenario`]: the YAML scenario format and its validation (everything is checked
@@ -18,11 +22,13 @@
 //! `use crate::lab`.
 
 pub mod load;
+pub mod mesh;
 pub mod procs;
 pub mod record;
 pub mod runner;
 pub mod scenario;
 pub mod service;
+pub mod topology;
 
 use std::path::PathBuf;
 

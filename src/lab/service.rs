@@ -429,12 +429,10 @@ impl Service {
     }
 
     fn noise(&self, sigma: f64) -> f64 {
-        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        // Box-Muller: a standard normal, then a lognormal factor with median 1.
-        let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
-        let u2: f64 = rng.gen();
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        (sigma * z).exp()
+        lognormal(
+            &mut self.rng.lock().unwrap_or_else(|e| e.into_inner()),
+            sigma,
+        )
     }
 
     fn uniform(&self) -> f64 {
@@ -600,7 +598,15 @@ pub struct VersionBody {
     pub version: String,
 }
 
-async fn sleep_ms(ms: f64) {
+/// A lognormal factor with median 1 and log-sd `sigma` (Box-Muller).
+pub(super) fn lognormal(rng: &mut SmallRng, sigma: f64) -> f64 {
+    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.gen();
+    let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+    (sigma * z).exp()
+}
+
+pub(super) async fn sleep_ms(ms: f64) {
     if ms > 0.0 && ms.is_finite() {
         tokio::time::sleep(Duration::from_secs_f64(ms / 1000.0)).await;
     }
@@ -608,7 +614,7 @@ async fn sleep_ms(ms: f64) {
 
 /// Spins on the current thread for `ms` milliseconds, as a CPU-bound handler would.
 #[allow(clippy::disallowed_types)]
-fn burn_cpu(ms: f64) {
+pub(super) fn burn_cpu(ms: f64) {
     if ms <= 0.0 {
         return;
     }
@@ -622,7 +628,7 @@ fn burn_cpu(ms: f64) {
     }
 }
 
-fn read_cpu_ticks() -> Option<u64> {
+pub(super) fn read_cpu_ticks() -> Option<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may hold spaces) start at field 3 (state).
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -632,13 +638,15 @@ fn read_cpu_ticks() -> Option<u64> {
     Some(utime + stime)
 }
 
-fn read_rss_bytes() -> Option<u64> {
+pub(super) fn read_rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * 4096)
 }
 
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, String> {
+pub(super) async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, String> {
     let body = Limited::new(req.into_body(), ADMIN_BODY_LIMIT)
         .collect()
         .await
