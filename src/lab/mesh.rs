@@ -4,7 +4,7 @@
 //! upstream and its errors come back as 5xx. Each service runs in its own process
 //! (`kpiwatch-lab serve --service NAME --mesh FILE`).
 //!
-//! Endpoints: `GET /api` (the business request; the caller's name in the
+//! Endpoints: `GET /api` or `/api/<anything>` (the business request; the caller's name in the
 //! [`CALLER_HEADER`] header, `user` without it), `GET /metrics`, `GET /healthz`,
 //! `GET|PUT /admin/faults` (a JSON list of [`MeshFault`]; their effects add up; `[]`
 //! clears) and `GET|PUT /admin/calls` (new probabilities for some of the service's
@@ -484,7 +484,7 @@ impl MeshService {
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path().to_string();
         match (req.method().clone(), path.as_str()) {
-            (Method::GET, "/api") => {
+            (Method::GET, p) if p == "/api" || p.starts_with("/api/") => {
                 let caller = req
                     .headers()
                     .get(CALLER_HEADER)

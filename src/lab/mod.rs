@@ -16,13 +16,16 @@
 //! * [`procs`]: the child processes (Prometheus, node_exporter, the service) under a
 //!   supervisor that stops them all on error, crash or Ctrl-C;
 //! * [`runner`]: plays a scenario's phases or load-test runs;
-//! * [`record`]: `query_range` export into anomaly and regression datasets.
+//! * [`record`]: `query_range` export into anomaly and regression datasets;
+//! * [`mesh_record`]: the export of a mesh recording, with each fault window's root
+//!   cause and the services it affected.
 //!
 //! It is used only by the `kpiwatch-lab` binary and the lab tests: no agent module may
 //! `use crate::lab`.
 
 pub mod load;
 pub mod mesh;
+pub mod mesh_record;
 pub mod procs;
 pub mod record;
 pub mod runner;

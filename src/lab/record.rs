@@ -153,15 +153,15 @@ impl PromClient {
 
 /// A regular time grid.
 #[derive(Debug, Clone, Copy)]
-struct Grid {
-    start: f64,
-    step: f64,
-    n: usize,
+pub(super) struct Grid {
+    pub(super) start: f64,
+    pub(super) step: f64,
+    pub(super) n: usize,
 }
 
 impl Grid {
     /// Grid points aligned to multiples of `step` inside `[from, to]` (seconds).
-    fn inside(from: f64, to: f64, step: f64) -> Self {
+    pub(super) fn inside(from: f64, to: f64, step: f64) -> Self {
         let start = (from / step).ceil() * step;
         let last = (to / step).floor() * step;
         let n = if last >= start {
@@ -171,20 +171,20 @@ impl Grid {
         };
         Self { start, step, n }
     }
-    fn ts(&self, i: usize) -> f64 {
+    pub(super) fn ts(&self, i: usize) -> f64 {
         self.start + self.step * i as f64
     }
-    fn end(&self) -> f64 {
+    pub(super) fn end(&self) -> f64 {
         self.ts(self.n.saturating_sub(1))
     }
-    fn index(&self, ts: f64) -> Option<usize> {
+    pub(super) fn index(&self, ts: f64) -> Option<usize> {
         let i = ((ts - self.start) / self.step).round();
         (i >= 0.0 && (i as usize) < self.n).then_some(i as usize)
     }
 }
 
 /// Per-route and global columns, keyed by name.
-type Columns = BTreeMap<String, Vec<f64>>;
+pub(super) type Columns = BTreeMap<String, Vec<f64>>;
 
 /// Metrics exported per route entity: (column, PromQL with `$W` for the rate window).
 const ROUTE_QUERIES: &[(&str, &str)] = &[
@@ -240,19 +240,37 @@ async fn fetch(
     sc: &Scenario,
     grid: Grid,
 ) -> Result<(BTreeMap<String, Columns>, Columns), LabError> {
+    let per_route = fetch_by(prom, sc, grid, ROUTE_QUERIES, |l| l.get("route").cloned()).await?;
+    let global = fetch_by(prom, sc, grid, GLOBAL_QUERIES, |_| Some(String::new()))
+        .await?
+        .remove("")
+        .unwrap_or_default();
+    Ok((per_route, global))
+}
+
+/// Runs each `(column, PromQL)` of `queries` (`$W`: the rate window) over `grid` and
+/// files each result series under the entity `key` names from its labels (series it
+/// names nothing for are left out): columns by entity.
+pub(super) async fn fetch_by(
+    prom: &PromClient,
+    sc: &Scenario,
+    grid: Grid,
+    queries: &[(&str, &str)],
+    key: impl Fn(&BTreeMap<String, String>) -> Option<String>,
+) -> Result<BTreeMap<String, Columns>, LabError> {
     let w = promql_duration(sc.rate_window);
     let step = sc.step.as_secs_f64();
-    let mut per_route: BTreeMap<String, Columns> = BTreeMap::new();
-    for (name, q) in ROUTE_QUERIES {
+    let mut out: BTreeMap<String, Columns> = BTreeMap::new();
+    for (name, q) in queries {
         for (labels, points) in prom
             .query_range(&q.replace("$W", &w), grid.start, grid.end(), step)
             .await?
         {
-            let Some(route) = labels.get("route") else {
+            let Some(entity) = key(&labels) else {
                 continue;
             };
-            let col = per_route
-                .entry(route.clone())
+            let col = out
+                .entry(entity)
                 .or_default()
                 .entry((*name).to_string())
                 .or_insert_with(|| vec![f64::NAN; grid.n]);
@@ -263,27 +281,12 @@ async fn fetch(
             }
         }
     }
-    let mut global = Columns::new();
-    for (name, q) in GLOBAL_QUERIES {
-        let mut col = vec![f64::NAN; grid.n];
-        for (_, points) in prom
-            .query_range(&q.replace("$W", &w), grid.start, grid.end(), step)
-            .await?
-        {
-            for (ts, v) in points {
-                if let Some(i) = grid.index(ts) {
-                    col[i] = v;
-                }
-            }
-        }
-        global.insert((*name).to_string(), col);
-    }
-    Ok((per_route, global))
+    Ok(out)
 }
 
 /// Error ratio from request and error rates: 0 when there were requests and no error
 /// series, `NaN` when there were no requests.
-fn error_ratio(rps: f64, errors: f64) -> f64 {
+pub(super) fn error_ratio(rps: f64, errors: f64) -> f64 {
     if rps.is_nan() || rps <= 0.0 {
         f64::NAN
     } else if errors.is_nan() {
@@ -314,16 +317,16 @@ pub fn fmt_value(v: f64) -> String {
     }
 }
 
-fn fmt_ts(ts: f64) -> String {
+pub(super) fn fmt_ts(ts: f64) -> String {
     fmt_value((ts * 1000.0).round() / 1000.0)
 }
 
-fn write(path: &Path, text: &str) -> Result<(), LabError> {
+pub(super) fn write(path: &Path, text: &str) -> Result<(), LabError> {
     std::fs::write(path, text).map_err(LabError::io(path))
 }
 
 /// Removes the dataset files a previous recording left in `dir`.
-fn clean_dir(dir: &Path) -> Result<(), LabError> {
+pub(super) fn clean_dir(dir: &Path) -> Result<(), LabError> {
     std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
     for entry in std::fs::read_dir(dir).map_err(LabError::io(dir))? {
         let path = entry.map_err(LabError::io(dir))?.path();
@@ -345,9 +348,12 @@ pub async fn export(
     segments: &[Segment],
     out: &Path,
 ) -> Result<RunSummary, LabError> {
-    match &sc.body {
-        Body::Anomaly(phases) => export_anomaly(prom, sc, phases, segments, out).await,
-        Body::Regression(c) => export_regression(prom, sc, c, segments, out).await,
+    match (&sc.body, &sc.mesh) {
+        (Body::Anomaly(phases), Some(topology)) => {
+            super::mesh_record::export(prom, sc, topology, phases, segments, out).await
+        }
+        (Body::Anomaly(phases), None) => export_anomaly(prom, sc, phases, segments, out).await,
+        (Body::Regression(c), _) => export_regression(prom, sc, c, segments, out).await,
     }
 }
 
@@ -494,7 +500,7 @@ async fn export_anomaly(
     })
 }
 
-fn write_manifest(dir: &Path, manifest: &Value) -> Result<(), LabError> {
+pub(super) fn write_manifest(dir: &Path, manifest: &Value) -> Result<(), LabError> {
     let text = serde_json::to_string_pretty(manifest).unwrap_or_default();
     write(&dir.join("manifest.json"), &(text + "\n"))
 }

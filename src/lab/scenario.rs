@@ -13,7 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::load::{LoadSettings, Mode, Profile};
+use super::mesh::MeshFault;
 use super::service::{Faults, ROUTES};
+use super::topology::{Call, Topology};
 use super::LabError;
 use crate::config::judge::Kpi;
 use crate::config::parse_duration;
@@ -47,12 +49,26 @@ pub struct RawScenario {
     pub rate_window: Option<String>,
     /// The load generator.
     pub load: RawLoad,
+    /// A service mesh instead of the test service: `shop` (the default topology) or a
+    /// topology of its own. Anomaly phases only.
+    #[serde(default)]
+    pub topology: Option<RawTopology>,
     /// Anomaly recording: the phases, played in order.
     #[serde(default)]
     pub phases: Vec<RawPhase>,
     /// Regression campaign: load-test runs and pairs.
     #[serde(default)]
     pub regression: Option<RawCampaign>,
+}
+
+/// `topology:`: a named topology or one written out.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawTopology {
+    /// `shop`.
+    Named(String),
+    /// Services, calls and client settings.
+    Custom(Topology),
 }
 
 /// `load:` section.
@@ -89,6 +105,13 @@ pub struct RawPhase {
     /// Version deployed at the start of the phase (unchanged when absent).
     #[serde(default)]
     pub version: Option<String>,
+    /// Mesh scenarios: faults active during the phase, by service.
+    #[serde(default)]
+    pub service_faults: BTreeMap<String, Vec<MeshFault>>,
+    /// Mesh scenarios: call probabilities that differ from the topology during the
+    /// phase, by calling service (a shifted weight, a failover).
+    #[serde(default)]
+    pub calls: BTreeMap<String, Vec<Call>>,
 }
 
 /// `regression:` section.
@@ -140,6 +163,8 @@ pub struct Scenario {
     pub rate_window: Duration,
     /// Load generator settings.
     pub load: LoadSettings,
+    /// The service mesh played instead of the test service, if any.
+    pub mesh: Option<Topology>,
     /// What to play.
     pub body: Body,
 }
@@ -166,6 +191,21 @@ pub struct Phase {
     pub faults: Vec<Faults>,
     /// Version deployed at the start, if it changes.
     pub version: Option<String>,
+    /// Mesh faults by service.
+    pub service_faults: BTreeMap<String, Vec<MeshFault>>,
+    /// Mesh call probabilities that differ from the topology, by calling service.
+    pub calls: BTreeMap<String, Vec<Call>>,
+}
+
+impl Phase {
+    /// The services a mesh fault hits in this phase.
+    pub fn faulty_services(&self) -> Vec<&str> {
+        self.service_faults
+            .iter()
+            .filter(|(_, f)| !f.is_empty())
+            .map(|(s, _)| s.as_str())
+            .collect()
+    }
 }
 
 /// A validated campaign.
@@ -303,7 +343,12 @@ pub fn validate(raw: RawScenario) -> Result<Scenario, Vec<String>> {
         Some(v) => p.duration("rate_window", v, scrape * 2, s(600)),
         None => scrape * 5,
     };
-    let load = validate_load(&mut p, &raw.load, raw.seed);
+    let mesh = validate_topology(&mut p, &raw);
+    let mut load = validate_load(&mut p, &raw.load, raw.seed);
+    if mesh.is_some() {
+        // The load goes to the entry service, which serves one kind of request.
+        load.mix = vec![(MESH_ROUTE.to_string(), 1.0)];
+    }
     let body = match (&raw.regression, raw.phases.is_empty()) {
         (Some(_), false) => {
             p.0.push("phases and regression are exclusive: a scenario is one or the other".into());
@@ -313,7 +358,11 @@ pub fn validate(raw: RawScenario) -> Result<Scenario, Vec<String>> {
             p.0.push("phases: empty (give phases, or a regression campaign)".into());
             None
         }
-        (None, false) => Some(Body::Anomaly(validate_phases(&mut p, &raw.phases))),
+        (None, false) => Some(Body::Anomaly(validate_phases(
+            &mut p,
+            &raw.phases,
+            mesh.as_ref(),
+        ))),
         (Some(c), true) => Some(Body::Regression(validate_campaign(&mut p, c))),
     };
     if !p.0.is_empty() {
@@ -329,6 +378,7 @@ pub fn validate(raw: RawScenario) -> Result<Scenario, Vec<String>> {
         step,
         rate_window,
         load,
+        mesh,
         body,
     };
     if sc.total_duration() > MAX_TOTAL {
@@ -338,6 +388,80 @@ pub fn validate(raw: RawScenario) -> Result<Scenario, Vec<String>> {
         )]);
     }
     Ok(sc)
+}
+
+/// The route the load generator asks a mesh's entry service for (`/api/shop`).
+pub const MESH_ROUTE: &str = "shop";
+
+/// The scenario's topology, checked, if it has one.
+fn validate_topology(p: &mut Problems, raw: &RawScenario) -> Option<Topology> {
+    let topology = match raw.topology.as_ref()? {
+        RawTopology::Named(n) if n == "shop" => Topology::shop(),
+        RawTopology::Named(n) => {
+            p.0.push(format!(
+                "topology: unknown topology {n:?} (expected \"shop\" or a topology written out)"
+            ));
+            return None;
+        }
+        RawTopology::Custom(t) => t.clone(),
+    };
+    for e in topology.problems() {
+        p.0.push(format!("topology.{e}"));
+    }
+    if raw.regression.is_some() {
+        p.0.push("topology: a mesh scenario has phases, not a regression campaign".into());
+    }
+    if !raw.load.mix.is_empty() {
+        p.0.push("load.mix: a mesh's load goes to its entry service; leave mix out".into());
+    }
+    Some(topology)
+}
+
+/// Checks a phase's mesh keys against `mesh` (or their absence without a mesh).
+fn validate_mesh_phase(p: &mut Problems, key: &str, ph: &RawPhase, mesh: Option<&Topology>) {
+    let Some(t) = mesh else {
+        if !ph.service_faults.is_empty() || !ph.calls.is_empty() {
+            p.0.push(format!(
+                "{key}: service_faults and calls need a topology (use faults for the test service)"
+            ));
+        }
+        return;
+    };
+    if !ph.faults.is_empty() || ph.version.is_some() {
+        p.0.push(format!(
+            "{key}: a mesh phase injects service_faults (faults and version are the test service's)"
+        ));
+    }
+    for (service, faults) in &ph.service_faults {
+        if !t.services.contains_key(service) {
+            p.0.push(format!("{key}.service_faults.{service}: unknown service"));
+        }
+        for (i, f) in faults.iter().enumerate() {
+            for e in f.problems() {
+                p.0.push(format!("{key}.service_faults.{service}[{i}].{e}"));
+            }
+        }
+    }
+    for (service, calls) in &ph.calls {
+        let declared = t.services.get(service).map(|s| &s.calls[..]).unwrap_or(&[]);
+        if !t.services.contains_key(service) {
+            p.0.push(format!("{key}.calls.{service}: unknown service"));
+        }
+        for (i, c) in calls.iter().enumerate() {
+            if !declared.iter().any(|d| d.to == c.to) {
+                p.0.push(format!(
+                    "{key}.calls.{service}[{i}].to: {service} has no declared call to {:?}",
+                    c.to
+                ));
+            }
+            if !c.p.is_finite() || !(0.0..=1.0).contains(&c.p) {
+                p.0.push(format!(
+                    "{key}.calls.{service}[{i}].p: {} is not a probability (expected 0 to 1)",
+                    c.p
+                ));
+            }
+        }
+    }
 }
 
 fn validate_load(p: &mut Problems, raw: &RawLoad, seed: u64) -> LoadSettings {
@@ -380,7 +504,7 @@ fn validate_load(p: &mut Problems, raw: &RawLoad, seed: u64) -> LoadSettings {
     }
 }
 
-fn validate_phases(p: &mut Problems, raw: &[RawPhase]) -> Vec<Phase> {
+fn validate_phases(p: &mut Problems, raw: &[RawPhase], mesh: Option<&Topology>) -> Vec<Phase> {
     let mut names = HashSet::new();
     raw.iter()
         .enumerate()
@@ -397,6 +521,7 @@ fn validate_phases(p: &mut Problems, raw: &[RawPhase]) -> Vec<Phase> {
             );
             p.profile(&key, &ph.profile);
             p.faults(&key, &ph.faults);
+            validate_mesh_phase(p, &key, ph, mesh);
             if let Some(v) = &ph.version {
                 if !safe_name(v) {
                     p.0.push(format!(
@@ -410,6 +535,8 @@ fn validate_phases(p: &mut Problems, raw: &[RawPhase]) -> Vec<Phase> {
                 profile: ph.profile.clone(),
                 faults: ph.faults.clone(),
                 version: ph.version.clone(),
+                service_faults: ph.service_faults.clone(),
+                calls: ph.calls.clone(),
             }
         })
         .collect()

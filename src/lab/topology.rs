@@ -258,6 +258,23 @@ impl Topology {
             .find_map(|name| visit(self, name, &mut state, &mut Vec::new()))
     }
 
+    /// This topology with the call probabilities `changes` sets (by calling service);
+    /// changes to undeclared calls are ignored (scenario validation rejects them).
+    pub fn with_calls(&self, changes: &BTreeMap<String, Vec<Call>>) -> Topology {
+        let mut t = self.clone();
+        for (caller, calls) in changes {
+            let Some(spec) = t.services.get_mut(caller) else {
+                continue;
+            };
+            for change in calls {
+                if let Some(c) = spec.calls.iter_mut().find(|c| c.to == change.to) {
+                    c.p = change.p;
+                }
+            }
+        }
+        t
+    }
+
     /// The services that call `name`, directly or through others, with a call
     /// probability above zero: those a fault of `name` can reach.
     pub fn callers_of(&self, name: &str) -> Vec<String> {
