@@ -783,27 +783,51 @@ phases:
         let (header, rows) = read_csv(&dir.join(s["file"].as_str().unwrap()));
         assert!(rows.len() >= 40, "{s}: {} rows", rows.len());
         for col in ["rps", "latency_p95_ms", "root_cause", "affected"] {
-            assert!(header.iter().any(|h| h == col), "{s}: no {col} in {header:?}");
+            assert!(
+                header.iter().any(|h| h == col),
+                "{s}: no {col} in {header:?}"
+            );
         }
     }
     let windows = manifest["windows"].as_array().expect("windows");
-    let roots: Vec<&str> = windows.iter().map(|w| w["root_cause"].as_str().unwrap()).collect();
+    let roots: Vec<&str> = windows
+        .iter()
+        .map(|w| w["root_cause"].as_str().unwrap())
+        .collect();
     assert_eq!(roots, ["database", "payment"]);
     for w in windows {
-        let affected: Vec<&str> = w["affected"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-        assert_eq!(affected[0], w["root_cause"], "the root cause comes first: {w}");
+        let affected: Vec<&str> = w["affected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            affected[0], w["root_cause"],
+            "the root cause comes first: {w}"
+        );
         let callers = w["callers"].as_array().unwrap();
         assert!(callers.iter().any(|c| c == "frontend"), "{w}");
-        assert!(affected[1..].iter().all(|a| callers.iter().any(|c| c == a)), "only callers are affected: {w}");
+        assert!(
+            affected[1..].iter().all(|a| callers.iter().any(|c| c == a)),
+            "only callers are affected: {w}"
+        );
     }
     // The faults reached the entry service in at least one window (the figure itself is
     // reported by the recordings, not asserted here).
     let propagation = &manifest["propagation"];
     assert_eq!(propagation["windows_below_entry"], 2);
-    assert!(propagation["entry_affected"].as_u64().unwrap() >= 1, "{propagation}");
+    assert!(
+        propagation["entry_affected"].as_u64().unwrap() >= 1,
+        "{propagation}"
+    );
     let edges = read(&dir.join("edges.csv"));
     assert!(edges.starts_with("timestamp,client,server,rps,error_ratio,latency_mean_ms\n"));
-    for edge in [",frontend,catalog,", ",checkout,payment,", ",catalog,cache,"] {
+    for edge in [
+        ",frontend,catalog,",
+        ",checkout,payment,",
+        ",catalog,cache,",
+    ] {
         assert!(edges.contains(edge), "no {edge} rows");
     }
 }

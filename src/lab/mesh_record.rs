@@ -246,7 +246,10 @@ async fn service_columns(
     sc: &Scenario,
     grid: Grid,
 ) -> Result<BTreeMap<String, Columns>, LabError> {
-    let mut services = fetch_by(prom, sc, grid, SERVICE_QUERIES, |l| l.get("service").cloned()).await?;
+    let mut services = fetch_by(prom, sc, grid, SERVICE_QUERIES, |l| {
+        l.get("service").cloned()
+    })
+    .await?;
     let processes = fetch_by(prom, sc, grid, PROCESS_QUERIES, |l| l.get("job").cloned()).await?;
     let workload = fetch_by(prom, sc, grid, WORKLOAD_QUERY, |_| Some(String::new()))
         .await?
@@ -259,7 +262,10 @@ async fn service_columns(
         let errors = cols.remove("errors_rps").unwrap_or(nan);
         cols.insert(
             "error_ratio".into(),
-            rps.iter().zip(&errors).map(|(r, e)| error_ratio(*r, *e)).collect(),
+            rps.iter()
+                .zip(&errors)
+                .map(|(r, e)| error_ratio(*r, *e))
+                .collect(),
         );
         if let Some(p) = processes.get(&mesh_job(name)) {
             cols.extend(p.clone());
@@ -298,7 +304,10 @@ fn fault_windows(topology: &Topology, phases: &[Phase], segments: &[Segment]) ->
 
 /// Grid rows inside `seg`, the first `skip_s` seconds left out.
 fn rows_of(grid: Grid, seg: &Segment, skip_s: f64) -> Vec<usize> {
-    let (from, to) = (seg.start_ms as f64 / 1000.0 + skip_s, seg.end_ms as f64 / 1000.0);
+    let (from, to) = (
+        seg.start_ms as f64 / 1000.0 + skip_s,
+        seg.end_ms as f64 / 1000.0,
+    );
     (0..grid.n)
         .filter(|&i| grid.ts(i) >= from && grid.ts(i) < to)
         .collect()
@@ -346,7 +355,8 @@ impl Bounds {
             return 0.0;
         }
         let above = |name: &str, bound: f64, i: usize| {
-            cols.get(name).is_some_and(|c| c[i].is_finite() && c[i] > bound)
+            cols.get(name)
+                .is_some_and(|c| c[i].is_finite() && c[i] > bound)
         };
         let out = rows
             .iter()

@@ -422,13 +422,11 @@ async fn play(
             for (i, ph) in phases.iter().enumerate() {
                 match &sc.mesh {
                     Some(t) => set_mesh_state(client, t, services, Some(ph)).await?,
-                    None => {
-                        set_state(client, service, ph.version.as_deref(), &ph.faults).await?
-                    }
+                    None => set_state(client, service, ph.version.as_deref(), &ph.faults).await?,
                 }
                 load.set_plan(ph.profile.clone(), ph.duration);
                 let start_ms = crate::clock::now_ms();
-                tracing::info!(phase = %ph.name, n = i + 1, of = phases.len(), duration = ?ph.duration, faults = ph.faults.len(), "Phase started.");
+                tracing::info!(phase = %ph.name, n = i + 1, of = phases.len(), duration = ?ph.duration, faults = ph.faults.len() + ph.faulty_services().len(), "Phase started.");
                 tokio::time::sleep(ph.duration).await;
                 segments.push(Segment {
                     index: i,
