@@ -383,6 +383,55 @@ fn a_minimal_scenario_is_valid() {
 }
 
 #[test]
+fn mesh_scenario_mistakes_are_all_reported() {
+    let p = problems(
+        r#"
+name: m
+topology: shop
+load: {mode: closed, mix: {home: 1}}
+phases:
+  - name: a
+    duration: 10s
+    profile: {kind: constant, level: 5}
+    faults: [{latency_ms: 5}]
+    service_faults: {db: [{latency_ms: 5}], payment: [{error_rate: 2}]}
+    calls: {checkout: [{to: cache, p: 1}], cart: [{to: cache, p: 1.5}]}
+"#,
+    )
+    .join("\n");
+    for expected in [
+        "load.mix: a mesh's load goes to its entry service",
+        "phases[0]: a mesh phase injects service_faults",
+        "phases[0].service_faults.db: unknown service",
+        "phases[0].service_faults.payment[0].error_rate: 2 is out of range",
+        "phases[0].calls.checkout[0].to: checkout has no declared call to \"cache\"",
+        "phases[0].calls.cart[0].p: 1.5 is not a probability",
+    ] {
+        assert!(p.contains(expected), "{expected:?} missing in:\n{p}");
+    }
+    let p = problems(
+        "name: m\ntopology: mall\nload: {mode: closed}\nphases:\n  - {name: a, duration: 10s, profile: {kind: constant, level: 5}}\n",
+    );
+    assert!(
+        p[0].starts_with("topology: unknown topology \"mall\""),
+        "{p:?}"
+    );
+    let p = problems(
+        "name: m\nload: {mode: closed}\nphases:\n  - {name: a, duration: 10s, profile: {kind: constant, level: 5}, service_faults: {db: [{cpu_ms: 1}]}}\n",
+    );
+    assert!(
+        p[0].contains("service_faults and calls need a topology"),
+        "{p:?}"
+    );
+    let sc = scenario::parse(
+        "name: m\ntopology: shop\nload: {mode: closed}\nphases:\n  - {name: a, duration: 10s, profile: {kind: constant, level: 5}}\n",
+    )
+    .expect("valid");
+    assert_eq!(sc.load.mix, vec![("shop".to_string(), 1.0)]);
+    assert_eq!(sc.mesh.expect("a mesh").services.len(), 9);
+}
+
+#[test]
 fn unknown_keys_are_rejected_with_their_path() {
     for (text, path) in [
         (GOOD.replace("name: t", "name: t\nbogus: 1"), "bogus"),

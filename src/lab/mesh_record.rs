@@ -19,8 +19,8 @@ use std::path::Path;
 use serde_json::json;
 
 use super::record::{
-    clean_dir, error_ratio, fetch_by, fmt_ts, fmt_value, write, write_manifest, Columns, Grid,
-    PromClient, Segment,
+    clean_dir, error_ratio, fetch_by, fmt_ts, fmt_value, manifest_with, write, write_manifest,
+    Columns, Grid, PromClient, Segment,
 };
 use super::runner::{mesh_job, RunSummary};
 use super::scenario::{Phase, Scenario};
@@ -123,17 +123,7 @@ pub async fn export(
 ) -> Result<RunSummary, LabError> {
     let dir = out.join("mesh").join(&sc.name);
     clean_dir(&dir)?;
-    let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
-        return Err(LabError::Http {
-            url: "export".into(),
-            detail: "nothing was played".into(),
-        });
-    };
-    let grid = Grid::inside(
-        first.start_ms as f64 / 1000.0,
-        last.end_ms as f64 / 1000.0,
-        sc.step.as_secs_f64(),
-    );
+    let grid = Grid::played(segments, sc.step.as_secs_f64())?;
     let mut services = service_columns(prom, sc, grid).await?;
     let edges = fetch_by(prom, sc, grid, EDGE_QUERIES, |l| {
         Some(format!("{},{}", l.get("client")?, l.get("server")?))
@@ -210,26 +200,21 @@ pub async fn export(
             })
         })
         .collect();
-    let manifest = json!({
-        "format": MESH_FORMAT,
-        "scenario": sc.name,
-        "description": sc.description,
-        "seed": sc.load.seed,
-        "step_s": sc.step.as_secs_f64(),
-        "scrape_interval_s": sc.scrape_interval.as_secs_f64(),
-        "rate_window_s": sc.rate_window.as_secs_f64(),
-        "start": grid.start,
-        "end": grid.end(),
-        "rows": grid.n,
-        "topology": topology,
-        "services": files,
-        "phases": phase_json,
-        "windows": windows_json,
-        "affected_rule": {"share": AFFECTED_SHARE, "bound_quantile": 0.99,
-            "latency_bound_min_over_median": 1.1, "error_ratio_bound_min": 0.01},
-        "propagation": {"windows_below_entry": below_entry, "entry_affected": entry_affected,
-            "share": share},
-    });
+    let manifest = manifest_with(
+        MESH_FORMAT,
+        sc,
+        grid,
+        json!({
+            "topology": topology,
+            "services": files,
+            "phases": phase_json,
+            "windows": windows_json,
+            "affected_rule": {"share": AFFECTED_SHARE, "bound_quantile": 0.99,
+                "latency_bound_min_over_median": 1.1, "error_ratio_bound_min": 0.01},
+            "propagation": {"windows_below_entry": below_entry, "entry_affected": entry_affected,
+                "share": share},
+        }),
+    );
     write_manifest(&dir, &manifest)?;
     tracing::info!(scenario = %sc.name, windows = windows.len(), below_entry, entry_affected, "Mesh recording exported.");
     Ok(RunSummary {

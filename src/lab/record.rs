@@ -171,6 +171,21 @@ impl Grid {
         };
         Self { start, step, n }
     }
+    /// The grid over everything `segments` played; an error when nothing was.
+    pub(super) fn played(segments: &[Segment], step: f64) -> Result<Self, LabError> {
+        let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
+            return Err(LabError::Http {
+                url: "export".into(),
+                detail: "nothing was played".into(),
+            });
+        };
+        Ok(Self::inside(
+            first.start_ms as f64 / 1000.0,
+            last.end_ms as f64 / 1000.0,
+            step,
+        ))
+    }
+
     pub(super) fn ts(&self, i: usize) -> f64 {
         self.start + self.step * i as f64
     }
@@ -383,17 +398,7 @@ async fn export_anomaly(
 ) -> Result<RunSummary, LabError> {
     let dir = out.join("anomaly").join(&sc.name);
     clean_dir(&dir)?;
-    let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
-        return Err(LabError::Http {
-            url: "export".into(),
-            detail: "nothing was played".into(),
-        });
-    };
-    let grid = Grid::inside(
-        first.start_ms as f64 / 1000.0,
-        last.end_ms as f64 / 1000.0,
-        sc.step.as_secs_f64(),
-    );
+    let grid = Grid::played(segments, sc.step.as_secs_f64())?;
     let (mut per_route, global) = fetch(prom, sc, grid).await?;
 
     // Fault windows: one per (phase with faults, affected route).
@@ -477,8 +482,29 @@ async fn export_anomaly(
             "metrics": names, "rows": grid.n, "anomalous_rows": labeled,
         }));
     }
-    let manifest = json!({
-        "format": ANOMALY_FORMAT,
+    let manifest = manifest_with(
+        ANOMALY_FORMAT,
+        sc,
+        grid,
+        json!({
+            "entities": entities,
+            "phases": phase_json,
+            "windows": windows,
+        }),
+    );
+    write_manifest(&dir, &manifest)?;
+    Ok(RunSummary {
+        dir,
+        files: entities.len() + 1,
+        labeled: windows.len(),
+    })
+}
+
+/// A recording's manifest: the fields every format shares (format, scenario, seed,
+/// resolution, span), then the fields of `rest` (an object).
+pub(super) fn manifest_with(format: &str, sc: &Scenario, grid: Grid, rest: Value) -> Value {
+    let mut m = json!({
+        "format": format,
         "scenario": sc.name,
         "description": sc.description,
         "seed": sc.load.seed,
@@ -488,16 +514,11 @@ async fn export_anomaly(
         "start": grid.start,
         "end": grid.end(),
         "rows": grid.n,
-        "entities": entities,
-        "phases": phase_json,
-        "windows": windows,
     });
-    write_manifest(&dir, &manifest)?;
-    Ok(RunSummary {
-        dir,
-        files: entities.len() + 1,
-        labeled: windows.len(),
-    })
+    if let (Value::Object(m), Value::Object(rest)) = (&mut m, rest) {
+        m.extend(rest);
+    }
+    m
 }
 
 pub(super) fn write_manifest(dir: &Path, manifest: &Value) -> Result<(), LabError> {
@@ -519,18 +540,8 @@ async fn export_regression(
 ) -> Result<RunSummary, LabError> {
     let dir: PathBuf = out.join("regress");
     clean_dir(&dir)?;
-    let (Some(first), Some(last)) = (segments.first(), segments.last()) else {
-        return Err(LabError::Http {
-            url: "export".into(),
-            detail: "nothing was played".into(),
-        });
-    };
     let step = sc.step.as_secs_f64();
-    let all = Grid::inside(
-        first.start_ms as f64 / 1000.0,
-        last.end_ms as f64 / 1000.0,
-        step,
-    );
+    let all = Grid::played(segments, step)?;
     let (per_route, global) = fetch(prom, sc, all).await?;
     let nan = vec![f64::NAN; all.n];
     let workload = global.get("workload").unwrap_or(&nan);
