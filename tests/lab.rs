@@ -81,6 +81,82 @@ fn held_out_replicas_match_the_format_and_record_their_seed() {
     }
 }
 
+#[test]
+fn mesh_recordings_match_the_documented_format() {
+    // tests/data/lab-mesh/s<seed>/mesh/<scenario>/: mesh scenarios recorded with
+    // `kpiwatch-lab run --seed <seed> --out tests/data/lab-mesh/s<seed>`.
+    let seeds = dirs(&root().join("tests/data/lab-mesh"));
+    assert!(seeds.len() >= 2, "two seeds at least: {seeds:?}");
+    for seed_dir in seeds {
+        let name = seed_dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let seed: u64 = name
+            .strip_prefix('s')
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{}: want s<seed>", seed_dir.display()));
+        for dir in dirs(&seed_dir.join("mesh")) {
+            check_mesh_recording(&dir, seed);
+        }
+    }
+}
+
+/// Checks one mesh recording against the format of docs/lab.md ("The service mesh").
+fn check_mesh_recording(dir: &Path, seed: u64) {
+    let m: Value = serde_json::from_str(&read(&dir.join("manifest.json"))).expect("JSON");
+    let at = dir.display();
+    assert_eq!(m["format"], "kpiwatch-lab-mesh/1", "{at}");
+    assert_eq!(m["seed"].as_u64(), Some(seed), "{at}");
+    let rows = m["rows"].as_u64().expect("rows") as usize;
+    let services: BTreeSet<String> = m["topology"]["services"]
+        .as_object()
+        .expect("topology")
+        .keys()
+        .cloned()
+        .collect();
+    for s in m["services"].as_array().expect("services") {
+        let (header, data) = read_csv(&dir.join(s["file"].as_str().expect("file")));
+        assert_eq!(data.len(), rows, "{at}: {s}");
+        for col in [
+            "rps",
+            "error_ratio",
+            "latency_p95_ms",
+            "root_cause",
+            "affected",
+        ] {
+            assert!(header.iter().any(|h| h == col), "{at}: {s} has no {col}");
+        }
+    }
+    let windows = m["windows"].as_array().expect("windows");
+    assert!(!windows.is_empty(), "{at}: no fault window");
+    for w in windows {
+        let root = w["root_cause"].as_str().expect("root_cause");
+        assert!(services.contains(root), "{at}: {w}");
+        let callers: Vec<&str> = w["callers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
+        let affected: Vec<&str> = w["affected"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c.as_str())
+            .collect();
+        assert_eq!(affected.first(), Some(&root), "{at}: {w}");
+        assert!(
+            affected[1..].iter().all(|a| callers.contains(a)),
+            "{at}: {w}"
+        );
+    }
+    let p = &m["propagation"];
+    assert!(
+        p["entry_affected"].as_u64() <= p["windows_below_entry"].as_u64(),
+        "{at}: {p}"
+    );
+    assert!(read(&dir.join("edges.csv"))
+        .starts_with("timestamp,client,server,rps,error_ratio,latency_mean_ms\n"));
+}
+
 /// Checks every recording under `root` (`<root>/<scenario>/`) against the anomaly
 /// format; returns the number of entities, of fault windows, and the kinds seen.
 fn check_anomaly_root(root: &Path, min_rows: usize) -> (usize, usize, BTreeSet<String>) {

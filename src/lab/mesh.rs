@@ -492,7 +492,13 @@ impl MeshService {
                     .filter(|c| self.topology.services.contains_key(*c))
                     .unwrap_or(USER)
                     .to_string();
-                let code = self.serve(&caller).await;
+                // The work runs on its own task, as a thread-per-request server's handler
+                // would: a caller that times out and hangs up does not cancel it, so the
+                // service still does the work, loads its callees and records the request.
+                let me = Arc::clone(self);
+                let code = tokio::spawn(async move { me.serve(&caller).await })
+                    .await
+                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 text(code, code.canonical_reason().unwrap_or(""))
             }
             (Method::GET, "/metrics") => {
