@@ -110,6 +110,14 @@ impl MeshFault {
                 out.push(format!("{name}: {v} is out of range (expected 0 to {max})"));
             }
         }
+        for (name, v, max) in [
+            ("workers", self.workers, 10_000),
+            ("client_pool", self.client_pool, 1_000),
+        ] {
+            if v > max {
+                out.push(format!("{name}: {v} is out of range (expected 0 to {max})"));
+            }
+        }
         if self.kinds().is_empty() {
             out.push("the fault injects nothing (set at least one field)".into());
         }
@@ -732,6 +740,16 @@ mod tests {
                 .is_err());
             let e = s.set_faults(vec![MeshFault::default()]).unwrap_err();
             assert!(e.contains("injects nothing"), "{e}");
+            let e = s
+                .set_faults(vec![MeshFault {
+                    workers: usize::MAX,
+                    ..Default::default()
+                }])
+                .unwrap_err();
+            assert!(
+                e.contains("workers: 18446744073709551615 is out of range"),
+                "{e}"
+            );
         });
     }
 }
