@@ -12,6 +12,7 @@
 //! distance) travels beside it in [`Scores::raw`] for people who tune.
 
 pub mod adsketch;
+pub mod graph;
 pub(crate) mod onnx_graph;
 pub mod onnx_proto;
 pub mod regress;
