@@ -8,6 +8,7 @@
 mod backtest;
 mod check;
 mod detect_adsketch;
+mod detect_graph;
 mod detect_uniad;
 mod detect_zscore;
 mod offline;
@@ -113,6 +114,8 @@ pub enum DetectCommand {
     Adsketch(detect_adsketch::Args),
     /// Uni-AD (shared ONNX model) on a CSV entity (`timestamp` + metric columns [+ `label`]).
     Uniad(detect_uniad::Args),
+    /// Root cause on the service graph over recorded mesh incidents (lab recordings; see `detect graph --help`).
+    Graph(detect_graph::Args),
 }
 
 /// Initialises tracing; `Err` describes a bad filter.
@@ -152,6 +155,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Detect(DetectCommand::Zscore(args)) => detect_zscore::run(&args),
         Command::Detect(DetectCommand::Adsketch(args)) => detect_adsketch::run(&args),
         Command::Detect(DetectCommand::Uniad(args)) => detect_uniad::run(&args),
+        Command::Detect(DetectCommand::Graph(args)) => detect_graph::run(&args),
         Command::Regress(args) => regress::run(&args),
         Command::Backtest(args) => backtest::run(&args),
     }
