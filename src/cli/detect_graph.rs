@@ -35,7 +35,11 @@ pub struct Args {
     #[arg(long, default_value = "frontier")]
     method: String,
     /// The service columns the node detector scores.
-    #[arg(long, value_delimiter = ',', default_value = "error_ratio,latency_p95_ms")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "error_ratio,latency_p95_ms"
+    )]
     metrics: Vec<String>,
     /// Rows of history behind each score (the agent's `history`).
     #[arg(long, default_value_t = 120)]
@@ -196,7 +200,9 @@ impl Recording {
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter_map(|s| Some((s["service"].as_str()?.into(), s["file"].as_str()?.into())))
+                    .filter_map(|s| {
+                        Some((s["service"].as_str()?.into(), s["file"].as_str()?.into()))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -230,13 +236,14 @@ impl Recording {
         let mut ts = Vec::new();
         let mut columns = Vec::new();
         for (s, file) in &services {
-            let table = crate::dataset::read_csv(&dir.join(file))
-                .map_err(|e| e.to_string())?;
+            let table = crate::dataset::read_csv(&dir.join(file)).map_err(|e| e.to_string())?;
             let t = table.require("timestamp").map_err(|e| e.to_string())?;
             if ts.is_empty() {
                 ts = t.to_vec();
             } else if t != ts.as_slice() {
-                return Err(format!("{s}.csv: its rows are not the other services' rows"));
+                return Err(format!(
+                    "{s}.csv: its rows are not the other services' rows"
+                ));
             }
             let cols = metrics
                 .iter()
@@ -259,7 +266,11 @@ impl Recording {
             let (Some(t), Some(c), Some(s), Some(r)) =
                 (cells.first(), cells.get(1), cells.get(2), cells.get(3))
             else {
-                return Err(format!("{}:{}: expected timestamp,client,server,rps,...", epath.display(), n + 1));
+                return Err(format!(
+                    "{}:{}: expected timestamp,client,server,rps,...",
+                    epath.display(),
+                    n + 1
+                ));
             };
             let t = crate::dataset::parse_number(t).unwrap_or(f64::NAN);
             let rate = crate::dataset::parse_number(r).unwrap_or(f64::NAN);
@@ -470,7 +481,10 @@ impl Tally {
         }
         for (k, m) in RankMethod::ALL.iter().enumerate() {
             if hidden[k] {
-                self.marks.entry(m.name().to_string()).or_default().origin_hidden += 1;
+                self.marks
+                    .entry(m.name().to_string())
+                    .or_default()
+                    .origin_hidden += 1;
             }
         }
         self.lines.push('\n');
@@ -492,7 +506,10 @@ impl Tally {
             "\n{} incidents, {} with no service anomalous in the window",
             self.incidents, self.undetected
         );
-        let _ = writeln!(out, "\naccuracy at 1 / at 3 (incidents judged), per cycle after the first:");
+        let _ = writeln!(
+            out,
+            "\naccuracy at 1 / at 3 (incidents judged), per cycle after the first:"
+        );
         for depth in ["all", "entry", "middle", "leaf"] {
             for &at in &self.at {
                 let mut cells = Vec::new();
@@ -506,11 +523,19 @@ impl Tally {
                     }
                 }
                 if let Some(h) = self.hits.get(&(RANDOM.to_string(), depth.to_string(), at)) {
-                    let _ = writeln!(out, "  {depth:<6} +{at:<3} n={:<3} {}", h.judged, cells.join("  "));
+                    let _ = writeln!(
+                        out,
+                        "  {depth:<6} +{at:<3} n={:<3} {}",
+                        h.judged,
+                        cells.join("  ")
+                    );
                 }
             }
         }
-        let _ = writeln!(out, "\nsymptom marks (judged rows): precision, origin marked a symptom");
+        let _ = writeln!(
+            out,
+            "\nsymptom marks (judged rows): precision, origin marked a symptom"
+        );
         for (who, m) in &self.marks {
             let _ = writeln!(
                 out,

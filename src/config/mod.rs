@@ -11,6 +11,7 @@ pub mod detectors;
 mod duration;
 mod env;
 mod error;
+pub mod graph;
 pub mod judge;
 mod nesting;
 pub(crate) mod raw;
@@ -23,6 +24,7 @@ mod web;
 pub use duration::{format_duration, parse_duration};
 pub use env::{expand_env, EnvLookup, ProcessEnv};
 pub use error::{ConfigError, ConfigErrors};
+pub use graph::{EdgeQuery, GraphConfig, RankMethod};
 pub use regressions::{BaselineConfig, RegressionsConfig};
 pub use seasonality::{Direction, Gate, SeasonalityConfig};
 pub use validate::{

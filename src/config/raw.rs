@@ -147,6 +147,8 @@ pub(crate) struct RawGroup {
     /// Noise gates, by metric name.
     #[serde(default)]
     pub gates: BTreeMap<String, super::seasonality::RawGate>,
+    /// The service graph: root cause and symptom marks across the group's entities.
+    pub graph: Option<super::graph::RawGraph>,
 }
 
 /// `groups[].detectors:`. Each key enables one detector.

@@ -164,6 +164,19 @@ pub struct DetectorsConfig {
 }
 
 impl DetectorsConfig {
+    /// The names of the enabled detectors, in the order a graph prefers them for node
+    /// scores.
+    pub fn enabled_names(&self) -> Vec<&'static str> {
+        [
+            ("zscore", self.zscore.is_some()),
+            ("uniad", self.uniad.is_some()),
+            ("adsketch", self.adsketch.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect()
+    }
+
     /// `true` when no detector is enabled.
     pub fn is_empty(&self) -> bool {
         self.zscore.is_none() && self.adsketch.is_none() && self.uniad.is_none()
@@ -197,6 +210,8 @@ pub struct GroupConfig {
     pub detectors: DetectorsConfig,
     /// The seasonal baseline, when `seasonality` is set.
     pub seasonality: Option<super::SeasonalityConfig>,
+    /// The service graph, when `graph` is set.
+    pub graph: Option<super::GraphConfig>,
 }
 
 /// Collects errors with the file name filled in.
@@ -336,6 +351,17 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
             validate_group(g, &format!("groups[{i}]"), &mut errs, base)
         })
         .collect();
+    if shard != Shard::All {
+        for (i, g) in groups.iter().enumerate().filter(|(_, g)| g.graph.is_some()) {
+            errs.push(
+                &format!("groups[{i}].graph"),
+                format!(
+                    "group {:?} has a graph, which needs all of its nodes, but this agent is sharded (shard:) and sees only some entities (expected an unsharded agent for this group: the Helm chart's graph.enabled Deployment)",
+                    g.name
+                ),
+            );
+        }
+    }
     let regressions = raw.regressions.map(|r| {
         let mut found = Vec::new();
         let validated = super::regressions::validate(r, base, &mut found);
@@ -683,6 +709,21 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>, base: &Path) ->
         errs,
         base,
     );
+    let graph = g.graph.map(|raw| {
+        let mut found = Vec::new();
+        let enabled = detectors.enabled_names();
+        let graph = super::graph::validate(
+            raw,
+            &format!("{key}.graph"),
+            &entity_labels,
+            &enabled,
+            &mut found,
+        );
+        for (k, msg) in found {
+            errs.push(&k, msg);
+        }
+        graph
+    });
     GroupConfig {
         name: g.name,
         interval,
@@ -696,6 +737,7 @@ fn validate_group(g: RawGroup, key: &str, errs: &mut Errors<'_>, base: &Path) ->
         metrics,
         detectors,
         seasonality,
+        graph,
     }
 }
 

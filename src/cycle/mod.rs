@@ -9,6 +9,7 @@
 //! itself ([`reader::Error::is_query_fault`]: bad PromQL, an answer over the cap) fails
 //! every cycle alike, so it only leaves its metric out: the group is scored on the others.
 
+mod graph;
 mod schedule;
 
 pub use schedule::{group_loop, EditRequest, SnapshotReply};
@@ -82,6 +83,8 @@ pub struct GroupRunner {
     seasonal_pending: Vec<bool>,
     /// Whether the "group is at max_entities" warning was logged (once per runner).
     warned_full: bool,
+    /// The service graph, when the group has one.
+    graph: Option<graph::GraphLayer>,
 }
 
 /// The state-file entry under which a group's seasonal baselines are saved beside its
@@ -115,7 +118,9 @@ impl GroupRunner {
     pub fn new(cfg: GroupConfig, shard: ShardFilter, detectors: Vec<Box<dyn Detector>>) -> Self {
         let store = GroupStore::new(StoreConfig::from_group(&cfg, shard));
         let seasonal_pending = vec![cfg.seasonality.is_some(); cfg.metrics.len()];
+        let graph = cfg.graph.clone().map(graph::GraphLayer::new);
         GroupRunner {
+            graph,
             cfg,
             store,
             detectors,
@@ -201,6 +206,10 @@ impl GroupRunner {
             ctx.telemetry
                 .cycle_finished(&self.cfg.name, started.elapsed(), false, counts);
             return (self, CycleResult::QueryFailed);
+        }
+        if let Some(g) = &mut self.graph {
+            g.fetch_edges(&ctx.client, now_ms, &self.cfg.name, &ctx.telemetry)
+                .await;
         }
         let (scores, telemetry) = (ctx.scores.clone(), ctx.telemetry.clone());
         let catalog = ctx.catalog.clone();
@@ -295,8 +304,14 @@ impl GroupRunner {
             for d in &mut self.detectors {
                 d.forget(key);
             }
+            if let Some(g) = &mut self.graph {
+                g.forget(key);
+            }
         }
         let anomalous = self.score(&outcome.fresh, sink, telemetry);
+        if let Some(g) = &mut self.graph {
+            g.publish(&self.cfg.name, &self.labels, sink, telemetry);
+        }
         let entities = self.store.entity_count();
         CycleCounts {
             entities,
@@ -514,6 +529,13 @@ impl GroupRunner {
                         Ok(s) => {
                             if s.is_anomalous() {
                                 flagged.insert(view.key);
+                            }
+                            if let Some(g) =
+                                self.graph.as_mut().filter(|g| g.detector() == d.name())
+                            {
+                                if let Some(e) = self.store.entity(view.key) {
+                                    g.record(view.key, &e.labels, s.anomaly_score);
+                                }
                             }
                             if let Some(labels) = self.labels.get(view.key) {
                                 sink.publish(&self.cfg.name, view, labels, d.name(), &s);

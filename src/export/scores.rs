@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::{Arc, RwLock};
 
+use crate::detect::graph::NodeVerdict;
 use crate::detect::{EntityView, Scores};
 
 /// Where a cycle's scores go: the agent's [`ScoreBoard`] (served on `/metrics`), or a
@@ -24,6 +25,16 @@ pub trait ScoreSink {
     );
     /// An entity expired: its series go.
     fn remove_entity(&mut self, group: &str, key: &str);
+    /// What the group's service graph says about one entity's node this cycle. A
+    /// backtest does not replay the graph: its recorder keeps nothing.
+    fn publish_graph(
+        &mut self,
+        _group: &str,
+        _key: &str,
+        _labels: &SeriesLabels,
+        _verdict: &NodeVerdict,
+    ) {
+    }
 }
 
 impl ScoreSink for &ScoreBoard {
@@ -49,6 +60,16 @@ impl ScoreSink for &ScoreBoard {
     fn remove_entity(&mut self, group: &str, key: &str) {
         ScoreBoard::remove_entity(self, group, key);
     }
+
+    fn publish_graph(
+        &mut self,
+        group: &str,
+        key: &str,
+        labels: &SeriesLabels,
+        verdict: &NodeVerdict,
+    ) {
+        ScoreBoard::publish_graph(self, group, key, labels, verdict);
+    }
 }
 
 /// A score family: name, help, and its position in the output.
@@ -64,10 +85,13 @@ enum Family {
     UniadMetricContribution,
     AdsketchDistance,
     AdsketchMatch,
+    RootcauseRank,
+    RootcauseScore,
+    Symptom,
 }
 
 impl Family {
-    const ALL: [Family; 10] = [
+    const ALL: [Family; 13] = [
         Family::AnomalyScore,
         Family::Anomaly,
         Family::ZscoreValue,
@@ -78,6 +102,9 @@ impl Family {
         Family::UniadMetricContribution,
         Family::AdsketchDistance,
         Family::AdsketchMatch,
+        Family::RootcauseRank,
+        Family::RootcauseScore,
+        Family::Symptom,
     ];
 
     fn name(self) -> &'static str {
@@ -92,6 +119,9 @@ impl Family {
             Family::UniadMetricContribution => "kpiwatch_uniad_metric_contribution",
             Family::AdsketchDistance => "kpiwatch_adsketch_distance",
             Family::AdsketchMatch => "kpiwatch_adsketch_match",
+            Family::RootcauseRank => "kpiwatch_rootcause_rank",
+            Family::RootcauseScore => "kpiwatch_rootcause_score",
+            Family::Symptom => "kpiwatch_symptom",
         }
     }
 
@@ -113,6 +143,9 @@ impl Family {
             Family::UniadMetricContribution => "Uni-AD share of each metric in the reconstruction error at the last step: its squared error (scaled when scale_errors is on) divided by the number of metrics; the shares sum to the error.",
             Family::AdsketchDistance => "ADSketch distance of the latest subsequence to its nearest pattern.",
             Family::AdsketchMatch => "ADSketch nearest pattern of the latest subsequence (value 1), with its kind and issue labels.",
+            Family::RootcauseRank => "Service graph: rank of the entity's service among the anomalous services as the incident's probable origin (1 = most probable); present only while the service is anomalous.",
+            Family::RootcauseScore => "Service graph: the ranking's share of the evidence that the entity's service is the incident's origin (sums to 1 over the anomalous services; 0 when not anomalous).",
+            Family::Symptom => "Service graph: 1 while the entity's service is anomalous only as a symptom of the anomalous dependency in the cause label (which is anomalous too, started no later and ranks above it); absent otherwise.",
         }
     }
 }
@@ -123,7 +156,9 @@ pub struct SeriesLabels(Arc<str>);
 
 /// Labels kpiwatch adds itself; an entity label of the same name is renamed
 /// `exported_<name>`, as Prometheus does with `honor_labels: false`.
-const RESERVED: [&str; 6] = ["group", "detector", "metric", "pattern", "kind", "issue"];
+const RESERVED: [&str; 7] = [
+    "group", "detector", "metric", "pattern", "kind", "issue", "cause",
+];
 
 impl SeriesLabels {
     /// Renders `group="...",<entity labels>`.
@@ -190,8 +225,9 @@ struct Line {
 struct Entry {
     /// The gauge lines of the latest scores.
     lines: Vec<Line>,
-    /// Further labels, rendered, of the [`Family::AdsketchMatch`] lines, in line order.
-    match_labels: Vec<Box<str>>,
+    /// Further labels, rendered, of the [`Family::AdsketchMatch`] and [`Family::Symptom`]
+    /// lines, in line order.
+    extra_labels: Vec<Box<str>>,
     /// `group` and entity labels.
     labels: SeriesLabels,
     /// The group's metric names, shared with the group's other entries.
@@ -256,6 +292,9 @@ impl Board {
     }
 }
 
+/// The `detector` label of the service graph's series.
+pub(crate) const GRAPH: &str = "graph";
+
 /// A per-entity counter family: name, help and the count it renders.
 type Counter = (&'static str, &'static str, fn(&Entry) -> u64);
 
@@ -308,7 +347,7 @@ impl ScoreBoard {
         };
         let entry = detectors.entry(detector).or_insert_with(|| Entry {
             lines: Vec::new(),
-            match_labels: Vec::new(),
+            extra_labels: Vec::new(),
             labels: labels.clone(),
             metric_names: names.clone(),
             detector,
@@ -323,7 +362,7 @@ impl ScoreBoard {
         }
         let first = entry.lines.is_empty();
         entry.lines.clear();
-        entry.match_labels.clear();
+        entry.extra_labels.clear();
         push_lines(entry, scores);
         if first {
             // The count of lines rarely changes between cycles: keep no growth slack.
@@ -331,6 +370,65 @@ impl ScoreBoard {
         }
         entry.scored += 1;
         entry.flagged += u64::from(scores.is_anomalous());
+    }
+
+    /// Replaces the service graph's series of one entity and counts the point.
+    pub fn publish_graph(
+        &self,
+        group: &str,
+        key: &str,
+        labels: &SeriesLabels,
+        verdict: &NodeVerdict,
+    ) {
+        let mut board = self.board.write().unwrap_or_else(|p| p.into_inner());
+        let names = board.name_list(&[]);
+        let entry = board
+            .groups
+            .entry(group.to_string())
+            .or_default()
+            .entry(key.to_string())
+            .or_default()
+            .entry(GRAPH)
+            .or_insert_with(|| Entry {
+                lines: Vec::new(),
+                extra_labels: Vec::new(),
+                labels: labels.clone(),
+                metric_names: names,
+                detector: GRAPH,
+                scored: 0,
+                flagged: 0,
+            });
+        if entry.labels != *labels {
+            entry.labels = labels.clone();
+        }
+        entry.lines.clear();
+        entry.extra_labels.clear();
+        let line = |family, value| Line {
+            family,
+            metric: None,
+            value,
+        };
+        let score = verdict.graph_score();
+        entry.lines.push(line(Family::AnomalyScore, score));
+        entry
+            .lines
+            .push(line(Family::Anomaly, f64::from(u8::from(score > 1.0))));
+        if let Some(rank) = verdict.rank {
+            entry
+                .lines
+                .push(line(Family::RootcauseRank, f64::from(rank)));
+        }
+        entry
+            .lines
+            .push(line(Family::RootcauseScore, verdict.rootcause_score));
+        if let Some(cause) = &verdict.symptom_of {
+            let mut extra = String::new();
+            push_label(&mut extra, "cause", cause);
+            entry.extra_labels.push(extra.into());
+            entry.lines.push(line(Family::Symptom, 1.0));
+        }
+        entry.scored += 1;
+        entry.flagged += u64::from(score > 1.0);
     }
 
     /// Removes every series of an entity (it expired).
@@ -367,7 +465,7 @@ impl ScoreBoard {
         for family in Family::ALL {
             let mut header_written = false;
             for e in entries(&board) {
-                let mut matches = e.match_labels.iter();
+                let mut extras = e.extra_labels.iter();
                 for line in e.lines.iter().filter(|l| l.family == family) {
                     if !header_written {
                         let _ = writeln!(out, "# HELP {} {}", family.name(), family.help());
@@ -375,7 +473,7 @@ impl ScoreBoard {
                         header_written = true;
                     }
                     let extra = match family {
-                        Family::AdsketchMatch => matches.next().map(|m| &**m),
+                        Family::AdsketchMatch | Family::Symptom => extras.next().map(|m| &**m),
                         _ => None,
                     };
                     e.push_series(
@@ -460,7 +558,7 @@ fn push_lines(entry: &mut Entry, s: &Scores) {
                     let kind = if p.abnormal { "abnormal" } else { "normal" };
                     push_label(&mut extra, "kind", kind);
                     push_label(&mut extra, "issue", &p.issues);
-                    entry.match_labels.push(extra.into());
+                    entry.extra_labels.push(extra.into());
                     lines.push(line(Family::AdsketchMatch, Some(i), 1.0));
                 }
             }

@@ -90,6 +90,16 @@ impl Telemetry {
         info!(group, entity, metric, delta, "Level shift lasted seasonality_adapt_after; the seasonal baseline now expects the new level.");
     }
 
+    /// A group's service graph was analysed: its size this cycle.
+    pub fn graph_analyzed(&self, group: &str, nodes: usize, edges: usize, unknown: usize) {
+        let m = &self.metrics;
+        m.graph_nodes.with_label_values(&[group]).set(nodes as i64);
+        m.graph_edges.with_label_values(&[group]).set(edges as i64);
+        m.graph_edges_unknown
+            .with_label_values(&[group])
+            .set(unknown as i64);
+    }
+
     /// Seasonal baselines were learned from a long history at start.
     pub fn seasonal_learned(&self, group: &str, metric: &str, series: usize, took: Duration) {
         self.metrics

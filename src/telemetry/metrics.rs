@@ -49,6 +49,12 @@ pub struct SelfMetrics {
     pub level_shifts: IntCounterVec,
     /// Series whose seasonal baseline was learned from Prometheus's history at start, by group.
     pub seasonal_learned: IntCounterVec,
+    /// Nodes of a group's service graph in the last cycle.
+    pub graph_nodes: IntGaugeVec,
+    /// Edges of a group's service graph in the last cycle.
+    pub graph_edges: IntGaugeVec,
+    /// Edges of a group's service graph with an end that is no entity of the group.
+    pub graph_edges_unknown: IntGaugeVec,
     /// State saves by result.
     pub state_saves: IntCounterVec,
     /// Failed state saves by cause.
@@ -172,6 +178,9 @@ impl SelfMetrics {
             entities_dropped: counter_vec(r, "kpiwatch_entities_dropped_total", "New entities not tracked because the group was at max_entities, counted once per cycle they appeared in, by group.", &["group"])?,
             level_shifts: counter_vec(r, "kpiwatch_level_shifts_total", "Level shifts the seasonal baselines adopted after seasonality_adapt_after, by group.", &["group"])?,
             seasonal_learned: counter_vec(r, "kpiwatch_seasonal_series_learned_total", "Series whose seasonal baseline was learned from Prometheus history at start, by group.", &["group"])?,
+            graph_nodes: gauge_vec(r, "kpiwatch_graph_nodes", "Services in a group's service graph in the last cycle (entities with a node label and services named by an edge).", &["group"])?,
+            graph_edges: gauge_vec(r, "kpiwatch_graph_edges", "Edges of a group's service graph in the last cycle (at least graph.min_edge_rate calls per second, and the static edges).", &["group"])?,
+            graph_edges_unknown: gauge_vec(r, "kpiwatch_graph_edges_unknown", "Edges of a group's service graph with an end that is no entity of the group (a service not monitored, or a label that does not match graph.node_label).", &["group"])?,
             series: gauge_vec(r, "kpiwatch_series", "Series (entity x metric) tracked, by group.", &["group"])?,
             state_saves: counter_vec(r, "kpiwatch_state_saves_total", "State saves by result (success, failure).", &["result"])?,
             state_save_errors: counter_vec(r, "kpiwatch_state_save_errors_total", "Failed state saves by cause (read_only, no_space, permission, locked, io, invalid, panic).", &["cause"])?,

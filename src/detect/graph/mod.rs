@@ -22,7 +22,7 @@
 
 mod rank;
 
-pub use rank::RankMethod;
+pub use crate::config::RankMethod;
 
 use std::collections::HashMap;
 
@@ -221,7 +221,7 @@ impl GraphAnalyzer {
             .collect();
         let only: Vec<Suspect> = suspects.iter().map(|(_, s)| *s).collect();
         let explains = explanations(graph, &only);
-        let weights = self.method.weights(graph, &only, &explains);
+        let weights = rank::weights(self.method, &only, &explains);
         let order = rank::order(&only, &weights);
         let total: f64 = weights.iter().sum();
         let mut out: Vec<NodeVerdict> = scores

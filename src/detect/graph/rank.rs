@@ -1,24 +1,8 @@
-//! The ranking methods: how likely each anomalous node is the origin of the incident.
+//! The ranking methods ([`RankMethod`], documented with the config): how likely each
+//! anomalous node is the origin of the incident.
 
-use super::{CallGraph, Suspect};
-
-/// How the anomalous nodes are ranked (`graph.method` in the config).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RankMethod {
-    /// Nodes that no anomalous dependency explains first (an anomalous node none of
-    /// whose callees, direct or further down, is anomalous and started no later), by
-    /// score; the explained ones after them, by score.
-    #[default]
-    Frontier,
-    /// A personalised random walk (after MicroRCA and CloudRanger): from each anomalous
-    /// node toward the anomalous dependencies that explain it, weighted by their
-    /// scores, a little back toward its callers, staying with a weight of what its own
-    /// score exceeds its dependencies' by; restarts in proportion to the scores. The
-    /// walk's stationary share is the node's weight.
-    RandomWalk,
-    /// The highest score first: the graph ignored (a baseline to beat).
-    HighestScore,
-}
+use super::Suspect;
+use crate::config::RankMethod;
 
 /// Weight of an explained node against an unexplained one of the same score in
 /// [`RankMethod::Frontier`].
@@ -31,50 +15,26 @@ const BACKWARD: f64 = 0.2;
 /// graphs).
 const ITERATIONS: usize = 50;
 
-impl RankMethod {
-    /// Every method, in the order reports list them.
-    pub const ALL: [RankMethod; 3] = [
-        RankMethod::Frontier,
-        RankMethod::RandomWalk,
-        RankMethod::HighestScore,
-    ];
-
-    /// The config and report name.
-    pub fn name(self) -> &'static str {
-        match self {
-            RankMethod::Frontier => "frontier",
-            RankMethod::RandomWalk => "random_walk",
-            RankMethod::HighestScore => "highest_score",
-        }
-    }
-
-    /// The method called `name`.
-    pub fn parse(name: &str) -> Option<RankMethod> {
-        RankMethod::ALL.into_iter().find(|m| m.name() == name)
-    }
-
-    /// Per suspect a weight, larger = more probable origin (≥ 0).
-    pub(super) fn weights(
-        self,
-        _graph: &CallGraph,
-        suspects: &[Suspect],
-        explains: &[Vec<usize>],
-    ) -> Vec<f64> {
-        match self {
-            RankMethod::HighestScore => suspects.iter().map(|s| s.score).collect(),
-            RankMethod::Frontier => suspects
-                .iter()
-                .zip(explains)
-                .map(|(s, e)| {
-                    if e.is_empty() {
-                        s.score
-                    } else {
-                        s.score * EXPLAINED_FACTOR
-                    }
-                })
-                .collect(),
-            RankMethod::RandomWalk => random_walk(suspects, explains),
-        }
+/// Per suspect a weight by `method`, larger = more probable origin (≥ 0).
+pub(super) fn weights(
+    method: RankMethod,
+    suspects: &[Suspect],
+    explains: &[Vec<usize>],
+) -> Vec<f64> {
+    match method {
+        RankMethod::HighestScore => suspects.iter().map(|s| s.score).collect(),
+        RankMethod::Frontier => suspects
+            .iter()
+            .zip(explains)
+            .map(|(s, e)| {
+                if e.is_empty() {
+                    s.score
+                } else {
+                    s.score * EXPLAINED_FACTOR
+                }
+            })
+            .collect(),
+        RankMethod::RandomWalk => random_walk(suspects, explains),
     }
 }
 
