@@ -121,6 +121,12 @@ EXPORTED = {
     "kpiwatch_flags_total",
     "kpiwatch_level_shifts_total",
     "kpiwatch_seasonal_series_learned_total",
+    "kpiwatch_rootcause_rank",
+    "kpiwatch_rootcause_score",
+    "kpiwatch_symptom",
+    "kpiwatch_graph_nodes",
+    "kpiwatch_graph_edges",
+    "kpiwatch_graph_edges_unknown",
 } | HISTOGRAMS
 STANDARD = {
     "up",
