@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{free_port, http_get, query, Procs};
+use common::{free_port, http_get, query, shortened_rules, Procs};
 
 /// Value of the synthetic gauge before the jump (plus a little deterministic noise, so
 /// that the robust statistics have a non-degenerate spread).
@@ -224,27 +224,6 @@ fn tools() -> Option<(PathBuf, PathBuf)> {
     }
     eprintln!("SKIPPED: {msg}");
     None
-}
-
-/// The shipped rules with every `for:` set to 2s.
-fn shortened_rules() -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rules/kpiwatch.rules.yml");
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-    let mut out = String::new();
-    let mut shortened = 0;
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("for:") {
-            out.push_str(&line[..line.len() - trimmed.len()]);
-            out.push_str("for: 2s\n");
-            shortened += 1;
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    assert!(shortened > 0, "no `for:` found in {}", path.display());
-    out
 }
 
 /// The synthetic scrape target (`GET /metrics`) and the Alertmanager webhook

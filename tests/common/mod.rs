@@ -502,3 +502,25 @@ impl TestPki {
         }
     }
 }
+
+/// The shipped rules with every `for:` set to 2s.
+pub fn shortened_rules() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/rules/kpiwatch.rules.yml");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let mut out = String::new();
+    let mut shortened = 0;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("for:") {
+            out.push_str(&line[..line.len() - trimmed.len()]);
+            out.push_str("for: 2s\n");
+            shortened += 1;
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    assert!(shortened > 0, "no `for:` found in {}", path.display());
+    out
+}
