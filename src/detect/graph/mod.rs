@@ -26,9 +26,6 @@ pub use crate::config::RankMethod;
 
 use std::collections::HashMap;
 
-/// Calls at least this often (per second) make an edge, unless configured otherwise.
-pub const DEFAULT_MIN_EDGE_RATE: f64 = 0.0;
-
 /// Who calls whom, with how many calls per second; nodes are service names.
 #[derive(Debug, Clone, Default)]
 pub struct CallGraph {
@@ -64,7 +61,7 @@ impl CallGraph {
             .into_iter()
             .filter(|&(_, r)| r >= min_rate && r > 0.0)
             .collect();
-        kept.sort_by(|a, b| a.0.cmp(&b.0));
+        kept.sort_by_key(|e| e.0);
         for ((a, b), r) in kept {
             g.callees[a].push((b, r));
             g.callers[b].push((a, r));
