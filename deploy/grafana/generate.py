@@ -415,6 +415,38 @@ def anomalies() -> dict:
         w=8,
         h=8,
     )
+    lay.row("Service graph")
+    lay.add(
+        bargauge(
+            "Probable root causes",
+            "Groups with graph: the anomalous entities by root-cause rank (1 = the most "
+            "probable origin of the incident; docs/graph.md). Empty when nothing is anomalous.",
+            [target('sort(kpiwatch_rootcause_rank{group=~"$group"})', instant=True)],
+        ),
+        w=8,
+        h=8,
+    )
+    lay.add(
+        table(
+            "Symptoms and their causes",
+            "Entities anomalous only because an anomalous dependency (cause) is: their "
+            "anomaly alerts are held back while the cause alerts.",
+            [target('kpiwatch_symptom{group=~"$group"}', instant=True)],
+            hide=["Value"],
+        ),
+        w=8,
+        h=8,
+    )
+    lay.add(
+        timeseries(
+            "Root-cause score",
+            "The ranking's share of the evidence that each anomalous entity is the origin "
+            "(sums to 1 over the anomalous entities of a group).",
+            [target('kpiwatch_rootcause_score{group=~"$group"} > 0')],
+        ),
+        w=8,
+        h=8,
+    )
     lay.row("Alerts")
     lay.add(
         table(

@@ -356,7 +356,7 @@ pub(super) fn validate(raw: RawConfig, file: &str, base: &Path) -> Result<Config
             errs.push(
                 &format!("groups[{i}].graph"),
                 format!(
-                    "group {:?} has a graph, which needs all of its nodes, but this agent is sharded (shard:) and sees only some entities (expected an unsharded agent for this group: the Helm chart's graph.enabled Deployment)",
+                    "group {:?} has a graph, which needs all of its nodes, but this agent is sharded (shard:) and sees only some entities (expected this group in an agent without shard:, e.g. a second Helm release with shard: null as in the chart's ci/graph-values.yaml)",
                     g.name
                 ),
             );

@@ -204,8 +204,12 @@ impl GraphAnalyzer {
     pub fn analyze(&mut self, graph: &CallGraph, scores: &[(&str, f64)]) -> Vec<NodeVerdict> {
         self.cycle += 1;
         let anomalous = |s: f64| s > 1.0;
-        self.onsets
-            .retain(|name, _| scores.iter().any(|(n, s)| n == name && anomalous(*s)));
+        let now: std::collections::HashSet<&str> = scores
+            .iter()
+            .filter(|(_, s)| anomalous(*s))
+            .map(|(n, _)| *n)
+            .collect();
+        self.onsets.retain(|name, _| now.contains(name.as_str()));
         let suspects: Vec<(usize, Suspect)> = scores
             .iter()
             .enumerate()
