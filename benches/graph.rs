@@ -62,6 +62,16 @@ fn bench_graph(c: &mut Criterion) {
                 (n.as_str(), s)
             })
             .collect();
+        if anomalous == cases[0] {
+            group.bench_function("build_only", |b| {
+                b.iter(|| {
+                    CallGraph::new(
+                        edges.iter().map(|(a, b, r)| (a.as_str(), b.as_str(), *r)),
+                        0.0,
+                    )
+                })
+            });
+        }
         for method in RankMethod::ALL {
             let mut analyzer = GraphAnalyzer::new(method);
             group.bench_function(format!("{}_{anomalous}_anomalous", method.name()), |b| {

@@ -711,6 +711,60 @@ kpiwatch_flags_total{group="g",instance="a",detector="zscore"} 0
 kpiwatch_flags_total{group="g",instance="b",detector="zscore"} 0"#;
 
     #[test]
+    fn graph_verdicts_render_rank_score_and_symptom_with_its_cause() {
+        let b = ScoreBoard::new();
+        let db = SeriesLabels::new("shop", &[("service".into(), "database".into())]);
+        let web = SeriesLabels::new("shop", &[("service".into(), "web".into())]);
+        let cache = SeriesLabels::new("shop", &[("service".into(), "cache".into())]);
+        let verdict = |name: &str, score, rank, share, cause: Option<&str>| NodeVerdict {
+            name: name.into(),
+            score,
+            rank,
+            rootcause_score: share,
+            symptom_of: cause.map(String::from),
+        };
+        b.publish_graph(
+            "shop",
+            "db",
+            &db,
+            &verdict("database", 3.0, Some(1), 0.9, None),
+        );
+        b.publish_graph(
+            "shop",
+            "web",
+            &web,
+            &verdict("web", 5.0, Some(2), 0.1, Some("database")),
+        );
+        b.publish_graph(
+            "shop",
+            "cache",
+            &cache,
+            &verdict("cache", 0.2, None, 0.0, None),
+        );
+        let mut out = String::new();
+        b.render(&mut out);
+        for line in [
+            r#"kpiwatch_anomaly_score{group="shop",service="database",detector="graph"} 3"#,
+            // A symptom's graph score is at most 1: it does not page on its own.
+            r#"kpiwatch_anomaly_score{group="shop",service="web",detector="graph"} 1"#,
+            r#"kpiwatch_anomaly{group="shop",service="web",detector="graph"} 0"#,
+            r#"kpiwatch_rootcause_rank{group="shop",service="database"} 1"#,
+            r#"kpiwatch_rootcause_rank{group="shop",service="web"} 2"#,
+            r#"kpiwatch_rootcause_score{group="shop",service="cache"} 0"#,
+            r#"kpiwatch_symptom{group="shop",service="web",cause="database"} 1"#,
+        ] {
+            assert!(out.contains(line), "no {line} in\n{out}");
+        }
+        assert!(!out.contains(r#"kpiwatch_rootcause_rank{group="shop",service="cache"}"#));
+        assert!(!out.contains(r#"kpiwatch_symptom{group="shop",service="database""#));
+        // The next cycle: the web recovered, its symptom line goes.
+        b.publish_graph("shop", "web", &web, &verdict("web", 0.5, None, 0.0, None));
+        let mut out = String::new();
+        b.render(&mut out);
+        assert!(!out.contains("kpiwatch_symptom{"), "{out}");
+    }
+
+    #[test]
     fn removing_an_entity_removes_all_its_series() {
         let b = ScoreBoard::new();
         let la = SeriesLabels::new("g", &[("instance".into(), "a".into())]);

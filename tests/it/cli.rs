@@ -341,3 +341,64 @@ fn detect_uniad_scores_a_csv_with_the_plain_eq7_unless_asked_to_scale() {
         "--scale-errors changes the raw score"
     );
 }
+
+#[test]
+fn detect_graph_judges_every_fault_window_of_a_mesh_recording() {
+    // The training recording of the shop: eight fault windows (docs/lab.md).
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    let out = Command::new(BIN)
+        .args(["detect", "graph", "--direction", "up", "--json"])
+        .arg(&json)
+        .arg(root.join("tests/data/lab-mesh/s31"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One line per incident, naming its root cause and where it landed.
+    let incidents: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("mesh-shop s31 "))
+        .collect();
+    assert_eq!(incidents.len(), 8, "{stdout}");
+    assert!(
+        incidents[0].contains("database-slow (root database, leaf)"),
+        "{}",
+        incidents[0]
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(summary["incidents"], 8);
+    for who in [
+        "frontier",
+        "random_walk",
+        "highest_score",
+        "random",
+        "root_anomalous",
+    ] {
+        let acc = &summary["accuracy"][format!("{who}/all/+0")];
+        let (top1, top3) = (acc["top1"].as_f64().unwrap(), acc["top3"].as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&top1) && top1 <= top3, "{who}: {acc}");
+    }
+    // No ranking beats the share of incidents whose root the detector flags at all.
+    let ceiling = summary["accuracy"]["root_anomalous/all/+0"]["top1"]
+        .as_f64()
+        .unwrap();
+    let frontier = summary["accuracy"]["frontier/all/+0"]["top1"]
+        .as_f64()
+        .unwrap();
+    assert!(frontier <= ceiling, "{frontier} > {ceiling}");
+    // A wrong method is refused with what is expected.
+    let bad = Command::new(BIN)
+        .args(["detect", "graph", "--method", "pagerank"])
+        .arg(root.join("tests/data/lab-mesh/s31"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("frontier, random_walk or highest_score"));
+}

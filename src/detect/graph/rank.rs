@@ -11,9 +11,10 @@ const EXPLAINED_FACTOR: f64 = 0.01;
 const RESTART: f64 = 0.15;
 /// Random walk: weight of a step back toward a caller, relative to its score.
 const BACKWARD: f64 = 0.2;
-/// Random walk: power iterations (the walk converges well before on incident-sized
-/// graphs).
+/// Random walk: most power iterations, and the total change of the distribution in one
+/// below which it has converged.
 const ITERATIONS: usize = 50;
+const CONVERGED: f64 = 1e-9;
 
 /// Per suspect a weight by `method`, larger = more probable origin (≥ 0).
 pub(super) fn weights(
@@ -83,7 +84,11 @@ fn random_walk(suspects: &[Suspect], explains: &[Vec<usize>]) -> Vec<f64> {
                 next[to] += (1.0 - RESTART) * p[k] * w / sum;
             }
         }
+        let change: f64 = p.iter().zip(&next).map(|(a, b)| (a - b).abs()).sum();
         std::mem::swap(&mut p, &mut next);
+        if change < CONVERGED {
+            break;
+        }
     }
     p
 }
