@@ -193,10 +193,17 @@ pub fn parse(text: &str) -> Result<Rules, String> {
     Ok(rules)
 }
 
-/// Parses `family{matchers} op number`; `Err` says why the expression is out of scope.
+/// The clause the shipped anomaly rules end with to leave out a service graph's
+/// symptoms. A backtest replays no graph, so no score is a symptom: the clause removes
+/// nothing and the rule is evaluated without it.
+const SYMPTOM_CLAUSE: &str = "unless ignoring (detector, cause) kpiwatch_symptom == 1";
+
+/// Parses `family{matchers} op number` (optionally followed by [`SYMPTOM_CLAUSE`]);
+/// `Err` says why the expression is out of scope.
 fn parse_expr(expr: &str) -> Result<(Family, Vec<Matcher>, Comparison, f64), String> {
     let out_of_scope = || "not a comparison of a kpiwatch score series with a number".to_string();
     let e = expr.trim();
+    let e = e.strip_suffix(SYMPTOM_CLAUSE).map_or(e, str::trim_end);
     let name_len = e
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(e.len());
@@ -416,9 +423,13 @@ mod tests {
                 "KpiwatchZscoreAnomaly",
                 "KpiwatchUniadAnomaly",
                 "KpiwatchAdsketchAnomaly",
-                "KpiwatchAnomaly"
+                "KpiwatchAnomaly",
+                // Evaluated, and silent: a backtest records no graph scores.
+                "KpiwatchProbableRootCause"
             ]
         );
+        // The symptom clause the anomaly rules end with is read as "no symptoms".
+        assert_eq!(rules.evaluated[0].value, 1.0);
         assert_eq!(rules.evaluated[1].hold, Duration::from_secs(300));
         assert!(rules.skipped.iter().any(|(n, _)| n == "KpiwatchRegression"));
         assert!(rules.skipped.iter().any(|(n, _)| n == "KpiwatchDown"));
