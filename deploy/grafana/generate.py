@@ -816,6 +816,21 @@ def agent() -> dict:
         w=12,
         h=8,
     )
+    lay.add(
+        timeseries(
+            "Service graph: nodes, edges, edges to unknown services",
+            "Groups with graph: services and edges of the last cycle, and edges with an end "
+            "that is no entity of the group (a service not monitored, or a node_label that "
+            "does not match the edge labels; near 0 when the graph is well configured).",
+            [
+                target(f"max by (group) (kpiwatch_graph_nodes{{{s}}})", legend="{{group}} nodes", ref="A"),
+                target(f"max by (group) (kpiwatch_graph_edges{{{s}}})", legend="{{group}} edges", ref="B"),
+                target(f"max by (group) (kpiwatch_graph_edges_unknown{{{s}}})", legend="{{group}} edges to unknown", ref="C"),
+            ],
+        ),
+        w=12,
+        h=8,
+    )
     lay.row("Prometheus queries")
     lay.add(
         timeseries(
