@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use common::{free_port, http_get, query, shortened_rules, Procs};
+use common::{free_port, query, shortened_rules, Procs};
 
 /// Value of the synthetic gauge before the jump (plus a little deterministic noise, so
 /// that the robust statistics have a non-degenerate spread).
@@ -61,18 +61,8 @@ fn shipped_rule_fires_through_alertmanager_when_the_gauge_jumps() {
          group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: test\n    webhook_configs:\n      \
          - url: http://{target}/webhook\n        send_resolved: false\n"
     );
-    fs::write(dir.join("alertmanager.yml"), am_config).expect("write alertmanager.yml");
     let mut procs = Procs::new(dir);
-    procs.spawn(
-        "alertmanager",
-        Command::new(&alertmanager_bin).args([
-            format!("--config.file={}", dir.join("alertmanager.yml").display()),
-            format!("--storage.path={}", dir.join("am-data").display()),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
-            "--cluster.listen-address=".to_string(),
-            "--log.level=warn".to_string(),
-        ]),
-    );
+    procs.spawn_alertmanager(alertmanager_bin.as_os_str(), am_port, &am_config);
 
     // Prometheus: the shipped rules with short `for:`, 1s scrapes and evaluations.
     fs::write(dir.join("rules.yml"), shortened_rules()).expect("write rules.yml");
@@ -113,12 +103,8 @@ fn shipped_rule_fires_through_alertmanager_when_the_gauge_jumps() {
         ]),
     );
 
-    procs.wait_for("prometheus ready", Duration::from_secs(30), || {
-        http_get(prom_port, "/-/ready").is_some_and(|(s, _)| s == 200)
-    });
-    procs.wait_for("alertmanager ready", Duration::from_secs(30), || {
-        http_get(am_port, "/-/ready").is_some_and(|(s, _)| s == 200)
-    });
+    procs.wait_ready("prometheus", prom_port);
+    procs.wait_ready("alertmanager", am_port);
 
     // Warm-up: wait until Prometheus holds a score for the entity, below threshold.
     let score_query =

@@ -84,20 +84,10 @@ fn a_slow_leaf_ranks_first_and_its_callers_are_marked_its_symptoms() {
 
     let (prom_port, am_port, kw_port) = (free_port(), free_port(), free_port());
     let mut procs = Procs::new(dir);
-    std::fs::write(
-        dir.join("alertmanager.yml"),
+    procs.spawn_alertmanager(
+        "prometheus-alertmanager".as_ref(),
+        am_port,
         "route: {receiver: none, group_wait: 1s, group_interval: 1s}\nreceivers: [{name: none}]\n",
-    )
-    .expect("write alertmanager.yml");
-    procs.spawn(
-        "alertmanager",
-        Command::new("prometheus-alertmanager").args([
-            format!("--config.file={}", dir.join("alertmanager.yml").display()),
-            format!("--storage.path={}", dir.join("am-data").display()),
-            format!("--web.listen-address=127.0.0.1:{am_port}"),
-            "--cluster.listen-address=".to_string(),
-            "--log.level=warn".to_string(),
-        ]),
     );
     std::fs::write(dir.join("rules.yml"), shortened_rules()).expect("write rules.yml");
     let targets: Vec<String> = addresses.values().map(|a| format!("'{a}'")).collect();
@@ -157,12 +147,8 @@ groups:
             format!("--config={}", dir.join("kpiwatch.yaml").display()),
         ]),
     );
-    procs.wait_for("prometheus ready", Duration::from_secs(30), || {
-        http_get(prom_port, "/-/ready").is_some_and(|(s, _)| s == 200)
-    });
-    procs.wait_for("alertmanager ready", Duration::from_secs(30), || {
-        http_get(am_port, "/-/ready").is_some_and(|(s, _)| s == 200)
-    });
+    procs.wait_ready("prometheus", prom_port);
+    procs.wait_ready("alertmanager", am_port);
 
     // Warm-up: every service scored by the graph, and the graph's edges all between
     // known services.

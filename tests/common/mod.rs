@@ -209,6 +209,30 @@ impl Procs {
         }
     }
 
+    /// Starts Alertmanager (`program`) as `alertmanager` on loopback `port` with
+    /// `config` (YAML), its config and data in the log directory, no cluster.
+    pub fn spawn_alertmanager(&mut self, program: &std::ffi::OsStr, port: u16, config: &str) {
+        let dir = self.dir.clone();
+        std::fs::write(dir.join("alertmanager.yml"), config).expect("write alertmanager.yml");
+        self.spawn(
+            "alertmanager",
+            Command::new(program).args([
+                format!("--config.file={}", dir.join("alertmanager.yml").display()),
+                format!("--storage.path={}", dir.join("am-data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--cluster.listen-address=".to_string(),
+                "--log.level=warn".to_string(),
+            ]),
+        );
+    }
+
+    /// Waits (30 s at most) until the server on `port` answers `GET /-/ready` with 200.
+    pub fn wait_ready(&mut self, what: &str, port: u16) {
+        self.wait_for(&format!("{what} ready"), Duration::from_secs(30), || {
+            http_get(port, "/-/ready").is_some_and(|(s, _)| s == 200)
+        });
+    }
+
     /// The last 40 lines of every log.
     pub fn logs(&self) -> String {
         let mut out = String::new();
