@@ -492,6 +492,11 @@ phases:
         p[0].starts_with("topology: unknown topology \"mall\""),
         "{p:?}"
     );
+    // A topology written out with a misspelt key: the message names it.
+    let p = problems(
+        "name: m\ntopology: {entry: web, services: {web: {work_ms: 1, calls: [{too: db}]}, db: {}}}\nload: {mode: closed}\nphases:\n  - {name: a, duration: 10s, profile: {kind: constant, level: 5}}\n",
+    );
+    assert!(p.join("\n").contains("unknown field `too`"), "{p:?}");
     let p = problems(
         "name: m\nload: {mode: closed}\nphases:\n  - {name: a, duration: 10s, profile: {kind: constant, level: 5}, service_faults: {db: [{cpu_ms: 1}]}}\n",
     );

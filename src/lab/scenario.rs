@@ -62,13 +62,26 @@ pub struct RawScenario {
 }
 
 /// `topology:`: a named topology or one written out.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum RawTopology {
     /// `shop`.
     Named(String),
     /// Services, calls and client settings.
     Custom(Topology),
+}
+
+impl<'de> Deserialize<'de> for RawTopology {
+    /// A string names a topology; anything else is read as one written out, and its
+    /// error says what is wrong in it (an untagged enum would only say that nothing
+    /// matched).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(name) => Ok(RawTopology::Named(name)),
+            other => Topology::deserialize(other)
+                .map(RawTopology::Custom)
+                .map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 /// `load:` section.
