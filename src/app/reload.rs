@@ -106,6 +106,9 @@ impl Agent {
                         continue;
                     };
                     r.restore(&prev.snapshots());
+                    self.ctx
+                        .scores
+                        .retain_detectors(&g.name, &r.published_detectors());
                     r
                 }
                 None => match fresh_runner(&mut fresh, g, &new) {

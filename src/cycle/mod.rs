@@ -140,6 +140,16 @@ impl GroupRunner {
         self.detectors.iter().map(|d| d.name()).collect()
     }
 
+    /// The `detector` labels of the series this group publishes: its detectors', and
+    /// the service graph's when it has one.
+    pub fn published_detectors(&self) -> Vec<&'static str> {
+        let mut names = self.detector_names();
+        if self.graph.is_some() {
+            names.push(crate::export::GRAPH_DETECTOR);
+        }
+        names
+    }
+
     /// The group's store (for tests and benches).
     pub fn store(&self) -> &GroupStore {
         &self.store

@@ -32,6 +32,6 @@ pub mod web;
 
 pub use auth::{Refusals, WriteAuth};
 pub use catalog::{CatalogHandle, PatternCatalog};
-pub use scores::{ScoreBoard, ScoreSink, SeriesLabels};
+pub use scores::{ScoreBoard, ScoreSink, SeriesLabels, GRAPH_DETECTOR};
 pub use server::{handle, Admin, AdminServer, ApiRequest, Body, ReloadRequest, MAX_BODY_BYTES};
 pub use web::WebGuard;

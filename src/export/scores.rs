@@ -293,7 +293,7 @@ impl Board {
 }
 
 /// The `detector` label of the service graph's series.
-pub(crate) const GRAPH: &str = "graph";
+pub const GRAPH_DETECTOR: &str = "graph";
 
 /// A per-entity counter family: name, help and the count it renders.
 type Counter = (&'static str, &'static str, fn(&Entry) -> u64);
@@ -388,13 +388,13 @@ impl ScoreBoard {
             .or_default()
             .entry(key.to_string())
             .or_default()
-            .entry(GRAPH)
+            .entry(GRAPH_DETECTOR)
             .or_insert_with(|| Entry {
                 lines: Vec::new(),
                 extra_labels: Vec::new(),
                 labels: labels.clone(),
                 metric_names: names,
-                detector: GRAPH,
+                detector: GRAPH_DETECTOR,
                 scored: 0,
                 flagged: 0,
             });
@@ -444,6 +444,19 @@ impl ScoreBoard {
         let mut board = self.board.write().unwrap_or_else(|p| p.into_inner());
         board.groups.retain(|g, _| keep.contains(g));
         board.name_lists.retain(|l| Arc::strong_count(l) > 1);
+    }
+
+    /// Removes a group's series of the detectors not in `keep` (a reload took a
+    /// detector or the service graph out of the group: their last values must not stay
+    /// exported).
+    pub fn retain_detectors(&self, group: &str, keep: &[&str]) {
+        let mut board = self.board.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(g) = board.groups.get_mut(group) {
+            for detectors in g.values_mut() {
+                detectors.retain(|d, _| keep.contains(d));
+            }
+            g.retain(|_, detectors| !detectors.is_empty());
+        }
     }
 
     /// Number of entities with at least one series.
@@ -777,6 +790,27 @@ kpiwatch_flags_total{group="g",instance="b",detector="zscore"} 0"#;
         assert!(!out.contains("instance=\"a\""));
         assert!(out.contains("instance=\"b\""));
         assert_eq!(out.matches("# TYPE kpiwatch_anomaly_score").count(), 1);
+        b.publish_graph(
+            "g",
+            "b",
+            &lb,
+            &NodeVerdict {
+                name: "b".into(),
+                score: 2.0,
+                rank: Some(1),
+                rootcause_score: 1.0,
+                symptom_of: None,
+            },
+        );
+        // A reload took the graph out of the group: its series go, the z-score's stay.
+        b.retain_detectors("g", &["zscore"]);
+        let mut out = String::new();
+        b.render(&mut out);
+        assert!(!out.contains("kpiwatch_rootcause_rank"), "{out}");
+        assert!(out.contains(r#"kpiwatch_anomaly_score{group="g",instance="b",detector="zscore"}"#));
+        b.retain_detectors("g", &[]);
+        assert_eq!(b.entity_count(), 0);
+        b.publish("g", "b", &lb, "zscore", &["cpu", "mem"], &scores(0.5));
         b.retain_groups(&[]);
         assert_eq!(b.entity_count(), 0);
     }
