@@ -137,3 +137,95 @@ impl GraphLayer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RankMethod;
+    use crate::detect::graph::NodeVerdict;
+    use crate::detect::{EntityView, Scores};
+
+    /// What the layer published, by entity key.
+    #[derive(Default)]
+    struct Published(Vec<(String, NodeVerdict)>);
+
+    impl ScoreSink for Published {
+        fn publish(
+            &mut self,
+            _: &str,
+            _: &EntityView<'_>,
+            _: &SeriesLabels,
+            _: &'static str,
+            _: &Scores,
+        ) {
+        }
+        fn remove_entity(&mut self, _: &str, _: &str) {}
+        fn publish_graph(&mut self, _: &str, key: &str, _: &SeriesLabels, v: &NodeVerdict) {
+            self.0.push((key.to_string(), v.clone()));
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pods_share_their_service_verdict_and_entities_without_the_label_are_no_node() {
+        let cfg = GraphConfig {
+            query: None,
+            static_edges: vec![("web".into(), "db".into())],
+            node_label: "service".into(),
+            min_edge_rate: 0.0,
+            detector: "zscore".into(),
+            method: RankMethod::Frontier,
+        };
+        let mut layer = GraphLayer::new(cfg);
+        let entities = [
+            (
+                "web-1",
+                labels(&[("service", "web"), ("pod", "web-1")]),
+                3.0,
+            ),
+            (
+                "web-2",
+                labels(&[("service", "web"), ("pod", "web-2")]),
+                0.5,
+            ),
+            ("db-1", labels(&[("service", "db"), ("pod", "db-1")]), 2.0),
+            ("batch", labels(&[("pod", "batch")]), 9.0),
+        ];
+        let mut rendered = HashMap::new();
+        for (key, l, score) in &entities {
+            layer.record(key, l, *score);
+            rendered.insert(key.to_string(), SeriesLabels::new("g", l));
+        }
+        let registry = prometheus::Registry::new();
+        let telemetry =
+            Telemetry::new(crate::telemetry::SelfMetrics::new(&registry).expect("self-metrics"));
+        let mut out = Published::default();
+        layer.publish("g", &rendered, &mut out, &telemetry);
+        let by_key: HashMap<&str, &NodeVerdict> =
+            out.0.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        assert_eq!(
+            by_key.len(),
+            3,
+            "the entity without a service label is no node"
+        );
+        // Both pods carry the web service's verdict: its score is the higher pod's.
+        for pod in ["web-1", "web-2"] {
+            assert_eq!(by_key[pod].score, 3.0);
+            assert_eq!(by_key[pod].symptom_of.as_deref(), Some("db"), "{pod}");
+        }
+        assert_eq!(by_key["db-1"].rank, Some(1));
+        // An expired pod leaves the service; the other pod still speaks for it.
+        layer.forget("web-1");
+        let mut out = Published::default();
+        layer.publish("g", &rendered, &mut out, &telemetry);
+        let web2 = out.0.iter().find(|(k, _)| k == "web-2").expect("web-2");
+        assert_eq!(web2.1.score, 0.5);
+        assert_eq!(web2.1.rank, None);
+    }
+}
