@@ -91,8 +91,9 @@ impl GraphLayer {
     }
 
     /// Analyses this cycle's graph and publishes a verdict for every entity that is a
-    /// node. Several entities of one node (pods of a service) share the node's verdict;
-    /// the node's score is the highest of theirs.
+    /// node with a score (one still warming up is a node without one: it counts as known
+    /// for the edges, and gets no series yet). Several entities of one node (pods of a
+    /// service) share the node's verdict; the node's score is the highest of theirs.
     pub(super) fn publish(
         &mut self,
         group: &str,
@@ -133,6 +134,9 @@ impl GraphLayer {
             ) else {
                 continue;
             };
+            if verdicts[i].score.is_nan() {
+                continue;
+            }
             sink.publish_graph(group, key, l, &verdicts[i]);
         }
     }
@@ -196,6 +200,12 @@ mod tests {
             ),
             ("db-1", labels(&[("service", "db"), ("pod", "db-1")]), 2.0),
             ("batch", labels(&[("pod", "batch")]), 9.0),
+            // Warming up: a node with no score yet.
+            (
+                "cache-1",
+                labels(&[("service", "cache"), ("pod", "cache-1")]),
+                f64::NAN,
+            ),
         ];
         let mut rendered = HashMap::new();
         for (key, l, score) in &entities {
@@ -212,7 +222,7 @@ mod tests {
         assert_eq!(
             by_key.len(),
             3,
-            "the entity without a service label is no node"
+            "the entity without a service label is no node, the warming one has no verdict yet"
         );
         // Both pods carry the web service's verdict: its score is the higher pod's.
         for pod in ["web-1", "web-2"] {

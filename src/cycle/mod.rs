@@ -526,6 +526,7 @@ impl GroupRunner {
             }
         }
         let mut runs = vec![DetectorRun::default(); self.detectors.len()];
+        let graph = &mut self.graph;
         let mut anomalous = 0;
         for keys in fresh.chunks(SCORE_CHUNK) {
             let batch = self.store.views(keys);
@@ -540,19 +541,21 @@ impl GroupRunner {
                             if s.is_anomalous() {
                                 flagged.insert(view.key);
                             }
-                            if let Some(g) =
-                                self.graph.as_mut().filter(|g| g.detector() == d.name())
-                            {
-                                if let Some(e) = self.store.entity(view.key) {
-                                    g.record(view.key, &e.labels, s.anomaly_score);
-                                }
-                            }
+                            node_score(graph, &self.store, d.name(), view.key, s.anomaly_score);
                             if let Some(labels) = self.labels.get(view.key) {
                                 sink.publish(&self.cfg.name, view, labels, d.name(), &s);
                             }
                         }
-                        Err(DetectError::WarmingUp { .. }) => run.warming += 1,
-                        Err(DetectError::NoData) => run.no_data += 1,
+                        // Still a node of the graph (edges to it are not "unknown"), with
+                        // no score yet.
+                        Err(DetectError::WarmingUp { .. }) => {
+                            run.warming += 1;
+                            node_score(graph, &self.store, d.name(), view.key, f64::NAN);
+                        }
+                        Err(DetectError::NoData) => {
+                            run.no_data += 1;
+                            node_score(graph, &self.store, d.name(), view.key, f64::NAN);
+                        }
                         Err(DetectError::Inference(e)) => {
                             run.failed += 1;
                             tracing::warn!(detector = d.name(), entity = view.key, error = %e, "Detector failed on an entity.");
@@ -575,6 +578,22 @@ impl GroupRunner {
             );
         }
         anomalous
+    }
+}
+
+/// Hands an entity's score from `detector` to the graph layer when that detector scores
+/// the graph's nodes (NaN: no score yet).
+fn node_score(
+    graph: &mut Option<graph::GraphLayer>,
+    store: &GroupStore,
+    detector: &str,
+    key: &str,
+    score: f64,
+) {
+    if let Some(g) = graph.as_mut().filter(|g| g.detector() == detector) {
+        if let Some(e) = store.entity(key) {
+            g.record(key, &e.labels, score);
+        }
     }
 }
 
